@@ -1,0 +1,1 @@
+"""Residual diffusion: schedules, the Global Temporal UNet, and the DiffCast wrapper."""

@@ -1,0 +1,1 @@
+"""Training on HuggingFace Accelerate, checkpoint io, EMA, optimiser/scheduler factories."""

@@ -1,0 +1,1 @@
+"""Small helpers shared across subpackages (file io, seeding)."""
