@@ -1,0 +1,180 @@
+"""Forecasting API shared by ``diffcast nowcast``, ``diffcast evaluate`` and the demo.
+
+>>> nc = Nowcaster.from_spec("persistence", t_in=5, t_out=20)
+>>> out = nc.predict(x_in, members=4, seed=0)   # x_in: (B, 5, 1, H, W) in [0, 1]
+>>> out.forecast.shape                           # (M, B, 20, 1, H, W)
+
+A spec is a baseline name (``persistence``, ``extrapolation``) or a path to a
+model file / checkpoint folder / run folder (see
+:func:`diffcast.training.model_io.resolve_model_file`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data.contract import DatasetMeta, as_tensor
+from .data.transforms import get_meta
+from .models.backbones import BACKBONES
+from .models.factory import build_model
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("persistence", "extrapolation")
+
+
+@dataclass
+class NowcastResult:
+    """Output of :meth:`Nowcaster.predict`.
+
+    Attributes
+    ----------
+    forecast : Tensor
+        ``(M, B, T_out, C, H, W)`` in ``[0, 1]``.
+    mu : Tensor
+        Backbone mean ``(B, T_out, C, H, W)`` (equals the forecast for backbones).
+    residual : Tensor or None
+        Sampled residuals ``(M, B, T_out, C, H, W)`` in ``[-1, 1]`` space, or
+        ``None`` for deterministic models.
+    """
+
+    forecast: torch.Tensor
+    mu: torch.Tensor
+    residual: torch.Tensor | None = None
+
+    @property
+    def ensemble_mean(self) -> torch.Tensor:
+        return self.forecast.mean(dim=0)
+
+
+def is_diffusion_model(model: nn.Module) -> bool:
+    return hasattr(model, "sample") and hasattr(model, "backbone")
+
+
+class Nowcaster:
+    """A model (backbone alone or DiffCast) plus what is needed to use it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A :class:`~diffcast.models.backbones.Backbone` or a ``ResidualDiffusion``.
+    config : dict
+        The resolved config (``config["model"]`` rebuilds ``model``).
+    meta : DatasetMeta
+        Metadata of the data the model was trained on (units, thresholds, time step).
+    name : str
+        Label used in reports.
+    """
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], meta: DatasetMeta, name: str = "model") -> None:
+        self.model = model.eval()
+        self.config = config
+        self.meta = meta
+        self.name = name
+        mcfg = config["model"]
+        self.t_in = int(mcfg["t_in"])
+        self.t_out = int(mcfg["t_out"])
+        self.channels = int(mcfg.get("channels", 1))
+        self.height = int(mcfg.get("height", 128))
+        self.width = int(mcfg.get("width", 128))
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_baseline(
+        cls,
+        name: str,
+        t_in: int = 5,
+        t_out: int = 20,
+        channels: int = 1,
+        height: int = 128,
+        width: int = 128,
+        meta: DatasetMeta | str = "sevir",
+        **kwargs: Any,
+    ) -> Nowcaster:
+        """A parameter-free baseline (``persistence`` or ``extrapolation``) by name."""
+        if name not in BASELINES:
+            raise ValueError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")
+        meta = get_meta(meta) if isinstance(meta, str) else meta
+        mcfg = {
+            "type": "backbone",
+            "t_in": t_in,
+            "t_out": t_out,
+            "channels": channels,
+            "height": height,
+            "width": width,
+            "backbone": {"name": name, **kwargs},
+        }
+        return cls(build_model(mcfg), {"model": mcfg, "data": {"name": meta.name}}, meta, name=name)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Nowcaster:
+        """Load a model file, checkpoint folder or run folder."""
+        from .training.model_io import load_model_file, resolve_model_file
+
+        file = resolve_model_file(path)
+        state, config, metadata = load_model_file(file)
+        model = build_model(config["model"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # Non-persistent buffers (schedules) are recomputed, never loaded.
+        if unexpected or missing:
+            raise ValueError(
+                f"{file} does not match the model its config describes: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        model.to(map_location)
+        data_name = (config.get("data") or {}).get("name", "sevir")
+        try:
+            meta = get_meta(data_name)
+        except ValueError:
+            meta = get_meta("sevir")
+            log.warning("unknown dataset %r in %s; using SEVIR metadata", data_name, file)
+        label = config.get("name") or Path(path).name
+        return cls(model, config, meta, name=str(label))
+
+    @classmethod
+    def from_spec(cls, spec: str | Path, **baseline_kwargs: Any) -> Nowcaster:
+        """A baseline name or a checkpoint path."""
+        if str(spec) in BASELINES:
+            return cls.from_baseline(str(spec), **baseline_kwargs)
+        return cls.from_checkpoint(spec)
+
+    # ------------------------------------------------------------------ predict
+    @property
+    def is_probabilistic(self) -> bool:
+        return is_diffusion_model(self.model)
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        x_in: Any,
+        members: int = 1,
+        seed: int | None = None,
+        progress: bool = False,
+        **sample_kwargs: Any,
+    ) -> NowcastResult:
+        """Forecast ``T_out`` frames from ``x_in`` ``(B, T_in, C, H, W)`` in [0, 1].
+
+        Deterministic models always return one member (``M = 1``), whatever
+        ``members`` asks for; check :attr:`is_probabilistic`. ``sample_kwargs`` (``sampler``, ``steps``, ``eta``, ``noise``) go to
+        ``ResidualDiffusion.sample``.
+        """
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        x = as_tensor(
+            x_in, "x_in", length=self.t_in, channels=self.channels, size=(self.height, self.width)
+        )
+        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        x = x.to(device)
+        if self.is_probabilistic:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2**63)))
+            out = self.model.sample(x, members=members, generator=gen, progress=progress, **sample_kwargs)
+            return NowcastResult(forecast=out.forecast, mu=out.mu, residual=out.residual)
+        mu = self.model(x)
+        return NowcastResult(forecast=mu.clamp(0.0, 1.0).unsqueeze(0), mu=mu)
