@@ -35,10 +35,13 @@ def kgm2_to_vil_code(vil: np.ndarray) -> np.ndarray:
     """Inverse of :func:`vil_code_to_kgm2` on its monotone branches (returns float codes)."""
     v = np.asarray(vil, dtype=np.float64)
     out = np.zeros_like(v)
-    lin = (v > 3.0 / 90.66) & (v <= 16.0 / 90.66)
+    # The decoding jumps at code 18 (linear branch ends at 16/90.66, the exponential
+    # one starts above it); values inside that gap are never produced and map to 18.
+    top_lin = 16.0 / 90.66 * (1 + 1e-6)
+    lin = (v > 3.0 / 90.66) & (v <= top_lin)
     out[lin] = v[lin] * 90.66 + 2.0
-    hi = v > 16.0 / 90.66
-    out[hi] = 83.9 + 38.9 * np.log(v[hi])
+    hi = v > top_lin
+    out[hi] = np.maximum(83.9 + 38.9 * np.log(v[hi]), 18.0)
     return np.clip(out, 0, 255).astype(np.float32)
 
 

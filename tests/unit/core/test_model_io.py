@@ -1,0 +1,49 @@
+"""The model file format: weights + config in one safetensors file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from diffcast.training.model_io import load_model_file, resolve_model_file, save_model_file
+
+
+def test_round_trip_with_shared_tensors(tmp_path):
+    w = torch.randn(3, 4)
+    state = {"a.weight": w, "b.weight": w, "c.bias": torch.zeros(4)}  # a and b alias
+    cfg = {"model": {"type": "backbone", "backbone": {"name": "persistence"}}, "data": {"name": "sevir"}}
+    path = save_model_file(tmp_path / "m.safetensors", state, cfg, extra={"weights": "ema"})
+    loaded, cfg2, meta = load_model_file(path)
+    assert cfg2 == cfg and meta["weights"] == "ema"
+    assert torch.equal(loaded["a.weight"], w) and torch.equal(loaded["b.weight"], w)
+
+
+def test_rejects_foreign_files(tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(1)}, str(plain))
+    with pytest.raises(ValueError, match="not a diffcast model file"):
+        load_model_file(plain)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        load_model_file(junk)
+    with pytest.raises(FileNotFoundError):
+        load_model_file(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="'model' section"):
+        save_model_file(tmp_path / "x.safetensors", {}, {"data": {}})
+
+
+def test_resolve_prefers_ema_and_best(tmp_path):
+    cfg = {"model": {}}
+    run = tmp_path / "run"
+    for step in ("step_00000010", "step_00000020"):
+        (run / "checkpoints" / step).mkdir(parents=True)
+        save_model_file(run / "checkpoints" / step / "model.safetensors", {}, cfg)
+    assert resolve_model_file(run).parent.name == "step_00000020"
+    (run / "checkpoints" / "best").mkdir()
+    save_model_file(run / "checkpoints" / "best" / "model.safetensors", {}, cfg)
+    save_model_file(run / "checkpoints" / "best" / "ema.safetensors", {}, cfg)
+    assert resolve_model_file(run) == run / "checkpoints" / "best" / "ema.safetensors"
+    with pytest.raises(FileNotFoundError, match="no model weights"):
+        resolve_model_file(tmp_path)
