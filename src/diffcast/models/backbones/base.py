@@ -60,3 +60,41 @@ class Backbone(nn.Module):
     def loss(self, x_in: torch.Tensor, y_true: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named loss terms; ``"loss"`` is the total, ``"mse"`` always present."""
         return self.forward_with_loss(x_in, y_true)[1]
+
+
+def apply_preset(owner: str, presets: dict[str, dict], preset: str | None, overrides: dict) -> dict:
+    """Merge a named preset with explicit keyword overrides.
+
+    Parameters
+    ----------
+    owner : str
+        Name used in error messages (the backbone's registry name).
+    presets : dict of str to dict
+        The class's ``PRESETS``; every preset must hold every hyper-parameter.
+    preset : str or None
+        Preset to start from (``None``: the first preset).
+    overrides : dict
+        Explicit keyword arguments; they win over the preset's values.
+
+    Returns
+    -------
+    dict
+        The resolved hyper-parameters.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset or a keyword no preset knows.
+    """
+    if preset is None:
+        preset = next(iter(presets))
+    if preset not in presets:
+        raise ValueError(f"unknown {owner} preset {preset!r}; choose one of: {', '.join(sorted(presets))}")
+    cfg = dict(presets[preset])
+    unknown = sorted(set(overrides) - set(cfg))
+    if unknown:
+        raise ValueError(
+            f"unknown {owner} argument(s) {', '.join(unknown)}; valid ones are: {', '.join(sorted(cfg))}"
+        )
+    cfg.update(overrides)
+    return cfg

@@ -1,1 +1,142 @@
-"""Placeholder until implemented."""
+"""Lagrangian extrapolation: pysteps Lucas-Kanade motion + semi-Lagrangian advection.
+
+The motion field is estimated from the observed frames with
+``pysteps.motion.get_method("LK")`` and the last frame is advected along it with
+``pysteps.extrapolation.get_method("semilagrangian")`` (pySTEPS, BSD-3-Clause).
+Runs in numpy on the CPU, one (sample, channel) at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import torch
+
+from . import BACKBONES
+from .base import Backbone
+
+logger = logging.getLogger(__name__)
+
+
+@BACKBONES.register("extrapolation")
+class Extrapolation(Backbone):
+    """Optical-flow extrapolation of the last observed frame.
+
+    Parameters
+    ----------
+    t_in, t_out : int
+        Observed and forecast frames; ``t_in >= 2`` (motion needs two frames).
+    channels, height, width : int
+        Frame layout.
+    threshold : float, default 0.01
+        Values below this (in the [0, 1] data scale) are treated as "no signal"
+        when estimating motion; a frame pair with no signal gives zero motion.
+    motion_frames : int or None, default None
+        Number of most recent frames used by Lucas-Kanade (``None``: all ``t_in``,
+        at most 4). Must be between 2 and ``t_in``.
+    lk_kwargs : dict or None
+        Extra keyword arguments for ``pysteps`` ``dense_lucaskanade``.
+
+    Notes
+    -----
+    ``trainable`` is ``False``: no parameters, ``loss`` returns the MSE without a
+    gradient. Non-finite outputs become 0 and the forecast is clipped to [0, 1].
+    Motion is estimated on ``x * 255`` so pysteps' 8-bit feature detection sees
+    the full dynamic range.
+    """
+
+    trainable = False
+    PRESETS: dict[str, dict] = {}
+
+    def __init__(
+        self,
+        t_in: int,
+        t_out: int,
+        channels: int = 1,
+        height: int = 128,
+        width: int = 128,
+        threshold: float = 0.01,
+        motion_frames: int | None = None,
+        lk_kwargs: dict | None = None,
+        **kwargs,
+    ) -> None:
+        if kwargs:
+            raise ValueError(
+                f"unknown extrapolation argument(s) {', '.join(sorted(kwargs))}; "
+                "valid ones are: lk_kwargs, motion_frames, threshold"
+            )
+        super().__init__(t_in, t_out, channels, height, width)
+        if t_in < 2:
+            raise ValueError(f"extrapolation needs at least 2 observed frames to estimate motion, got t_in={t_in}")
+        if motion_frames is None:
+            motion_frames = min(t_in, 4)
+        if not isinstance(motion_frames, int) or not 2 <= motion_frames <= t_in:
+            raise ValueError(f"motion_frames must be an integer in [2, t_in={t_in}], got {motion_frames!r}")
+        if not 0.0 <= float(threshold) < 1.0:
+            raise ValueError(f"threshold must lie in [0, 1), got {threshold!r}")
+        self.threshold = float(threshold)
+        self.motion_frames = motion_frames
+        self.lk_kwargs = dict(lk_kwargs or {})
+
+    def motion(self, frames: np.ndarray) -> np.ndarray:
+        """Lucas-Kanade motion field of a short sequence.
+
+        Parameters
+        ----------
+        frames : ndarray, shape (T, H, W)
+            Values in [0, 1].
+
+        Returns
+        -------
+        ndarray, shape (2, H, W)
+            Velocity (u, v) in pixels per time step; zeros where there is no signal.
+        """
+        from pysteps import motion
+
+        frames = np.nan_to_num(np.asarray(frames, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        signal = frames >= self.threshold
+        if signal.sum(axis=(1, 2)).min() < 4:
+            return np.zeros((2,) + frames.shape[1:])
+        fields = np.where(signal, frames, 0.0) * 255.0
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                uv = motion.get_method("LK")(fields, verbose=False, **self.lk_kwargs)
+        except Exception as err:  # pysteps/OpenCV can fail on degenerate fields
+            logger.debug("Lucas-Kanade failed (%s); using zero motion", err)
+            return np.zeros((2,) + frames.shape[1:])
+        return np.nan_to_num(np.asarray(uv, dtype=np.float64))
+
+    def extrapolate(self, frames: np.ndarray) -> np.ndarray:
+        """Forecast ``t_out`` frames from one (T_in, H, W) sequence, values in [0, 1]."""
+        from pysteps import extrapolation
+
+        frames = np.nan_to_num(np.asarray(frames, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        last = frames[-1]
+        uv = self.motion(frames[-self.motion_frames :])
+        if not np.any(uv) or not np.any(last):
+            out = np.repeat(last[None], self.t_out, axis=0)
+        else:
+            out = extrapolation.get_method("semilagrangian")(last, uv, self.t_out, outval=0.0)
+        return np.clip(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
+
+    def forward(self, x_in: torch.Tensor) -> torch.Tensor:
+        """Extrapolate every sample and channel.
+
+        Parameters
+        ----------
+        x_in : Tensor, shape (B, T_in, C, H, W), values in [0, 1]
+
+        Returns
+        -------
+        Tensor, shape (B, T_out, C, H, W), values in [0, 1], same dtype/device as ``x_in``
+        """
+        self.check_input(x_in)
+        x = x_in.detach().to("cpu", torch.float64).numpy()
+        out = np.empty((x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
+        for b in range(x.shape[0]):
+            for c in range(x.shape[2]):
+                out[b, :, c] = self.extrapolate(x[b, :, c])
+        return torch.from_numpy(out).to(device=x_in.device, dtype=x_in.dtype)
