@@ -1,1 +1,759 @@
-"""Placeholder until implemented."""
+"""Real radar archives read with the pysteps importers.
+
+Supported formats (``fmt``), each with a file-name pattern that gives the time stamp:
+
+============  ===============================================  ===========================
+``mch``       MeteoSwiss GIF, ``AQC161932100V_00005.801.gif``  ``yyDDDHHMM`` (day of year)
+``fmi``       FMI PGM(.gz),                                    ``YYYYmmddHHMM``
+              ``201609281600_fmi.radar.composite...pgm.gz``
+``bom``       BoM Rainfields NetCDF, ``66_20201031_000000...nc``  ``YYYYmmdd_HHMMSS``
+``odim``      ODIM HDF5 composites (any name)                   ``/what`` date + time attrs
+``knmi``      KNMI HDF5, ``RAD_NL25_RAP_NA_201008260000.h5``   ``YYYYmmddHHMM``
+============  ===============================================  ===========================
+
+Values are mapped to ``[0, 1]`` through one declared transform
+(:data:`~diffcast.data.transforms.RADAR_DBZ_META`): reflectivity ``x = dBZ / 90``
+clipped to ``[0, 1]``; rain rates (``unit`` mm/h, or mm per ``accutime``
+minutes converted to mm/h) become dBZ by Marshall-Palmer ``Z = 200 R^1.6``
+first. pysteps' ``unit``/``transform`` metadata decide which applies. No-data
+pixels (NaN) are set to 0 and reported in a boolean ``mask`` (True = no data, the
+``numpy.ma`` convention).
+
+Frames are cropped or regridded to a requested size: ``resample="area"`` takes
+the largest centred square and averages it down to ``size`` (area
+interpolation); ``resample="crop"`` takes a centred ``size`` x ``size`` window at
+native resolution (zero-padded, masked, if the image is smaller).
+
+Time series are never bridged across gaps: a sequence only contains frames
+exactly one time step apart (the time step is the most common spacing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import DATASETS
+from .contract import DatasetMeta
+from .transforms import RADAR_DBZ_META, rainrate_to_dbz
+
+log = logging.getLogger(__name__)
+
+#: dBZ mapped to 1.0.
+DBZ_SCALE = 90.0
+
+
+def _utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def _time_mch(m: re.Match[str]) -> datetime:
+    yy, doy, hh, mm = int(m["yy"]), int(m["doy"]), int(m["hh"]), int(m["mm"])
+    return _utc(2000 + yy, 1, 1) + timedelta(days=doy - 1, hours=hh, minutes=mm)
+
+
+def _time_compact(m: re.Match[str]) -> datetime:
+    s = m["ts"]
+    return datetime.strptime(s, "%Y%m%d%H%M%S" if len(s) == 14 else "%Y%m%d%H%M").replace(
+        tzinfo=timezone.utc
+    )
+
+
+def _time_bom(m: re.Match[str]) -> datetime:
+    return datetime.strptime(m["d"] + m["t"], "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+
+
+def _import_mch(path: Path, m: re.Match[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    from pysteps.io.importers import import_mch_gif
+
+    data, _, meta = import_mch_gif(str(path), product=m["product"], unit="mm/h", accutime=5.0)
+    return data, meta
+
+
+def _import_fmi(path: Path, m: re.Match[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    from pysteps.io.importers import import_fmi_pgm
+
+    data, _, meta = import_fmi_pgm(str(path), gzipped=path.suffix == ".gz")
+    return data, meta
+
+
+def _import_bom(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    from pysteps.io.importers import import_bom_rf3
+
+    data, _, meta = import_bom_rf3(str(path))
+    return data, meta
+
+
+def _import_odim(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    import h5py
+    from pysteps.io.importers import import_odim_hdf5
+
+    with h5py.File(path, "r") as fh:
+        qtys = {
+            bytes(g["what"].attrs["quantity"]).decode()
+            if isinstance(g["what"].attrs["quantity"], bytes)
+            else str(g["what"].attrs["quantity"])
+            for name, ds in fh.items()
+            if name.startswith("dataset")
+            for gname, g in ds.items()
+            if gname.startswith("data") and "what" in g and "quantity" in g["what"].attrs
+        }
+    for qty in ("DBZH", "RATE", "ACRR"):
+        if qty in qtys:
+            data, _, meta = import_odim_hdf5(str(path), qty=qty)
+            return data, meta
+    raise ValueError(
+        f"{path}: ODIM file holds none of the quantities DBZH, RATE, ACRR (found {sorted(qtys)})"
+    )
+
+
+def _import_knmi(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    import h5py
+    from pysteps.io.importers import import_knmi_hdf5
+
+    # KNMI stores 5-min accumulations as uint16 hundredths of mm (ACRR) and reflectivity
+    # composites as uint8 (DBZH); the stored type tells which product a file is.
+    with h5py.File(path, "r") as fh:
+        if "image1" not in fh or "image_data" not in fh["image1"]:
+            raise ValueError("not a KNMI HDF5 file: no image1/image_data")
+        qty = "DBZH" if fh["image1"]["image_data"].dtype == np.uint8 else "ACRR"
+    data, _, meta = import_knmi_hdf5(str(path), qty=qty, accutime=5.0)
+    return data, meta
+
+
+def _odim_time(path: Path) -> datetime:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            what = fh["what"].attrs
+            d, t = what["date"], what["time"]
+    except (OSError, KeyError) as exc:
+        raise ValueError(
+            f"{path}: not an ODIM HDF5 file with /what date and time attributes ({exc})"
+        ) from exc
+    d = d.decode() if isinstance(d, bytes) else str(d)
+    t = t.decode() if isinstance(t, bytes) else str(t)
+    return datetime.strptime(d + t[:6].ljust(6, "0"), "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class RadarFormat:
+    """A radar file format: file-name pattern, time parser and pysteps importer."""
+
+    name: str
+    pattern: re.Pattern[str]
+    time: Callable[[re.Match[str]], datetime] | None
+    importer: Callable[[Path, Any], tuple[np.ndarray, dict[str, Any]]]
+    description: str = ""
+
+    def match(self, path: Path) -> re.Match[str] | None:
+        return self.pattern.match(path.name)
+
+    def series(self, path: Path) -> str:
+        """Which radar product/station a file belongs to (files of one series share a grid)."""
+        m = self.match(path)
+        if m is None:
+            return ""
+        groups = m.groupdict()
+        return "/".join(groups[k] for k in ("station", "kind", "product") if groups.get(k))
+
+    def timestamp(self, path: Path) -> datetime:
+        m = self.match(path)
+        if m is None:
+            raise ValueError(
+                f"{path.name} does not look like a {self.name} file ({self.description})"
+            )
+        if self.time is None:  # time stamp stored inside the file
+            return _odim_time(path)
+        try:
+            return self.time(m)
+        except ValueError as exc:
+            raise ValueError(f"cannot parse the time stamp of {path}: {exc}") from exc
+
+
+RADAR_FORMATS: dict[str, RadarFormat] = {
+    f.name: f
+    for f in (
+        RadarFormat(
+            "mch",
+            re.compile(
+                r"^(?P<product>[A-Z]{3})(?P<yy>\d{2})(?P<doy>\d{3})(?P<hh>\d{2})(?P<mm>\d{2})\w?_\d+\.\d+\.gif$"
+            ),
+            _time_mch,
+            _import_mch,
+            "MeteoSwiss GIF, e.g. AQC161932100V_00005.801.gif (yyDDDHHMM)",
+        ),
+        RadarFormat(
+            "fmi",
+            re.compile(r"^(?P<ts>\d{12})_fmi\.radar\.composite.*\.pgm(\.gz)?$"),
+            _time_compact,
+            _import_fmi,
+            "FMI PGM, e.g. 201609281600_fmi.radar.composite.lowest_FIN_SUOMI1.pgm.gz",
+        ),
+        RadarFormat(
+            "bom",
+            re.compile(r"^(?P<station>\d+)_(?P<d>\d{8})_(?P<t>\d{6})\.(?P<kind>prcp-\w+)\.nc$"),
+            _time_bom,
+            _import_bom,
+            "BoM Rainfields NetCDF, e.g. 66_20201031_000000.prcp-c10.nc",
+        ),
+        RadarFormat(
+            "knmi",
+            re.compile(r"^RAD_NL\d+_\w+?_(?P<ts>\d{12})\.h5$"),
+            _time_compact,
+            _import_knmi,
+            "KNMI HDF5, e.g. RAD_NL25_RAP_NA_201008260000.h5",
+        ),
+        RadarFormat(
+            "odim",
+            re.compile(r"^.*\.(h5|hdf5|hdf)$", re.IGNORECASE),
+            None,
+            _import_odim,
+            "ODIM HDF5 composite (.h5/.hdf5/.hdf) with /what date and time",
+        ),
+    )
+}
+
+
+def detect_format(paths: Sequence[Path]) -> str:
+    """Name of the format whose file-name pattern matches all ``paths``.
+
+    ``knmi`` wins over the generic ``odim`` pattern for ``RAD_NL*.h5`` files.
+
+    Raises
+    ------
+    ValueError
+        No paths, or not all files match one format.
+    """
+    if not paths:
+        raise ValueError("no radar files given")
+    for name, fmt in RADAR_FORMATS.items():  # specific formats first, odim last
+        if all(fmt.match(Path(p)) for p in paths):
+            return name
+    counts = Counter(
+        next((n for n, f in RADAR_FORMATS.items() if f.match(Path(p))), "unknown") for p in paths
+    )
+    raise ValueError(
+        "cannot detect a single radar format for the files "
+        f"({', '.join(f'{n}: {c}' for n, c in counts.items())}); pass fmt= one of {', '.join(RADAR_FORMATS)}"
+    )
+
+
+def to_unit_interval(data: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Map a pysteps field to ``[0, 1]`` (= dBZ / 90) and a validity map.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(H, W)`` field as returned by a pysteps importer (NaN = no data).
+    meta : dict
+        pysteps metadata: ``unit`` (``"dBZ"``, ``"mm/h"``, ``"mm"``), ``transform``
+        (``None`` or ``"dB"``) and ``accutime`` (minutes, for ``"mm"``).
+
+    Returns
+    -------
+    x : numpy.ndarray
+        ``(H, W)`` float32 in ``[0, 1]``; no-data pixels are 0.
+    valid : numpy.ndarray
+        ``(H, W)`` bool, True where data are valid.
+    """
+    arr = np.asarray(data, dtype=np.float64)
+    mask = np.isfinite(arr)
+    vals = np.where(mask, arr, 0.0)
+    unit = str(meta.get("unit", "")).strip()
+    transform = meta.get("transform")
+    if unit.lower() == "dbz":
+        if transform not in (None, "dB"):
+            raise ValueError(f"unsupported transform {transform!r} for reflectivity")
+        dbz = vals
+    elif unit in ("mm/h", "mm"):
+        if transform == "dB":
+            vals = np.where(mask, 10.0 ** (vals / 10.0), 0.0)
+        elif transform is not None:
+            raise ValueError(f"unsupported pysteps transform {transform!r} (expected None or 'dB')")
+        if unit == "mm":
+            acc = float(meta.get("accutime") or 0.0)
+            if acc <= 0:
+                raise ValueError(
+                    "rain accumulation in mm without a positive 'accutime' in the metadata"
+                )
+            vals = vals * (60.0 / acc)  # mm per accutime -> mm/h
+        dbz = rainrate_to_dbz(vals)  # Marshall-Palmer Z = 200 R^1.6
+    else:
+        raise ValueError(f"unsupported radar unit {unit!r} (expected dBZ, mm/h or mm)")
+    x = np.clip(np.asarray(dbz, dtype=np.float64) / DBZ_SCALE, 0.0, 1.0).astype(np.float32)
+    x[~mask] = 0.0
+    return x, mask
+
+
+def regrid(
+    x: np.ndarray, mask: np.ndarray, size: tuple[int, int] | None, resample: str = "area"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop or regrid a frame and its validity map (True = valid) to ``size`` (see module docstring)."""
+    import cv2
+
+    if size is None:
+        return x, mask
+    h, w = x.shape
+    th, tw = size
+    if resample == "crop":
+        out = np.zeros((th, tw), np.float32)
+        om = np.zeros((th, tw), bool)
+        y0, x0 = (h - th) // 2, (w - tw) // 2
+        sy, sx = max(y0, 0), max(x0, 0)
+        dy, dx = max(-y0, 0), max(-x0, 0)
+        ch, cw = min(th, h), min(tw, w)
+        out[dy : dy + ch, dx : dx + cw] = x[sy : sy + ch, sx : sx + cw]
+        om[dy : dy + ch, dx : dx + cw] = mask[sy : sy + ch, sx : sx + cw]
+        return out, om
+    if resample != "area":
+        raise ValueError(f"unknown resample {resample!r}; choose 'area' or 'crop'")
+    # largest centred region with the target aspect ratio, then area averaging
+    ratio = tw / th
+    ch, cw = (h, int(round(h * ratio))) if w / h >= ratio else (int(round(w / ratio)), w)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    xs = x[y0 : y0 + ch, x0 : x0 + cw]
+    ms = mask[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32)
+    interp = cv2.INTER_AREA if ch >= th else cv2.INTER_LINEAR
+    # average over valid pixels only; a target pixel is valid if at least half its area is
+    out = cv2.resize(np.ascontiguousarray(xs * ms), (tw, th), interpolation=interp)
+    frac = cv2.resize(np.ascontiguousarray(ms), (tw, th), interpolation=interp)
+    om = frac >= 0.5
+    out = np.where(om, out / np.maximum(frac, 1e-6), 0.0).astype(np.float32)
+    return np.clip(out, 0.0, 1.0), om
+
+
+def _as_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    s = (size, size) if isinstance(size, int) else tuple(int(v) for v in size)
+    if len(s) != 2 or min(s) < 1:
+        raise ValueError(f"size must be a positive int or (H, W), got {size}")
+    return s  # type: ignore[return-value]
+
+
+def read_frame(
+    path: str | Path, fmt: str, size: int | tuple[int, int] | None = None, resample: str = "area"
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read one radar file into ``([0,1] frame, validity map (True = valid), pysteps metadata)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing file.
+    ValueError
+        Unknown format, or a file the importer cannot read (message names the file).
+    """
+    path = Path(path)
+    if fmt not in RADAR_FORMATS:
+        raise ValueError(f"unknown radar format {fmt!r}; choose one of: {', '.join(RADAR_FORMATS)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"radar file {path} not found")
+    f = RADAR_FORMATS[fmt]
+    try:
+        data, meta = f.importer(path, f.match(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"cannot read {fmt} radar file {path}: {exc}") from exc
+    except Exception as exc:  # importers raise OSError, KeyError, IndexError, ... on corrupt files
+        raise ValueError(
+            f"cannot read {fmt} radar file {path}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if data is None or np.ndim(data) != 2:
+        raise ValueError(
+            f"{path}: expected a 2-D field, got {None if data is None else np.shape(data)}"
+        )
+    x, mask = to_unit_interval(data, meta)
+    x, mask = regrid(x, mask, _as_size(size), resample)
+    return x, mask, meta
+
+
+@dataclass
+class RadarFrames:
+    """Consecutive radar frames mapped to the tensor contract.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        ``(T, H, W)`` float32 in ``[0, 1]`` (dBZ / 90).
+    times : list of datetime
+        UTC valid time of each frame, strictly increasing, one ``timestep_min`` apart.
+    timestep_min : float
+        Minutes between frames.
+    meta : DatasetMeta
+        Dataset metadata (``RADAR_DBZ_META`` with this time step and pixel size).
+    source : dict
+        pysteps metadata of the first file plus ``format`` and ``files``.
+    mask : numpy.ndarray
+        ``(T, H, W)`` bool, True where there are NO data (``numpy.ma`` convention; such
+        pixels are 0 in ``data``).
+    """
+
+    data: np.ndarray
+    times: list[datetime]
+    timestep_min: float
+    meta: DatasetMeta
+    source: dict[str, Any] = field(default_factory=dict)
+    mask: np.ndarray | None = None
+
+    @property
+    def files(self) -> list[str]:
+        """The files read, in time order."""
+        return list(self.source.get("files", []))
+
+    @property
+    def pixel_km(self) -> float:
+        """Pixel size of ``data`` in km."""
+        return self.meta.pixel_km
+
+
+def _check_times(
+    times: Sequence[datetime], paths: Sequence[Path], timestep_min: float | None = None
+) -> float:
+    """Check strictly increasing, gap-free times; return the time step in minutes."""
+    if len(times) < 2:
+        return float(timestep_min or 5.0)
+    diffs = [(b - a).total_seconds() / 60.0 for a, b in zip(times[:-1], times[1:])]
+    for i, d in enumerate(diffs):
+        if d <= 0:
+            raise ValueError(
+                f"radar time stamps are not increasing: {paths[i + 1].name} ({times[i + 1]:%Y-%m-%d %H:%M}) "
+                f"follows {paths[i].name} ({times[i]:%Y-%m-%d %H:%M}); pass the files in time order without duplicates"
+            )
+    # A gap is never shorter than the time step, so the shortest spacing is the step.
+    step = float(timestep_min) if timestep_min else min(diffs)
+    for i, d in enumerate(diffs):
+        if abs(d - step) > 1e-6:
+            raise ValueError(
+                f"gap in the radar time series: {d:g} min between {paths[i].name} and {paths[i + 1].name} "
+                f"(expected {step:g} min); sequences never span missing frames"
+            )
+    return step
+
+
+def _radar_meta(
+    timestep_min: float,
+    pixel_km: float | None,
+    fmt: str,
+    resample: str,
+    size: tuple[int, int] | None,
+) -> DatasetMeta:
+    desc = RADAR_DBZ_META.transform + f"; source format {fmt}"
+    if size is not None:
+        desc += f"; {resample} to {size[0]}x{size[1]}"
+    return dataclasses.replace(
+        RADAR_DBZ_META,
+        timestep_min=float(timestep_min),
+        pixel_km=float(pixel_km) if pixel_km else RADAR_DBZ_META.pixel_km,
+        transform=desc,
+    )
+
+
+def _pixel_km(
+    meta: dict[str, Any], native: tuple[int, int], size: tuple[int, int] | None, resample: str
+) -> float | None:
+    px = meta.get("xpixelsize")
+    if px is None:
+        return None
+    km = float(px) / 1000.0 if meta.get("cartesian_unit", "m") == "m" else float(px)
+    if size is not None and resample == "area":
+        km *= (
+            native[0] / size[0]  # full height kept, width cropped
+            if native[1] / native[0] >= size[1] / size[0]
+            else native[1] / size[1]
+        )
+    return km
+
+
+def read_radar_files(
+    paths: Sequence[str | Path],
+    fmt: str | None = None,
+    size: int | tuple[int, int] | None = None,
+    resample: str = "area",
+    timestep_min: float | None = None,
+) -> RadarFrames:
+    """Read consecutive radar files (e.g. the inputs of ``diffcast nowcast``).
+
+    Parameters
+    ----------
+    paths : list of path
+        Files in time order.
+    fmt : str, optional
+        One of :data:`RADAR_FORMATS`; detected from the file names when omitted.
+    size : int or (int, int), optional
+        Output frame size; ``None`` keeps the native grid.
+    resample : {"area", "crop"}
+        How to reach ``size`` (see module docstring).
+    timestep_min : float, optional
+        Expected spacing; default: the shortest spacing between the files.
+
+    Returns
+    -------
+    RadarFrames
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is missing.
+    ValueError
+        Undetectable format, unreadable file, non-increasing time stamps, a gap,
+        or frames of different sizes (all messages name the file).
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no radar files given")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"radar file {p} not found")
+    fmt = fmt or detect_format(paths)
+    if fmt not in RADAR_FORMATS:
+        raise ValueError(f"unknown radar format {fmt!r}; choose one of: {', '.join(RADAR_FORMATS)}")
+    kinds = sorted({RADAR_FORMATS[fmt].series(p) for p in paths})
+    if len(kinds) > 1:
+        raise ValueError(
+            f"the radar files mix several series ({', '.join(kinds)}); pass files of one series"
+        )
+    times = [RADAR_FORMATS[fmt].timestamp(p) for p in paths]
+    step = _check_times(times, paths, timestep_min)
+    sz = _as_size(size)
+    frames, masks, first_meta, native = [], [], {}, None
+    for p in paths:
+        x, m, meta = read_frame(p, fmt, None, resample)
+        if native is None:
+            native, first_meta = x.shape, meta
+        elif x.shape != native:
+            raise ValueError(f"{p}: grid {x.shape} differs from {native} of {paths[0].name}")
+        x, m = regrid(x, m, sz, resample)
+        frames.append(x)
+        masks.append(m)
+    src = {
+        k: v for k, v in first_meta.items() if isinstance(v, (str, int, float, bool, type(None)))
+    }
+    src.update(format=fmt, files=[str(p) for p in paths], native_shape=list(native))
+    return RadarFrames(
+        data=np.stack(frames).astype(np.float32),
+        times=times,
+        timestep_min=step,
+        meta=_radar_meta(step, _pixel_km(first_meta, native, sz, resample), fmt, resample, sz),
+        source=src,
+        mask=~np.stack(masks),
+    )
+
+
+def list_radar_files(
+    root: str | Path, fmt: str | None = None, series: str | None = None
+) -> tuple[str, list[tuple[datetime, Path]]]:
+    """All radar files under ``root`` (recursively) as ``(format, [(time, path), ...])`` sorted by time.
+
+    Parameters
+    ----------
+    root : path
+        Folder searched recursively.
+    fmt : str, optional
+        Format name; detected when omitted (must be unique under ``root``).
+    series : str, optional
+        Product/station to keep when ``root`` holds several (e.g. ``"66/prcp-c10"``
+        for BoM, ``"AQC"`` for MeteoSwiss); required in that case, since series
+        differ in grid and time step.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing folder, no matching files, several formats without ``fmt``,
+        several series without ``series``, or duplicate time stamps.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"radar folder {root} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if fmt is None:
+        cand = [p for p in files if any(f.match(p) for f in RADAR_FORMATS.values())]
+        if not cand:
+            raise ValueError(
+                f"no radar files of a known format ({', '.join(RADAR_FORMATS)}) under {root}"
+            )
+        fmt = detect_format(cand)
+    elif fmt not in RADAR_FORMATS:
+        raise ValueError(f"unknown radar format {fmt!r}; choose one of: {', '.join(RADAR_FORMATS)}")
+    fobj = RADAR_FORMATS[fmt]
+    sel = [p for p in files if fobj.match(p)]
+    if not sel:
+        raise ValueError(f"no {fmt} files ({fobj.description}) under {root}")
+    by_series = Counter(fobj.series(p) for p in sel)
+    if series is not None:
+        if series not in by_series:
+            raise ValueError(
+                f"no {fmt} files of series {series!r} under {root}; found {', '.join(sorted(by_series))}"
+            )
+        sel = [p for p in sel if fobj.series(p) == series]
+    elif len(by_series) > 1:
+        found = ", ".join(f"{k!r} ({n} files)" for k, n in sorted(by_series.items()))
+        raise ValueError(
+            f"{root} holds several {fmt} series ({found}) with their own grids and time steps; "
+            "pass series=NAME or use the folder of one series"
+        )
+    items = sorted((fobj.timestamp(p), p) for p in sel)
+    for (t1, p1), (t2, p2) in zip(items[:-1], items[1:]):
+        if t1 == t2:
+            raise ValueError(
+                f"two radar files share the time stamp {t1:%Y-%m-%d %H:%M}: {p1} and {p2}"
+            )
+    return fmt, items
+
+
+def contiguous_runs(times: Sequence[datetime], timestep_min: float) -> list[tuple[int, int]]:
+    """``[start, end)`` index ranges of gap-free runs of sorted ``times``."""
+    runs, start = [], 0
+    for i in range(1, len(times)):
+        if abs((times[i] - times[i - 1]).total_seconds() / 60.0 - timestep_min) > 1e-6:
+            runs.append((start, i))
+            start = i
+    if times:
+        runs.append((start, len(times)))
+    return runs
+
+
+@DATASETS.register("radar")
+class RadarArchive(Dataset):
+    """Sequences from a folder of radar composites (any format in :data:`RADAR_FORMATS`).
+
+    All files under ``root`` (recursively) of one format are sorted by time. The
+    timeline is cut into three consecutive blocks by ``split_fractions`` of the
+    frames (train first, test last) so that no frame belongs to two splits; inside
+    a block, windows of ``seq_len`` frames start every ``stride`` frames and never
+    cross a gap (spacing different from the time step).
+
+    Parameters
+    ----------
+    root : path
+        Folder with radar files (searched recursively).
+    split : {"train", "val", "test"}
+    seq_len : int
+        Frames per item.
+    fmt : str, optional
+        File format; detected when omitted (must be unique under ``root``).
+    size : int or (int, int), optional
+        Output size (default 128); ``None`` keeps the native grid.
+    resample : {"area", "crop"}
+    stride : int
+        Frames between window starts (default: ``seq_len``, no overlap).
+    split_fractions : (float, float, float)
+        Fractions of the timeline for train / val / test.
+    timestep_min : float, optional
+        Time step; default: the most common spacing.
+    cache : bool
+        Keep decoded frames in memory (per worker).
+    series : str, optional
+        Product/station to use when ``root`` holds several (see :func:`list_radar_files`).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        seq_len: int = 25,
+        fmt: str | None = None,
+        size: int | tuple[int, int] | None = 128,
+        resample: str = "area",
+        stride: int | None = None,
+        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        timestep_min: float | None = None,
+        cache: bool = True,
+        series: str | None = None,
+    ) -> None:
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; choose one of: train, val, test")
+        if resample not in ("area", "crop"):
+            raise ValueError(f"unknown resample {resample!r}; choose 'area' or 'crop'")
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        fr = np.asarray(split_fractions, dtype=float)
+        if fr.shape != (3,) or (fr < 0).any() or fr.sum() <= 0:
+            raise ValueError(
+                f"split_fractions must be three non-negative numbers, got {split_fractions}"
+            )
+        self.fmt, items = list_radar_files(root, fmt, series)
+        self.root = Path(root)
+        self.split = split
+        self.seq_len = int(seq_len)
+        self.stride = int(stride or seq_len)
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.size = _as_size(size)
+        self.resample = resample
+        times = [t for t, _ in items]
+        diffs = [(b - a).total_seconds() / 60.0 for a, b in zip(times[:-1], times[1:])]
+        self.timestep_min = float(
+            timestep_min or (Counter(diffs).most_common(1)[0][0] if diffs else 5.0)
+        )
+        edges = np.round(np.cumsum(np.concatenate([[0.0], fr / fr.sum()])) * len(items)).astype(int)
+        i = ("train", "val", "test").index(split)
+        block = items[edges[i] : edges[i + 1]]
+        self.times = [t for t, _ in block]
+        self.paths = [p for _, p in block]
+        self.windows: list[int] = []
+        for a, b in contiguous_runs(self.times, self.timestep_min):
+            self.windows.extend(range(a, b - self.seq_len + 1, self.stride))
+        n_runs = len(contiguous_runs(times, self.timestep_min))
+        if not self.windows:
+            log.warning(
+                "radar split %r of %s has no window of %d frames (%d frames in this split, %d gap-free runs overall)",
+                split,
+                root,
+                seq_len,
+                len(block),
+                n_runs,
+            )
+        # pixel size from the first file's metadata (one read; the grid is the same for all)
+        x0, _, meta0 = read_frame(items[0][1], self.fmt, None, resample)
+        self.native_shape = x0.shape
+        pixel_km = _pixel_km(meta0, x0.shape, self.size, resample)
+        self.meta = _radar_meta(self.timestep_min, pixel_km, self.fmt, resample, self.size)
+        self.cache = cache
+        self._frames: dict[int, np.ndarray] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_frames"] = {}
+        return state
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` of this split as ``(H, W)`` float32 in ``[0, 1]``."""
+        if i in self._frames:
+            return self._frames[i]
+        x, _, _ = read_frame(self.paths[i], self.fmt, self.size, self.resample)
+        if self.cache:
+            self._frames[i] = x
+        return x
+
+    def sequence(self, idx: int) -> np.ndarray:
+        """Item ``idx`` as ``(seq_len, H, W)`` float32."""
+        s = self.windows[idx]
+        frames = [self.frame(i) for i in range(s, s + self.seq_len)]
+        shapes = {f.shape for f in frames}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"radar frames {self.paths[s]} .. {self.paths[s + self.seq_len - 1]} have different grids {shapes}; set size="
+            )
+        return np.stack(frames)
+
+    def window_times(self, idx: int) -> list[datetime]:
+        s = self.windows[idx]
+        return self.times[s : s + self.seq_len]
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        return torch.from_numpy(self.sequence(int(idx)))[:, None]
