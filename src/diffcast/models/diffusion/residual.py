@@ -1,0 +1,498 @@
+"""DiffCast: a deterministic backbone plus residual diffusion (Yu et al., CVPR 2024).
+
+``y = mu + r``: the backbone predicts ``mu``; a conditional diffusion model (the
+Global Temporal UNet, :class:`~.gtunet.GTUNet`, with the ConvGRU context encoder
+:class:`~.context.ContextNet`) samples the residual ``r`` segment by segment,
+each segment conditioned on the previous one. All diffusion tensors live in
+``[-1, 1]`` space (``2x - 1``); the forecast is ``clamp((mu_n + r + 1) / 2, 0, 1)``.
+
+Submodule names match the published checkpoint: ``model`` (GTUNet),
+``ctx_net`` (context encoder), ``backbone_net`` (the backbone). The 13 schedule
+tensors of the original are not in the state dict: they are recomputed from the
+config (``schedule``, ``timesteps``, ``objective``, ``min_snr_gamma``).
+
+Parameter counts of the paper preset (5 -> 20 frames, 128 x 128, 1 channel):
+GTUNet 39,593,349; context encoder 6,676,544 (+ the backbone, PhyDNet 3,091,928).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ...sampling import SAMPLERS
+from ...sampling.base import Sampler
+from .context import ContextNet
+from .gtunet import GTUNet
+from .schedules import (
+    SCHEDULES,
+    alphas_cumprod_from_betas,
+    canonical_objective,
+    loss_weight,
+    make_betas,
+    objective_target,
+    q_sample,
+)
+
+log = logging.getLogger(__name__)
+
+#: Presets selected with ``preset=``; any key can be overridden by keyword.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "dim": 64,
+        "dim_mults": (1, 2, 4, 8),
+        "segment": 5,
+        "groups": 8,
+        "attn_heads": 4,
+        "attn_dim_head": 32,
+        "ta_kernel": 21,
+        "timesteps": 1000,
+        "schedule": "sigmoid",
+        "objective": "v",
+        "min_snr_gamma": None,
+        "alpha": 0.5,
+        "detach_mu": False,
+        "freeze_backbone": False,
+        "train_segments": "all",
+        "local_index": None,
+        "sampler": "ddim",
+        "sampling_steps": 250,
+        "eta": 0.0,
+        "timestep_spacing": "diffcast",
+    },
+    "tiny": {
+        "dim": 16,
+        "dim_mults": (1, 2),
+        "segment": 5,
+        "groups": 8,
+        "attn_heads": 2,
+        "attn_dim_head": 16,
+        "ta_kernel": 21,
+        "timesteps": 1000,
+        "schedule": "sigmoid",
+        "objective": "v",
+        "min_snr_gamma": None,
+        "alpha": 0.5,
+        "detach_mu": False,
+        "freeze_backbone": False,
+        "train_segments": "all",
+        "local_index": None,
+        "sampler": "ddim",
+        "sampling_steps": 20,
+        "eta": 0.0,
+        "timestep_spacing": "trailing",
+    },
+}
+
+TRAIN_SEGMENTS = ("all", "random")
+
+
+@dataclass
+class DiffCastSample:
+    """Output of :meth:`ResidualDiffusion.sample`.
+
+    Attributes
+    ----------
+    forecast : Tensor
+        ``(M, B, T_out, C, H, W)`` in ``[0, 1]``.
+    mu : Tensor
+        Backbone forecast ``(B, T_out, C, H, W)``, clamped to ``[0, 1]``.
+    residual : Tensor
+        Sampled residuals ``(M, B, T_out, C, H, W)`` in ``[-1, 1]`` space
+        (relative to the unclamped ``2 mu - 1``).
+    """
+
+    forecast: torch.Tensor
+    mu: torch.Tensor
+    residual: torch.Tensor
+
+    @property
+    def ensemble_mean(self) -> torch.Tensor:
+        return self.forecast.mean(dim=0)
+
+
+def _expand_members(x: torch.Tensor, members: int) -> torch.Tensor:
+    """``(B, ...) -> (M * B, ...)``, member-major (index ``m * B + b``)."""
+    if members == 1:
+        return x
+    return x.unsqueeze(0).expand(members, *x.shape).reshape(members * x.shape[0], *x.shape[1:])
+
+
+class ResidualDiffusion(nn.Module):
+    """DiffCast on a deterministic backbone.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        A :class:`~diffcast.models.backbones.Backbone`: ``backbone(x_in) -> mu``.
+    t_in, t_out : int
+        Observed and forecast frames; ``t_out`` must be a multiple of ``segment``.
+    channels, height, width : int
+        Frame shape; ``height`` and ``width`` must be divisible by
+        ``2 ** (len(dim_mults) - 1)``.
+    preset : {"paper", "tiny"}
+        Defaults for the keys below (see :data:`PRESETS`).
+    **overrides
+        ``dim``, ``dim_mults``, ``segment``, ``groups``, ``attn_heads``,
+        ``attn_dim_head``, ``ta_kernel`` (architecture); ``timesteps``,
+        ``schedule`` (linear | cosine | sigmoid), ``objective`` (v | eps | x0),
+        ``min_snr_gamma`` (None = off) (diffusion); ``alpha`` (weight of the
+        diffusion loss, the backbone gets ``1 - alpha``), ``detach_mu`` (no
+        gradient from the diffusion loss into the backbone), ``freeze_backbone``
+        (pretrained backbone: no gradients, eval mode, no backbone loss),
+        ``train_segments`` ("all": every segment of every sample per step,
+        folded into the batch; "random": one random segment per sample),
+        ``local_index`` (frame after which the local context is taken; default
+        ``t_in``, the first ``mu`` frame, = 5 in the original) (training);
+        ``sampler``, ``sampling_steps``, ``eta``, ``timestep_spacing``
+        (sampling defaults).
+
+    Notes
+    -----
+    Training (:meth:`loss`) uses teacher forcing: each segment is conditioned
+    on the previous segment's *true* residual (zeros for the first segment).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        t_in: int,
+        t_out: int,
+        channels: int = 1,
+        height: int = 128,
+        width: int = 128,
+        preset: str = "paper",
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"unknown diffusion preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        unknown = sorted(set(overrides) - set(PRESETS[preset]))
+        if unknown:
+            raise ValueError(
+                f"unknown diffusion option(s) {', '.join(unknown)}; valid: {', '.join(sorted(PRESETS[preset]))}"
+            )
+        cfg = {**PRESETS[preset], **overrides}
+        cfg["dim_mults"] = tuple(int(m) for m in cfg["dim_mults"])
+        for key, val in (("t_in", t_in), ("t_out", t_out), ("channels", channels), ("height", height), ("width", width)):
+            if not isinstance(val, int) or val <= 0:
+                raise ValueError(f"{key} must be a positive integer, got {val!r}")
+        seg = int(cfg["segment"])
+        if seg <= 0 or t_out % seg:
+            raise ValueError(
+                f"t_out ({t_out}) must be a positive multiple of the segment length ({seg}); "
+                "set model.t_out or diffusion.segment"
+            )
+        factor = 2 ** (len(cfg["dim_mults"]) - 1)
+        if height % factor or width % factor:
+            raise ValueError(
+                f"frame size {height}x{width} must be divisible by {factor} for dim_mults {cfg['dim_mults']}"
+            )
+        if cfg["schedule"] not in SCHEDULES:
+            raise ValueError(f"unknown noise schedule {cfg['schedule']!r}; choose one of: {', '.join(SCHEDULES)}")
+        if not 0.0 <= float(cfg["alpha"]) <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {cfg['alpha']}")
+        if cfg["train_segments"] not in TRAIN_SEGMENTS:
+            raise ValueError(f"train_segments must be one of {TRAIN_SEGMENTS}, got {cfg['train_segments']!r}")
+        local_index = t_in if cfg["local_index"] is None else int(cfg["local_index"])
+        if not 0 <= local_index < t_in + t_out:
+            raise ValueError(f"local_index must be in [0, {t_in + t_out}), got {local_index}")
+        SAMPLERS.get(cfg["sampler"])  # fail early on unknown names
+        for key in ("t_in", "t_out", "channels", "height", "width"):
+            bval = getattr(backbone, key, None)
+            if bval is not None and bval != locals()[key]:
+                raise ValueError(f"backbone has {key}={bval} but the diffusion model was given {key}={locals()[key]}")
+
+        self.t_in, self.t_out, self.channels, self.height, self.width = t_in, t_out, channels, height, width
+        self.segment = seg
+        self.n_segments = t_out // seg
+        self.local_index = local_index
+        self.objective = canonical_objective(cfg["objective"])
+        self.num_timesteps = int(cfg["timesteps"])
+        self.alpha = float(cfg["alpha"])
+        self.detach_mu = bool(cfg["detach_mu"])
+        self.freeze_backbone = bool(cfg["freeze_backbone"])
+        self.train_segments = cfg["train_segments"]
+        self.sampler_name = cfg["sampler"]
+        self.sampling_steps = int(cfg["sampling_steps"])
+        self.eta = float(cfg["eta"])
+        self.timestep_spacing = cfg["timestep_spacing"]
+        self.preset = preset
+        self.config = {"preset": preset, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}}
+
+        self.model = GTUNet(
+            dim=cfg["dim"],
+            dim_mults=cfg["dim_mults"],
+            segment=seg,
+            channels=channels,
+            groups=cfg["groups"],
+            attn_heads=cfg["attn_heads"],
+            attn_dim_head=cfg["attn_dim_head"],
+            ta_kernel=cfg["ta_kernel"],
+        )
+        self.ctx_net = ContextNet(dim=cfg["dim"], dim_mults=cfg["dim_mults"], channels=channels, groups=cfg["groups"])
+        self.backbone_net = backbone
+        if self.freeze_backbone:
+            for p in backbone.parameters():
+                p.requires_grad_(False)
+            backbone.eval()
+
+        # Derived schedule tensors: recomputed from config, never saved (persistent=False).
+        abar = alphas_cumprod_from_betas(make_betas(cfg["schedule"], self.num_timesteps))
+        self.register_buffer("alphas_cumprod", abar, persistent=False)  # float64
+        self.register_buffer(
+            "loss_weight", loss_weight(abar, self.objective, cfg["min_snr_gamma"]).float(), persistent=False
+        )
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def backbone(self) -> nn.Module:
+        """The deterministic backbone (registered once, as ``backbone_net``)."""
+        return self.backbone_net
+
+    @property
+    def backbone_trainable(self) -> bool:
+        return bool(getattr(self.backbone_net, "trainable", True)) and not self.freeze_backbone
+
+    def train(self, mode: bool = True) -> ResidualDiffusion:
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone_net.eval()
+        return self
+
+    def _check(self, x: torch.Tensor, name: str, length: int) -> None:
+        expected = (length, self.channels, self.height, self.width)
+        if x.ndim != 5 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"{name} must have shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
+            )
+
+    def _backbone_mu(self, x_in: torch.Tensor) -> torch.Tensor:
+        if self.backbone_trainable:
+            return self.backbone_net(x_in)
+        with torch.no_grad():
+            return self.backbone_net(x_in)
+
+    def context(self, x_in: torch.Tensor, mu: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(global_ctx, local_ctx)`` from ``x_in`` and ``mu`` (both in ``[0, 1]``)."""
+        frames = torch.cat((x_in, mu), dim=1) * 2 - 1
+        return self.ctx_net(frames, self.local_index)
+
+    # ------------------------------------------------------------------ training
+    def loss(
+        self, x_in: torch.Tensor, y_true: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Training loss terms.
+
+        Parameters
+        ----------
+        x_in : Tensor
+            ``(B, T_in, C, H, W)`` in ``[0, 1]``.
+        y_true : Tensor
+            ``(B, T_out, C, H, W)`` in ``[0, 1]``.
+        generator : torch.Generator, optional
+            Source of the diffusion steps and noise (for reproducible tests).
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``loss`` = ``alpha * diffusion + (1 - alpha) * backbone`` when the
+            backbone is trained, else ``diffusion``; ``diffusion`` (weighted
+            objective MSE, epsilon-equivalent weighting, see
+            :func:`~.schedules.loss_weight`); ``mse`` (backbone ``mu`` vs
+            ``y_true``, for monitoring); when the backbone is trained also
+            ``backbone`` and its own terms prefixed ``backbone_``.
+        """
+        self._check(x_in, "x_in", self.t_in)
+        self._check(y_true, "y_true", self.t_out)
+        terms: dict[str, torch.Tensor] = {}
+        if self.backbone_trainable:
+            mu, bb_terms = self.backbone_net.forward_with_loss(x_in, y_true)
+        else:
+            mu, bb_terms = self._backbone_mu(x_in), {}
+        mu_d = mu.detach() if self.detach_mu else mu
+        global_ctx, local_ctx = self.context(x_in, mu_d)
+        r = (y_true * 2 - 1) - (mu_d * 2 - 1)  # residual in [-1, 1] space
+        b, k, s = r.shape[0], self.n_segments, self.segment
+        r = r.reshape(b, k, s, *r.shape[2:])
+        prev = torch.cat((torch.zeros_like(r[:, :1]), r[:, :-1]), dim=1)  # teacher forcing
+        dev = x_in.device
+        gdev = generator.device if generator is not None else dev  # draw where the generator lives
+        if self.train_segments == "all":
+            # fold segments into the batch, segment-major: index = seg * B + b
+            x0 = r.transpose(0, 1).reshape(k * b, s, *r.shape[3:])
+            cond = prev.transpose(0, 1).reshape(k * b, s, *r.shape[3:])
+            idx = torch.arange(k, device=dev).repeat_interleave(b)
+            ctx = [torch.cat([lc] + [gc] * (k - 1), dim=0) for lc, gc in zip(local_ctx, global_ctx)]
+        else:
+            idx = torch.randint(0, k, (b,), generator=generator, device=gdev).to(dev)
+            rows = torch.arange(b, device=dev)
+            x0, cond = r[rows, idx], prev[rows, idx]
+            first = (idx == 0).view(b, 1, 1, 1)
+            ctx = [torch.where(first, lc, gc) for lc, gc in zip(local_ctx, global_ctx)]
+        n = x0.shape[0]
+        t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=gdev).to(dev)
+        noise = torch.randn(x0.shape, generator=generator, device=gdev, dtype=x0.dtype).to(dev)
+        x_t = q_sample(self.alphas_cumprod, x0, noise, t)
+        out = self.model(x_t, t, cond, ctx, idx)
+        target = objective_target(self.objective, self.alphas_cumprod, x0, noise, t)
+        per_sample = F.mse_loss(out, target, reduction="none").flatten(1).mean(dim=1)
+        l_diff = (per_sample * self.loss_weight[t]).mean()
+        terms["diffusion"] = l_diff
+        terms["mse"] = F.mse_loss(mu.detach(), y_true)
+        if bb_terms:
+            l_bb = bb_terms["loss"]
+            terms["backbone"] = l_bb
+            for key, val in bb_terms.items():
+                if key != "loss":
+                    terms[f"backbone_{key}"] = val
+            terms["loss"] = self.alpha * l_diff + (1 - self.alpha) * l_bb
+        else:
+            terms["loss"] = l_diff
+        return terms
+
+    def forward(self, x_in: torch.Tensor, y_true: torch.Tensor | None = None) -> Any:
+        """``loss(x_in, y_true)`` when ``y_true`` is given, else one sampled forecast ``(B, T_out, C, H, W)``."""
+        if y_true is not None:
+            return self.loss(x_in, y_true)
+        return self.sample(x_in).forecast[0]
+
+    # ------------------------------------------------------------------ sampling
+    def make_sampler(
+        self,
+        sampler: str | Sampler | None = None,
+        eta: float | None = None,
+        clip_x0: bool = True,
+        timestep_spacing: str | None = None,
+    ) -> Sampler:
+        """A sampler for this model's schedule and objective (defaults from the config)."""
+        if isinstance(sampler, Sampler):
+            return sampler
+        name = sampler or self.sampler_name
+        cls = SAMPLERS.get(name)
+        kwargs: dict[str, Any] = {
+            "alphas_cumprod": self.alphas_cumprod.detach().cpu(),
+            "prediction_type": self.objective,
+            "timestep_spacing": timestep_spacing or self.timestep_spacing,
+            "clip_sample": clip_x0,
+        }
+        if getattr(cls, "accepts_eta", False):
+            kwargs["eta"] = self.eta if eta is None else float(eta)
+        elif eta not in (None, 0, 0.0):
+            raise ValueError(f"sampler {name!r} has no eta parameter (got eta={eta}); use ddim for eta > 0")
+        return cls(**kwargs)
+
+    def _segment_noise(
+        self, noise: torch.Tensor | Sequence[torch.Tensor] | None, members: int, batch: int, device: torch.device
+    ) -> list[torch.Tensor] | None:
+        if noise is None:
+            return None
+        shape = (members, batch, self.segment, self.channels, self.height, self.width)
+        items = list(noise.unbind(0)) if torch.is_tensor(noise) else list(noise)
+        if len(items) != self.n_segments or any(tuple(z.shape) != shape for z in items):
+            got = tuple(noise.shape) if torch.is_tensor(noise) else [tuple(z.shape) for z in items]
+            raise ValueError(
+                f"noise must be a tensor of shape {(self.n_segments, *shape)} (segments, members, batch, "
+                f"frames, C, H, W) or a list of {self.n_segments} tensors of shape {shape}; got {got}"
+            )
+        return [z.to(device=device, dtype=torch.float32) for z in items]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        x_in: torch.Tensor,
+        members: int = 1,
+        sampler: str | Sampler | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        clip_x0: bool = True,
+        progress: bool = False,
+        timestep_spacing: str | None = None,
+    ) -> DiffCastSample:
+        """Sample ``members`` forecasts per input, segment by segment.
+
+        Parameters
+        ----------
+        x_in : Tensor
+            ``(B, T_in, C, H, W)`` in ``[0, 1]``.
+        members : int
+            Ensemble size ``M``. The backbone and context encoder run once per
+            input; their outputs are shared by all members.
+        sampler : str or Sampler, optional
+            Name in :data:`diffcast.sampling.SAMPLERS` (default from the config).
+        steps : int, optional
+            Sampling steps (default ``sampling_steps`` of the config).
+        eta : float, optional
+            DDIM stochasticity (default from the config; DDIM only).
+        generator : torch.Generator, optional
+            Source of the initial noise and of any ancestral noise.
+        noise : Tensor or list of Tensor, optional
+            Initial noise per segment: ``(n_segments, M, B, segment, C, H, W)``
+            or a list of ``n_segments`` tensors ``(M, B, segment, C, H, W)``;
+            makes a deterministic sampler's output exactly reproducible.
+        clip_x0 : bool
+            Clamp the predicted residual ``x0`` to ``[-1, 1]`` at every step.
+        progress : bool
+            Show a tqdm progress bar.
+        timestep_spacing : str, optional
+            Override the config's respacing (see :mod:`diffcast.sampling.base`).
+
+        Returns
+        -------
+        DiffCastSample
+        """
+        self._check(x_in, "x_in", self.t_in)
+        if not isinstance(members, int) or members < 1:
+            raise ValueError(f"members must be a positive integer, got {members!r}")
+        steps = self.sampling_steps if steps is None else steps
+        b, m, dev = x_in.shape[0], members, x_in.device
+        seg_noise = self._segment_noise(noise, m, b, dev)
+        smp = self.make_sampler(sampler, eta, clip_x0, timestep_spacing)
+
+        mu = self._backbone_mu(x_in)
+        mu_n = mu * 2 - 1
+        global_ctx, local_ctx = self.context(x_in, mu)
+        global_ctx = [_expand_members(c, m) for c in global_ctx]
+        local_ctx = [_expand_members(c, m) for c in local_ctx]
+
+        smp.set_timesteps(steps, device=dev)
+        n_evals = len(smp.timesteps)
+        bar = tqdm(total=self.n_segments * n_evals, desc="sampling", disable=not progress, leave=False)
+        shape = (m * b, self.segment, self.channels, self.height, self.width)
+        residuals = []
+        cond = None
+        for k in range(self.n_segments):
+            if seg_noise is not None:
+                r = seg_noise[k].reshape(shape)
+            else:
+                gdev = generator.device if generator is not None else dev
+                r = torch.randn(shape, generator=generator, device=gdev).to(dev)
+            smp.set_timesteps(steps, device=dev)
+            idx = torch.full((m * b,), k, device=dev, dtype=torch.long)
+            ctx = local_ctx if k == 0 else global_ctx
+            for t in smp.timesteps:
+                tt = torch.full((m * b,), int(t), device=dev, dtype=torch.long)
+                out = self.model(r, tt, cond, ctx, idx)
+                r = smp.step(out, t, r, generator=generator)
+                bar.update(1)
+            residuals.append(r)
+            cond = r
+        bar.close()
+        res = torch.cat(residuals, dim=1).reshape(m, b, self.t_out, self.channels, self.height, self.width)
+        forecast = ((mu_n.unsqueeze(0) + res + 1) / 2).clamp(0.0, 1.0)
+        return DiffCastSample(forecast=forecast, mu=mu.clamp(0.0, 1.0), residual=res)
+
+    def extra_repr(self) -> str:
+        return (
+            f"t_in={self.t_in}, t_out={self.t_out}, segment={self.segment}, objective={self.objective!r}, "
+            f"timesteps={self.num_timesteps}, sampler={self.sampler_name!r}, steps={self.sampling_steps}"
+        )

@@ -1,0 +1,246 @@
+"""Noise schedules and diffusion objectives, as pure functions of the config.
+
+Everything here is recomputed from a few config values (``schedule``,
+``timesteps``, ``objective``, ``min_snr_gamma``); nothing is ever read back from
+a weights file. Schedules are computed in float64 and handed out as float64
+(the samplers keep float64 internally) or float32 (the 13 buffers of the
+original implementation, see :func:`schedule_buffers`).
+
+Notation: ``abar_t`` = alphas_cumprod[t], ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``
+(DDPM eq. 4), ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans & Ho 2022,
+progressive distillation, appendix D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+SCHEDULES = ("linear", "cosine", "sigmoid")
+OBJECTIVES = ("eps", "x0", "v")
+
+# diffusers' names for the same objectives, accepted as aliases.
+_OBJECTIVE_ALIASES = {
+    "eps": "eps",
+    "epsilon": "eps",
+    "pred_noise": "eps",
+    "x0": "x0",
+    "sample": "x0",
+    "pred_x0": "x0",
+    "v": "v",
+    "v_prediction": "v",
+    "pred_v": "v",
+}
+
+
+def canonical_objective(name: str) -> str:
+    """Map an objective / prediction-type name to ``"eps"``, ``"x0"`` or ``"v"``.
+
+    Accepts the diffusers names (``epsilon``, ``sample``, ``v_prediction``) and
+    the denoising-diffusion-pytorch names (``pred_noise``, ``pred_x0``, ``pred_v``).
+    """
+    try:
+        return _OBJECTIVE_ALIASES[str(name)]
+    except KeyError:
+        raise ValueError(
+            f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)} "
+            "(or the diffusers names epsilon, sample, v_prediction)"
+        ) from None
+
+
+def linear_beta_schedule(timesteps: int) -> torch.Tensor:
+    """Linear betas of DDPM (Ho et al. 2020), rescaled so any ``timesteps`` spans the same range.
+
+    Returns
+    -------
+    Tensor
+        ``(timesteps,)`` float64.
+    """
+    scale = 1000.0 / timesteps
+    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+
+
+def cosine_beta_schedule(timesteps: int, s: float = 0.008) -> torch.Tensor:
+    """Cosine schedule (Nichol & Dhariwal 2021, eq. 17), betas clipped to 0.999.
+
+    Returns
+    -------
+    Tensor
+        ``(timesteps,)`` float64.
+    """
+    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
+    abar = torch.cos((t + s) / (1 + s) * math.pi * 0.5) ** 2
+    abar = abar / abar[0]
+    return torch.clip(1 - abar[1:] / abar[:-1], 0, 0.999)
+
+
+def sigmoid_beta_schedule(timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> torch.Tensor:
+    """Sigmoid schedule (Jabri et al. 2022, arXiv:2212.11972, fig. 8): DiffCast's schedule.
+
+    ``abar(s) = (sigmoid(end/tau) - sigmoid((s (end - start) + start) / tau)) /
+    (sigmoid(end/tau) - sigmoid(start/tau))`` on ``s = linspace(0, 1, T+1)``,
+    normalised by its first value; ``beta = clip(1 - abar[1:] / abar[:-1], 0, 0.999)``.
+    Computed in float64.
+
+    Returns
+    -------
+    Tensor
+        ``(timesteps,)`` float64.
+    """
+    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
+    v_start = torch.tensor(start / tau, dtype=torch.float64).sigmoid()
+    v_end = torch.tensor(end / tau, dtype=torch.float64).sigmoid()
+    abar = (-((t * (end - start) + start) / tau).sigmoid() + v_end) / (v_end - v_start)
+    abar = abar / abar[0]
+    return torch.clip(1 - abar[1:] / abar[:-1], 0, 0.999)
+
+
+_BETA_FNS = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule, "sigmoid": sigmoid_beta_schedule}
+
+
+def make_betas(schedule: str = "sigmoid", timesteps: int = 1000, **kwargs: float) -> torch.Tensor:
+    """Betas ``(timesteps,)`` float64 of a named schedule (``linear``, ``cosine``, ``sigmoid``)."""
+    if schedule not in _BETA_FNS:
+        raise ValueError(f"unknown noise schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if not isinstance(timesteps, int) or timesteps < 2:
+        raise ValueError(f"timesteps must be an integer >= 2, got {timesteps!r}")
+    return _BETA_FNS[schedule](timesteps, **kwargs)
+
+
+def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
+    """``abar_t = prod_{s <= t} (1 - beta_s)`` in the dtype of ``betas``."""
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def loss_weight(alphas_cumprod: torch.Tensor, objective: str, min_snr_gamma: float | None = None) -> torch.Tensor:
+    """Per-step weight of the objective's MSE (denoising-diffusion-pytorch convention).
+
+    With ``snr = abar / (1 - abar)`` the weights are ``1`` (eps), ``snr`` (x0) and
+    ``snr / (snr + 1)`` (v), which all turn the objective's MSE into the
+    epsilon-MSE; ``min_snr_gamma`` replaces the numerator ``snr`` by
+    ``min(snr, gamma)`` (Min-SNR weighting, Hang et al. 2023, arXiv:2303.09556).
+
+    Returns
+    -------
+    Tensor
+        ``(T,)`` in the dtype of ``alphas_cumprod``.
+    """
+    objective = canonical_objective(objective)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    clipped = snr.clamp(max=float(min_snr_gamma)) if min_snr_gamma is not None else snr
+    if objective == "eps":
+        return clipped / snr
+    if objective == "x0":
+        return clipped
+    return clipped / (snr + 1)
+
+
+def schedule_buffers(
+    schedule: str = "sigmoid",
+    timesteps: int = 1000,
+    objective: str = "v",
+    min_snr_gamma: float | None = None,
+    **schedule_kwargs: float,
+) -> dict[str, torch.Tensor]:
+    """The 13 derived tensors of the original implementation, float64 -> float32.
+
+    Names as in the published checkpoint (``betas``, ``alphas_cumprod``,
+    ``alphas_cumprod_prev``, ``sqrt_alphas_cumprod``,
+    ``sqrt_one_minus_alphas_cumprod``, ``log_one_minus_alphas_cumprod``,
+    ``sqrt_recip_alphas_cumprod``, ``sqrt_recipm1_alphas_cumprod``,
+    ``posterior_variance``, ``posterior_log_variance_clipped``,
+    ``posterior_mean_coef1``, ``posterior_mean_coef2``, ``loss_weight``); each
+    ``(timesteps,)`` float32, every formula evaluated in float64 first.
+    """
+    betas = make_betas(schedule, timesteps, **schedule_kwargs)
+    alphas = 1.0 - betas
+    abar = torch.cumprod(alphas, dim=0)
+    abar_prev = F.pad(abar[:-1], (1, 0), value=1.0)
+    post_var = betas * (1.0 - abar_prev) / (1.0 - abar)  # DDPM eq. 7
+    out = {
+        "betas": betas,
+        "alphas_cumprod": abar,
+        "alphas_cumprod_prev": abar_prev,
+        "sqrt_alphas_cumprod": abar.sqrt(),
+        "sqrt_one_minus_alphas_cumprod": (1.0 - abar).sqrt(),
+        "log_one_minus_alphas_cumprod": torch.log(1.0 - abar),
+        "sqrt_recip_alphas_cumprod": torch.sqrt(1.0 / abar),
+        "sqrt_recipm1_alphas_cumprod": torch.sqrt(1.0 / abar - 1),
+        "posterior_variance": post_var,
+        "posterior_log_variance_clipped": torch.log(post_var.clamp(min=1e-20)),
+        "posterior_mean_coef1": betas * abar_prev.sqrt() / (1.0 - abar),
+        "posterior_mean_coef2": (1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar),
+        "loss_weight": loss_weight(abar, objective, min_snr_gamma),
+    }
+    return {k: v.to(torch.float32) for k, v in out.items()}
+
+
+BUFFER_NAMES = tuple(schedule_buffers("linear", 2).keys())
+
+
+# ---------------------------------------------------------------- objectives
+def _coef(values: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+    """``values[t]`` broadcast against ``like`` (batch dimension first), in ``like``'s dtype."""
+    if not torch.is_tensor(t):
+        t = torch.tensor([int(t)], device=values.device)
+    t = t.to(values.device).long().reshape(-1)
+    out = values[t].to(device=like.device, dtype=like.dtype)
+    if out.numel() == 1:
+        return out.reshape((1,) * like.ndim)
+    if out.numel() != like.shape[0]:
+        raise ValueError(f"got {out.numel()} timesteps for a batch of {like.shape[0]}")
+    return out.reshape(-1, *((1,) * (like.ndim - 1)))
+
+
+def q_sample(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    """Forward process ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` (DDPM eq. 4)."""
+    a = _coef(alphas_cumprod.sqrt(), t, x0)
+    s = _coef((1 - alphas_cumprod).sqrt(), t, x0)
+    return a * x0 + s * noise
+
+
+def objective_target(
+    objective: str, alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int
+) -> torch.Tensor:
+    """What a network trained with ``objective`` should output: eps, x0 or v."""
+    objective = canonical_objective(objective)
+    if objective == "eps":
+        return noise
+    if objective == "x0":
+        return x0
+    a = _coef(alphas_cumprod.sqrt(), t, x0)
+    s = _coef((1 - alphas_cumprod).sqrt(), t, x0)
+    return a * noise - s * x0
+
+
+def predict_x0_eps(
+    objective: str,
+    alphas_cumprod: torch.Tensor,
+    model_output: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor | int,
+    clip: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Invert an objective: ``(x0_hat, eps_hat)`` from a network output at step ``t``.
+
+    If ``clip`` is given, ``x0_hat`` is clamped to ``[-clip, clip]`` and ``eps_hat``
+    re-derived from the clamped ``x0_hat`` (as DiffCast's DDIM does).
+    """
+    objective = canonical_objective(objective)
+    sqrt_a = _coef(alphas_cumprod.sqrt(), t, x_t)
+    sqrt_1ma = _coef((1 - alphas_cumprod).sqrt(), t, x_t)
+    if objective == "eps":
+        eps = model_output
+        x0 = (x_t - sqrt_1ma * eps) / sqrt_a
+    elif objective == "x0":
+        x0 = model_output
+        eps = (x_t - sqrt_a * x0) / sqrt_1ma
+    else:
+        x0 = sqrt_a * x_t - sqrt_1ma * model_output
+        eps = sqrt_1ma * x_t + sqrt_a * model_output
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+        eps = (x_t - sqrt_a * x0) / sqrt_1ma
+    return x0, eps
