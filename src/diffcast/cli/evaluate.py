@@ -1,9 +1,200 @@
-"""`diffcast evaluate` (being implemented)."""
+"""``diffcast evaluate``: score models on a dataset split with the DiffCast protocol.
+
+Examples::
+
+    diffcast evaluate --model persistence --model extrapolation --data synthetic --limit 16 --out eval/
+    diffcast evaluate --model runs/dc/checkpoints/best --model persistence --members 8 \\
+        --data images --data-root ../shared/data/sevir_demo --out eval_demo/
+    accelerate launch --num_processes 4 "$(which diffcast)" evaluate --model runs/sevir --data sevir \\
+        --data-root /data/sevir/CATALOG.csv --out eval_sevir/
+
+Outputs in ``--out``: ``metrics.json`` (all scores), ``per_lead.csv``, ``table.md`` (models side
+by side in the paper's layout) and plots (CSI/HSS vs lead time; rank histogram and
+reliability diagram for ensembles).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LPIPS_ENV = "DIFFCAST_LPIPS_WEIGHTS"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Not registered yet."""
+    """Add the ``evaluate`` subcommand."""
+    from ..data import DATASETS
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score models (checkpoints or baselines) on a dataset split",
+        description=(
+            "Evaluate one or more models with the DiffCast protocol (CSI/HSS per threshold, pooled CSI, "
+            "MSE/MAE/PSNR/SSIM, LPIPS if weights are given) plus CRPS, FSS and, for ensembles, Brier, "
+            "reliability, rank histogram and spread-skill. Works under `accelerate launch`."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Examples::", 1)[1].split("Outputs", 1)[0],
+    )
+    p.add_argument("--model", "-m", action="append", required=True, metavar="SPEC",
+                   help="baseline name (persistence, extrapolation) or model file / checkpoint / run folder; repeatable")
+    p.add_argument("--data", required=True, choices=DATASETS.names(), help="registered dataset")
+    p.add_argument("--data-root", default=None, metavar="PATH", help="dataset location (folder, file or catalog)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="data_set",
+                   help="extra dataset constructor option (JSON value), e.g. --set num_sequences=64")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N sequences only")
+    p.add_argument("--members", type=int, default=1, metavar="N", help="ensemble size for probabilistic models")
+    p.add_argument("--batch-size", type=int, default=4, metavar="B")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--t-in", type=int, default=5, help="input frames for baselines (checkpoints fix their own)")
+    p.add_argument("--t-out", type=int, default=20, help="forecast frames for baselines")
+    p.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="frame size for baselines/datasets that resize (default: checkpoint's or data's own)")
+    p.add_argument("--thresholds", type=_float_list, default=None, metavar="T1,T2,...",
+                   help="event thresholds in threshold space (default: the dataset's)")
+    p.add_argument("--fss-scales", type=_int_list, default=[4, 16], metavar="S1,S2,...",
+                   help="FSS neighbourhood sizes in pixels (empty string to skip)")
+    p.add_argument("--sampler", default=None, help="sampler for diffusion models (default: the model's)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps for diffusion models")
+    p.add_argument("--lpips-weights", default=None, metavar="PATH",
+                   help=f"local LPIPS AlexNet weights (.safetensors or torch state dict); default ${LPIPS_ENV}")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=run)
+
+
+def _accelerator() -> Any:
+    """An Accelerator when launched with several processes or a GPU is present, else None."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or torch.cuda.is_available():
+        from accelerate import Accelerator
+
+        return Accelerator()
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import build_dataset, evaluate, lpips_from_path, markdown_table, write_outputs
+    from ..inference import BASELINES, Nowcaster
+    from ..utils.io import ensure_writable_dir
+
+    if args.members < 1 or args.batch_size < 1:
+        raise ValueError("--members and --batch-size must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    accelerator = _accelerator()
+    is_main = accelerator is None or accelerator.is_main_process
+    if is_main:
+        ensure_writable_dir(args.out)  # fail before any work
+    device = accelerator.device if accelerator is not None else "cpu"
+
+    # checkpoints first: they fix the frame counts and size the baselines must match
+    loaded: dict[int, Any] = {}
+    for i, spec in enumerate(args.model):
+        if spec not in BASELINES:
+            loaded[i] = Nowcaster.from_checkpoint(spec, map_location=device)
+    ref = next(iter(loaded.values()), None)
+    t_in, t_out = (ref.t_in, ref.t_out) if ref is not None else (args.t_in, args.t_out)
+    size = (ref.height, ref.width) if ref is not None else ((args.size, args.size) if args.size else None)
+    dataset = build_dataset(
+        args.data, split=args.split, seq_len=t_in + t_out, data_root=args.data_root, size=size,
+        **_parse_sets(args.data_set),
+    )
+    meta = dataset.meta
+    item = dataset[0]
+    channels, height, width = int(item.shape[-3]), int(item.shape[-2]), int(item.shape[-1])
+    if size is not None and (height, width) != tuple(size):
+        raise ValueError(
+            f"dataset frames are {height}x{width} but the model expects {size[0]}x{size[1]}; "
+            "use a dataset that can resize (size option) or a matching model"
+        )
+    nowcasters = []
+    for i, spec in enumerate(args.model):
+        nc = loaded.get(i) or Nowcaster.from_spec(
+            spec, t_in=t_in, t_out=t_out, channels=channels, height=height, width=width, meta=meta
+        )
+        if nc.meta.name != meta.name:
+            log.warning("%s was trained on %r data, evaluated on %r", nc.name, nc.meta.name, meta.name)
+        nowcasters.append(nc)
+    seen: dict[str, int] = {}
+    for nc in nowcasters:  # unique labels (two checkpoints may share a folder name)
+        seen[nc.name] = seen.get(nc.name, 0) + 1
+        if seen[nc.name] > 1:
+            nc.name = f"{nc.name}-{seen[nc.name]}"
+    lpips_path = args.lpips_weights or os.environ.get(LPIPS_ENV) or None
+    lpips, lpips_why = lpips_from_path(lpips_path, device=device)
+    sample_kwargs = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps)) if v is not None}
+    results = evaluate(
+        nowcasters,
+        dataset,
+        meta=meta,
+        members=args.members,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        seed=args.seed,
+        lpips=lpips,
+        lpips_skipped=lpips_why,
+        fss_scales=args.fss_scales,
+        thresholds=args.thresholds,
+        accelerator=accelerator,
+        progress=not args.no_progress,
+        sample_kwargs=sample_kwargs,
+    )
+    if not is_main:
+        return 0
+    run_info = {
+        "command": "diffcast evaluate",
+        "models": list(args.model),
+        "data": args.data,
+        "data_root": args.data_root,
+        "split": args.split,
+        "limit": args.limit,
+        "members": args.members,
+        "seed": args.seed,
+        "t_in": t_in,
+        "t_out": t_out,
+        "size": [height, width],
+        "processes": accelerator.num_processes if accelerator is not None else 1,
+        "lpips_weights": str(lpips_path) if lpips is not None else None,
+    }
+    files = write_outputs(results, args.out, meta=meta, run_info=run_info, plots=not args.no_plots)
+    sys.stdout.write(markdown_table(results, meta))
+    for kind, path in files.items():
+        log.info("wrote %s: %s", kind, path)
+    return 0

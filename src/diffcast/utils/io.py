@@ -35,6 +35,10 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp creates owner-only files; give the result the permissions open() would.
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())

@@ -1,0 +1,584 @@
+"""Streaming evaluator implementing the DiffCast verification protocol (plus proper scores).
+
+Protocol (Yu et al., CVPR 2024, and the published ``utils/metrics.py``):
+
+- inputs in ``[0, 1]`` are clipped and multiplied by ``scale`` (SEVIR: 255); an event is
+  ``value >= threshold``;
+- contingency counts are accumulated per lead time and threshold over all samples; CSI, POD,
+  FAR and HSS of a lead come from the sample-averaged counts (= summed counts: the scores are
+  scale invariant); a threshold's score is the mean over lead times; ``csi_m`` (``hss_m`` ...)
+  is the mean over thresholds;
+- pooled CSI: frames max-pooled in ``k x k`` blocks, counts summed over samples *and* lead
+  times, one CSI per threshold from those totals, then the mean over thresholds
+  (``csi_pool{k}_m``); ``csi_pool{k}_by_lead`` is added for plots;
+- MSE, MAE, RMSE, PSNR, SSIM (and LPIPS) per frame in threshold-space units, averaged over
+  samples per lead time, then over lead times (see :mod:`.continuous` and :mod:`.ssim`).
+
+Zero denominators (no event in observation or forecast) give ``empty_value`` (default 0,
+what the published code's ``nan_to_num`` yields); the event counts are reported under
+``events`` so such cases can be told apart. Reports never contain NaN or inf.
+
+Ensembles ``(M, B, T, C, H, W)``: the deterministic scores at the top level treat every
+member as a sample (counts and frame scores averaged over members and samples; for
+``M = 1`` this is exactly the paper's protocol, which scores one sample per input), and the
+same scores computed on the ensemble mean are under ``ensemble_mean``. CRPS (standard
+and fair estimators), Brier score, reliability, rank histogram and spread-skill ratio are
+computed over all members.
+
+State is a flat dict of float64 tensors (:meth:`Evaluator.state_dict`); all entries are
+sums, so :meth:`Evaluator.merge` (or summing gathered states) is exact and streaming over
+batches gives the same result as one big batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .contingency import counts_from_bins, max_pool_frames, scores_from_counts, threshold_bins
+from .continuous import frame_errors
+from .ensemble import crps_terms, rank_histogram_counts, reliability_bin_edges
+from .spatial import fss_from_sums, fss_sums
+from .ssim import WINDOW, ssim_frames
+
+log = logging.getLogger(__name__)
+
+#: Per-frame scores kept as (sum, count) per lead time, in this column order.
+FRAME_SCORES = ("mse", "mae", "rmse", "psnr", "ssim", "lpips")
+
+
+def threshold_key(value: float) -> str:
+    """JSON key of a threshold or scale: ``16.0 -> "16"``, ``0.5 -> "0.5"``."""
+    return f"{float(value):g}"
+
+
+def _to_tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be floating point (values in [0, 1]), got dtype {x.dtype}")
+    # NaN/inf propagate into the sum: one cheap reduction instead of a boolean mask
+    if not bool(torch.isfinite(x.sum(dtype=torch.float64))):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return x
+
+
+def _clean(v: float) -> float:
+    return float(v) if math.isfinite(v) else 0.0
+
+
+class Evaluator:
+    """Streaming accumulator of nowcast verification scores.
+
+    Parameters
+    ----------
+    thresholds : sequence of float
+        Event thresholds in threshold space (``x * scale``), e.g. SEVIR
+        ``(16, 74, 133, 160, 181, 219)``.
+    scale : float
+        Factor from ``[0, 1]`` to threshold space; also the PSNR peak and the SSIM data range.
+    pool_sizes : sequence of int
+        Block sizes of the pooled CSI (paper: 4 and 16).
+    fss_scales : sequence of int
+        Neighbourhood sizes (pixels) of the fractions skill score; empty to skip FSS.
+    lead_times : int, optional
+        Number of forecast frames; fixes the state shapes before the first update
+        (needed when states of several processes are gathered).
+    members : int, optional
+        Ensemble size; fixed at the first update when not given.
+    ssim : bool
+        Compute SSIM (needs frames of at least 11 x 11 pixels; skipped with a note otherwise).
+    lpips : nn.Module, optional
+        An LPIPS network (:func:`diffcast.metrics.lpips.load_lpips`) taking ``(N, C, H, W)``
+        in ``[-1, 1]``; LPIPS is left out when ``None``.
+    lpips_skipped : str, optional
+        Why LPIPS is not computed; reported under ``skipped``.
+    n_bins : int
+        Probability bins of the reliability diagram.
+    reliability_min_count : int
+        Bins with fewer points are reported as ``null``.
+    rank_min : float, optional
+        Minimum intensity of the rank histogram (pysteps ``X_min``, threshold space).
+    empty_value : float
+        Score given when a denominator is zero (see module docstring).
+    lpips_batch : int
+        Frames per LPIPS forward pass.
+
+    Examples
+    --------
+    >>> ev = Evaluator(thresholds=(16, 74, 133), scale=255.0)
+    >>> for y_true, y_pred in batches:          # (B, T, C, H, W) in [0, 1]
+    ...     ev.update(y_true, y_pred)
+    >>> ev.compute()["csi_m"]
+    """
+
+    def __init__(
+        self,
+        thresholds: Sequence[float],
+        scale: float = 255.0,
+        pool_sizes: Sequence[int] = (4, 16),
+        fss_scales: Sequence[int] = (),
+        lead_times: int | None = None,
+        members: int | None = None,
+        ssim: bool = True,
+        lpips: torch.nn.Module | None = None,
+        lpips_skipped: str | None = None,
+        n_bins: int = 10,
+        reliability_min_count: int = 10,
+        rank_min: float | None = None,
+        empty_value: float = 0.0,
+        lpips_batch: int = 64,
+    ) -> None:
+        thr = [float(t) for t in thresholds]
+        if not thr:
+            raise ValueError("at least one threshold is needed")
+        if sorted(set(thr)) != thr:
+            raise ValueError(f"thresholds must be strictly increasing, got {thr}")
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        for k in (*pool_sizes, *fss_scales):
+            if int(k) != k or k < 1:
+                raise ValueError(f"pool sizes and FSS scales must be positive integers, got {k}")
+        if n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        self.thresholds = tuple(thr)
+        self.scale = float(scale)
+        self.pool_sizes = tuple(int(k) for k in pool_sizes)
+        self.fss_scales = tuple(int(s) for s in fss_scales)
+        self.ssim = bool(ssim)
+        self.lpips = lpips
+        self.n_bins = int(n_bins)
+        self.reliability_min_count = int(reliability_min_count)
+        self.rank_min = None if rank_min is None else float(rank_min)
+        self.empty_value = float(empty_value)
+        self.lpips_batch = int(lpips_batch)
+        self.skipped: dict[str, str] = {}
+        if lpips is None:
+            self.skipped["lpips"] = lpips_skipped or "no LPIPS weights given"
+        self.lead_times: int | None = None
+        self.members: int | None = None if members is None else int(members)
+        self._state: dict[str, torch.Tensor] = {}
+        if lead_times is not None:
+            self._allocate(int(lead_times), self.members)
+
+    # ------------------------------------------------------------------ state
+    def _det_shapes(self, prefix: str, n_lead: int) -> dict[str, tuple[int, ...]]:
+        k = len(self.thresholds)
+        shapes = {f"{prefix}.counts": (n_lead, k, 4), f"{prefix}.frame_sum": (n_lead, len(FRAME_SCORES)),
+                  f"{prefix}.frame_n": (n_lead, len(FRAME_SCORES))}
+        for p in self.pool_sizes:
+            shapes[f"{prefix}.pool{p}"] = (n_lead, k, 4)
+        for s in self.fss_scales:
+            shapes[f"{prefix}.fss{s}"] = (n_lead, k, 3)
+        return shapes
+
+    def _shapes(self, n_lead: int, members: int | None) -> dict[str, tuple[int, ...]]:
+        k = len(self.thresholds)
+        shapes: dict[str, tuple[int, ...]] = {"n_samples": (1,)}
+        shapes.update(self._det_shapes("det", n_lead))
+        shapes["prob.crps"] = (n_lead, 3)  # standard sum, fair sum, number of points
+        if members is not None and members >= 2:
+            shapes.update(self._det_shapes("mean", n_lead))
+            shapes["prob.brier"] = (n_lead, k)
+            shapes["prob.reliability"] = (k, self.n_bins, 3)
+            shapes["prob.rank"] = (members + 1,)
+            shapes["prob.spread"] = (n_lead, 2)  # sum of member variance, sum of sq. error of the mean
+        return shapes
+
+    def _allocate(self, n_lead: int, members: int | None) -> None:
+        if n_lead < 1:
+            raise ValueError(f"lead_times must be >= 1, got {n_lead}")
+        if members is not None and members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        self.lead_times = n_lead
+        self.members = members
+        self._state = {
+            name: torch.zeros(shape, dtype=torch.float64) for name, shape in self._shapes(n_lead, members).items()
+        }
+
+    def _config_tensors(self) -> dict[str, torch.Tensor]:
+        f64 = torch.float64
+        return {
+            "config.thresholds": torch.tensor(self.thresholds, dtype=f64),
+            "config.scale": torch.tensor([self.scale], dtype=f64),
+            "config.pool_sizes": torch.tensor(self.pool_sizes, dtype=f64),
+            "config.fss_scales": torch.tensor(self.fss_scales, dtype=f64),
+            "config.lead_members": torch.tensor([self.lead_times or 0, self.members or 0], dtype=f64),
+            "config.options": torch.tensor(
+                [self.n_bins, self.reliability_min_count, float("nan") if self.rank_min is None else self.rank_min,
+                 self.empty_value, float(self.ssim)],
+                dtype=f64,
+            ),
+        }
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """All sums plus the configuration, as float64 CPU tensors (gather- and file-friendly)."""
+        out = {k: v.clone() for k, v in self._state.items()}
+        out.update(self._config_tensors())
+        return out
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, torch.Tensor], lpips: torch.nn.Module | None = None,
+        skipped: Mapping[str, str] | None = None,
+    ) -> Evaluator:
+        """Rebuild an evaluator from :meth:`state_dict` (LPIPS network not included)."""
+        try:
+            opts = state["config.options"].tolist()
+            lead, members = (int(v) for v in state["config.lead_members"].tolist())
+            ev = cls(
+                thresholds=state["config.thresholds"].tolist(),
+                scale=float(state["config.scale"][0]),
+                pool_sizes=[int(v) for v in state["config.pool_sizes"].tolist()],
+                fss_scales=[int(v) for v in state["config.fss_scales"].tolist()],
+                n_bins=int(opts[0]),
+                reliability_min_count=int(opts[1]),
+                rank_min=None if math.isnan(opts[2]) else opts[2],
+                empty_value=opts[3],
+                ssim=bool(opts[4]),
+                lpips=lpips,
+            )
+        except KeyError as exc:
+            raise ValueError(f"not an Evaluator state: missing {exc.args[0]!r}") from None
+        ev.skipped = dict(skipped or {})
+        if lead:
+            ev._allocate(lead, members or None)
+            for name in ev._state:
+                if name not in state:
+                    raise ValueError(f"Evaluator state lacks {name!r}")
+                ev._state[name] = state[name].detach().to("cpu", torch.float64).clone().reshape(ev._state[name].shape)
+        return ev
+
+    def reset(self) -> None:
+        """Zero all sums (configuration and state shapes are kept)."""
+        for v in self._state.values():
+            v.zero_()
+
+    def merge(self, other: Evaluator) -> Evaluator:
+        """Add ``other``'s sums to this evaluator (in place) and return ``self``."""
+        if (other.thresholds, other.scale, other.pool_sizes, other.fss_scales, other.n_bins) != (
+            self.thresholds, self.scale, self.pool_sizes, self.fss_scales, self.n_bins
+        ):
+            raise ValueError("cannot merge evaluators with different thresholds, scale, pool sizes, FSS scales or bins")
+        if other.lead_times is None:
+            return self
+        if self.lead_times is None:
+            self._allocate(other.lead_times, other.members)
+        if (other.lead_times, other.members) != (self.lead_times, self.members):
+            raise ValueError(
+                f"cannot merge: lead times / members differ ({self.lead_times}, {self.members}) vs "
+                f"({other.lead_times}, {other.members})"
+            )
+        for name, value in other._state.items():
+            self._state[name] += value
+        for key, why in other.skipped.items():
+            self.skipped.setdefault(key, why)
+        return self
+
+    # ------------------------------------------------------------------ update
+    @torch.no_grad()
+    def update(self, y_true: Any, y_pred: Any) -> None:
+        """Accumulate one batch.
+
+        Parameters
+        ----------
+        y_true : array or Tensor
+            ``(B, T, C, H, W)`` observations in ``[0, 1]`` (clipped).
+        y_pred : array or Tensor
+            ``(B, T, C, H, W)`` forecast, or ``(M, B, T, C, H, W)`` ensemble, in ``[0, 1]``.
+        """
+        obs = _to_tensor(y_true, "y_true")
+        pred = _to_tensor(y_pred, "y_pred")
+        if obs.ndim != 5:
+            raise ValueError(f"y_true must have shape (B, T, C, H, W), got {tuple(obs.shape)}")
+        if pred.ndim == 5:
+            pred = pred.unsqueeze(0)
+        if pred.ndim != 6 or pred.shape[1:] != obs.shape:
+            raise ValueError(
+                f"y_pred must have shape (B, T, C, H, W) = {tuple(obs.shape)} or (M, B, T, C, H, W), "
+                f"got {tuple(pred.shape)}"
+            )
+        if any(s == 0 for s in pred.shape):
+            raise ValueError(f"empty batch: y_pred has shape {tuple(pred.shape)}")
+        m, b, n_lead = pred.shape[0], pred.shape[1], pred.shape[2]
+        if self.lead_times is None:
+            self._allocate(n_lead, self.members or m)
+        elif self.members is None:
+            self._allocate_members(m)
+        if n_lead != self.lead_times:
+            raise ValueError(f"expected {self.lead_times} lead times, got {n_lead}")
+        if m != self.members:
+            raise ValueError(f"expected {self.members} ensemble member(s), got {m}; use one Evaluator per ensemble size")
+        device = obs.device
+        pred = pred.to(device)
+        obs_code = obs.to(torch.float32).clamp(0.0, 1.0) * self.scale
+        pred_code = pred.to(torch.float32).clamp(0.0, 1.0) * self.scale
+        flat = pred_code.reshape(m * b, *obs.shape[1:])
+        obs_rep = obs_code.unsqueeze(0).expand(m, *obs.shape).reshape(m * b, *obs.shape[1:])
+        self._update_det("det", obs_rep, flat, obs_once=obs_code)
+        self._state["n_samples"] += b
+        self._update_prob(obs_code, pred_code)
+        if m >= 2:
+            mean_code = pred_code.mean(dim=0)
+            self._update_det("mean", obs_code, mean_code)
+
+    def _allocate_members(self, members: int) -> None:
+        # lead_times was given but members not: extend the state with the ensemble entries
+        old = self._state
+        self._allocate(self.lead_times, members)
+        for k, v in old.items():
+            self._state[k] = v
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        self._state[name] += value.detach().to("cpu", torch.float64)
+
+    def _update_det(
+        self, prefix: str, obs_code: torch.Tensor, pred_code: torch.Tensor, obs_once: torch.Tensor | None = None
+    ) -> None:
+        """Deterministic scores; ``obs_once`` is the un-repeated observation when ``obs_code``
+        repeats it for each member (FSS then filters it once)."""
+        thr = torch.tensor(self.thresholds, dtype=obs_code.dtype, device=obs_code.device)
+        n_thr = len(self.thresholds)
+        if obs_once is None:
+            b_obs = threshold_bins(obs_code, thr)
+        else:  # bin the observation once, repeat the (uint8) bins for the members
+            b_once = threshold_bins(obs_once, thr)
+            reps = obs_code.shape[0] // obs_once.shape[0]
+            b_obs = b_once.unsqueeze(0).expand(reps, *b_once.shape).reshape(obs_code.shape)
+        b_pred = threshold_bins(pred_code, thr)
+        self._add(f"{prefix}.counts", counts_from_bins(b_obs, b_pred, n_thr))
+        # max-pooling commutes with the monotone value -> bin map: pool the bins once computed
+        pad_bin = float(sum(t <= 0.0 for t in self.thresholds))
+        for p in self.pool_sizes:
+            self._add(
+                f"{prefix}.pool{p}",
+                counts_from_bins(max_pool_frames(b_obs, p, pad_bin), max_pool_frames(b_pred, p, pad_bin), n_thr),
+            )
+        for s in self.fss_scales:
+            self._add(f"{prefix}.fss{s}", fss_sums(pred_code, obs_code if obs_once is None else obs_once, thr, s))
+        n, n_lead = obs_code.shape[:2]
+        errs = frame_errors(pred_code, obs_code, self.scale)
+        sums = torch.zeros(n_lead, len(FRAME_SCORES), dtype=torch.float64)
+        counts = torch.zeros_like(sums)
+        for j, key in enumerate(("mse", "mae", "rmse", "psnr")):
+            sums[:, j] = errs[key].sum(0).cpu()
+            counts[:, j] = n
+        h, w = obs_code.shape[-2:]
+        if self.ssim and min(h, w) >= WINDOW:
+            ssim = ssim_frames(pred_code, obs_code, data_range=self.scale).mean(dim=-1)  # mean over channels
+            sums[:, 4] = ssim.sum(0).cpu()
+            counts[:, 4] = n
+        elif self.ssim:
+            self.skipped["ssim"] = f"frames of {h}x{w} pixels are smaller than the {WINDOW}x{WINDOW} SSIM window"
+        else:
+            self.skipped["ssim"] = "disabled"
+        if self.lpips is not None:
+            lp = self._lpips_frames(pred_code, obs_code)
+            if lp is not None:
+                sums[:, 5] = lp.sum(0).cpu()
+                counts[:, 5] = n
+        self._add(f"{prefix}.frame_sum", sums)
+        self._add(f"{prefix}.frame_n", counts)
+
+    def _lpips_frames(self, pred_code: torch.Tensor, obs_code: torch.Tensor) -> torch.Tensor | None:
+        """LPIPS of each frame on ``[-1, 1]`` images (as the published evaluator): ``(N, L)``."""
+        n, n_lead, c, h, w = pred_code.shape
+        try:
+            dev = next(self.lpips.parameters()).device
+        except StopIteration:
+            dev = pred_code.device
+        x = (pred_code / self.scale * 2.0 - 1.0).reshape(n * n_lead, c, h, w)
+        y = (obs_code / self.scale * 2.0 - 1.0).reshape(n * n_lead, c, h, w)
+        out = []
+        try:
+            for i in range(0, x.shape[0], self.lpips_batch):
+                xb = x[i : i + self.lpips_batch].to(dev)
+                yb = y[i : i + self.lpips_batch].to(dev)
+                if c not in (1, 3):  # score each channel as a grey image
+                    d = self.lpips(xb.reshape(-1, 1, h, w), yb.reshape(-1, 1, h, w)).view(-1, c).mean(1)
+                else:
+                    d = self.lpips(xb, yb)
+                out.append(d.to(torch.float64).cpu())
+        except ValueError as exc:
+            self.skipped["lpips"] = str(exc)
+            self.lpips = None
+            return None
+        return torch.cat(out).view(n, n_lead)
+
+    def _update_prob(self, obs_code: torch.Tensor, pred_code: torch.Tensor) -> None:
+        m, b, n_lead = pred_code.shape[:3]
+        points = obs_code[:, 0].numel()
+
+        def per_lead(x: torch.Tensor) -> torch.Tensor:  # (B, L, C, H, W) -> (L,): contiguous reductions first
+            return x.sum(dim=(-3, -2, -1), dtype=torch.float64).sum(0).cpu()
+
+        skill, pair_sum = crps_terms(pred_code, obs_code)
+        crps = torch.zeros(n_lead, 3, dtype=torch.float64)
+        crps[:, 0] = per_lead(skill) - per_lead(pair_sum) / (2.0 * m * m)
+        crps[:, 1] = per_lead(skill) - per_lead(pair_sum) / (2.0 * m * (m - 1)) if m >= 2 else crps[:, 0]
+        crps[:, 2] = points
+        self._add("prob.crps", crps)
+        if m < 2:
+            return
+        n_thr = len(self.thresholds)
+        brier = torch.zeros(n_lead, n_thr, dtype=torch.float64)
+        rel = torch.zeros(n_thr, self.n_bins, 3, dtype=torch.float64)
+        # p = k / M takes M + 1 values: histogram the member counts k (per lead) with and without
+        # an observed event, then Brier score and reliability sums follow exactly from the histograms.
+        k_vals = torch.arange(m + 1, dtype=torch.float64) / m
+        bins = (torch.bucketize(k_vals, reliability_bin_edges(self.n_bins), right=False) - 1).clamp(0, self.n_bins - 1)
+        lead = torch.arange(n_lead, device=obs_code.device, dtype=torch.int32).view(1, n_lead, 1, 1, 1) * (m + 1)
+        for j, thr in enumerate(self.thresholds):  # a handful of thresholds; frames stay vectorised
+            # a loop over the few members keeps every pass contiguous (a reduction over the
+            # leading axis is strided and several times slower on CPU)
+            n_exceed = torch.zeros(obs_code.shape, dtype=torch.uint8, device=obs_code.device)
+            for x in pred_code:  # same-dtype adds (a bool -> int promotion takes a slow path)
+                n_exceed.add_(x.ge(thr).view(torch.uint8))
+            index = (n_exceed.to(torch.int32) + lead).reshape(-1)
+            event = obs_code.ge(thr).reshape(-1)
+            total = torch.bincount(index, minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
+            hits = torch.bincount(index[event], minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
+            # sum (p - o)^2 = sum_k [n_k p_k^2 - 2 p_k e_k + e_k]
+            brier[:, j] = (total * k_vals**2 - 2.0 * hits * k_vals + hits).sum(-1)
+            tot_k, hit_k = total.sum(0), hits.sum(0)
+            rel[j, :, 0].index_add_(0, bins, tot_k)
+            rel[j, :, 1].index_add_(0, bins, tot_k * k_vals)
+            rel[j, :, 2].index_add_(0, bins, hit_k)
+        self._add("prob.brier", brier)
+        self._add("prob.reliability", rel)
+        self._add("prob.rank", rank_histogram_counts(pred_code, obs_code, x_min=self.rank_min))
+        mean = pred_code[0].clone()
+        for x in pred_code[1:]:
+            mean.add_(x)
+        mean.div_(m)
+        var = torch.zeros_like(mean)
+        for x in pred_code:
+            var.add_((x - mean).square_())
+        var.div_(m - 1)
+        err = (mean - obs_code).square_()
+        self._add("prob.spread", torch.stack([per_lead(var), per_lead(err)], dim=-1))
+
+    # ------------------------------------------------------------------ compute
+    def _det_scores(self, prefix: str) -> dict[str, Any]:
+        s = self._state
+        keys = [threshold_key(t) for t in self.thresholds]
+        out: dict[str, Any] = {}
+        counts = s[f"{prefix}.counts"]  # (L, K, 4)
+        by_lead = scores_from_counts(counts, self.empty_value)  # each (L, K)
+        for name, val in by_lead.items():
+            per_thr = val.mean(0)  # mean over lead times
+            out[name] = {k: _clean(v) for k, v in zip(keys, per_thr.tolist())}
+            out[f"{name}_by_lead"] = {k: [_clean(x) for x in val[:, i].tolist()] for i, k in enumerate(keys)}
+            out[f"{name}_m"] = _clean(per_thr.mean())
+            out[f"{name}_m_by_lead"] = [_clean(x) for x in val.mean(1).tolist()]
+        h, m, f, _ = counts.sum(0).unbind(-1)
+        out["events"] = {
+            k: {"obs": _clean(h[i] + m[i]), "fcst": _clean(h[i] + f[i]), "hits": _clean(h[i])}
+            for i, k in enumerate(keys)
+        }
+        for p in self.pool_sizes:
+            c = s[f"{prefix}.pool{p}"]
+            total = scores_from_counts(c.sum(0), self.empty_value)["csi"]  # (K,)
+            lead = scores_from_counts(c, self.empty_value)["csi"]  # (L, K)
+            out[f"csi_pool{p}"] = {k: _clean(v) for k, v in zip(keys, total.tolist())}
+            out[f"csi_pool{p}_m"] = _clean(total.mean())
+            out[f"csi_pool{p}_by_lead"] = {k: [_clean(x) for x in lead[:, i].tolist()] for i, k in enumerate(keys)}
+        if self.fss_scales:
+            out["fss"], out["fss_by_lead"], out["fss_m"] = {}, {}, {}
+            for sc in self.fss_scales:
+                sums = s[f"{prefix}.fss{sc}"]
+                total = fss_from_sums(sums.sum(0), self.empty_value)
+                lead = fss_from_sums(sums, self.empty_value)
+                key = threshold_key(sc)
+                out["fss"][key] = {k: _clean(v) for k, v in zip(keys, total.tolist())}
+                out["fss_by_lead"][key] = {k: [_clean(x) for x in lead[:, i].tolist()] for i, k in enumerate(keys)}
+                out["fss_m"][key] = _clean(total.mean())
+        fsum, fn = s[f"{prefix}.frame_sum"], s[f"{prefix}.frame_n"]
+        for j, name in enumerate(FRAME_SCORES):
+            if bool((fn[:, j] > 0).all()):
+                per_lead = fsum[:, j] / fn[:, j]
+                out[name] = _clean(per_lead.mean())
+                out[f"{name}_by_lead"] = [_clean(x) for x in per_lead.tolist()]
+        return out
+
+    def compute(self) -> dict[str, Any]:
+        """Scores as a JSON-serialisable dict (threshold keys are strings such as ``"16"``).
+
+        Raises
+        ------
+        ValueError
+            If nothing has been accumulated.
+        """
+        if self.lead_times is None or float(self._state["n_samples"][0]) == 0:
+            raise ValueError("no samples accumulated: call update() before compute()")
+        s = self._state
+        out: dict[str, Any] = {
+            "n_samples": int(s["n_samples"][0]),
+            "members": int(self.members or 1),
+            "lead_times": int(self.lead_times),
+            "scale": self.scale,
+            "thresholds": list(self.thresholds),
+            "pool_sizes": list(self.pool_sizes),
+            "fss_scales": list(self.fss_scales),
+            "conventions": {
+                "events": "value >= threshold, value = clip(x, 0, 1) * scale",
+                "empty": f"scores with a zero denominator are {self.empty_value:g}; see 'events' for counts",
+                "continuous_units": "threshold space (x * scale); rmse = mean over frames of sqrt(frame MSE); "
+                "psnr per frame, capped at 100 dB",
+                "members": "top-level deterministic scores average over all members as samples; "
+                "'ensemble_mean' scores the ensemble mean",
+                "crps_units": "crps in threshold space (= mae for one member); crps_norm = crps / scale",
+            },
+        }
+        out.update(self._det_scores("det"))
+        crps = s["prob.crps"]
+        per_lead = crps[:, 0] / crps[:, 2]
+        out["crps"] = _clean(per_lead.mean())
+        out["crps_by_lead"] = [_clean(x) for x in per_lead.tolist()]
+        out["crps_norm"] = _clean(per_lead.mean() / self.scale)
+        m = self.members or 1
+        if m >= 2:
+            keys = [threshold_key(t) for t in self.thresholds]
+            fair = crps[:, 1] / crps[:, 2]
+            out["crps_fair"] = _clean(fair.mean())
+            out["crps_fair_by_lead"] = [_clean(x) for x in fair.tolist()]
+            brier = s["prob.brier"] / crps[:, 2:3]  # (L, K)
+            out["brier"] = {k: _clean(v) for k, v in zip(keys, brier.mean(0).tolist())}
+            out["brier_by_lead"] = {k: [_clean(x) for x in brier[:, i].tolist()] for i, k in enumerate(keys)}
+            rel = s["prob.reliability"]
+            edges = torch.linspace(0.0, 1.0, self.n_bins + 1)
+            out["reliability"] = {"bin_edges": [float(e) for e in edges.tolist()]}
+            for i, k in enumerate(keys):
+                cnt, psum, osum = rel[i].unbind(-1)
+                ok = cnt >= max(self.reliability_min_count, 1)
+                safe = torch.where(ok, cnt, torch.ones_like(cnt))
+                out["reliability"][k] = {
+                    "forecast_probability": [float(v) if o else None for v, o in zip((psum / safe).tolist(), ok.tolist())],
+                    "observed_frequency": [float(v) if o else None for v, o in zip((osum / safe).tolist(), ok.tolist())],
+                    "count": [int(v) for v in cnt.tolist()],
+                }
+            rank = s["prob.rank"]
+            total = float(rank.sum())
+            out["rank_histogram"] = [float(v) / total if total > 0 else 0.0 for v in rank.tolist()]
+            out["rank_histogram_counts"] = [float(v) for v in rank.tolist()]
+            sp = s["prob.spread"]
+            spread = (sp[:, 0] / crps[:, 2]).sqrt()
+            skill = (sp[:, 1] / crps[:, 2]).sqrt()
+            factor = math.sqrt((m + 1) / m)
+            ratio_lead = torch.where(skill > 0, factor * spread / skill.clamp_min(1e-300), torch.zeros_like(skill))
+            tot_spread = math.sqrt(float(sp[:, 0].sum() / crps[:, 2].sum()))
+            tot_skill = math.sqrt(float(sp[:, 1].sum() / crps[:, 2].sum()))
+            out["spread"] = _clean(tot_spread)
+            out["ensemble_mean_rmse_pooled"] = _clean(tot_skill)
+            out["spread_skill_ratio"] = _clean(factor * tot_spread / tot_skill) if tot_skill > 0 else 0.0
+            out["spread_skill_ratio_by_lead"] = [_clean(x) for x in ratio_lead.tolist()]
+            out["ensemble_mean"] = self._det_scores("mean")
+        out["skipped"] = dict(sorted(self.skipped.items()))
+        return out
