@@ -21,7 +21,6 @@ from torch import nn
 
 from .data.contract import DatasetMeta, as_tensor
 from .data.transforms import get_meta
-from .models.backbones import BACKBONES
 from .models.factory import build_model
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,27 @@ class NowcastResult:
 
 def is_diffusion_model(model: nn.Module) -> bool:
     return hasattr(model, "sample") and hasattr(model, "backbone")
+
+
+def _meta_from_file(config: dict[str, Any], metadata: dict[str, str], file: Path) -> DatasetMeta:
+    """Dataset metadata of a model file: the registered record if the name is known,
+    else the record stored in the file (thresholds, units, time step; linear transform)."""
+    import json
+    from dataclasses import fields
+
+    data_name = (config.get("data") or {}).get("name", "sevir")
+    try:
+        return get_meta(data_name)
+    except ValueError:
+        pass
+    stored = json.loads(metadata.get("diffcast_meta", "null") or "null")
+    if stored:
+        known = {f.name for f in fields(DatasetMeta)} - {"to_physical_fn"}
+        kwargs = {k: v for k, v in stored.items() if k in known}
+        kwargs["thresholds"] = tuple(kwargs.get("thresholds", ()))
+        return DatasetMeta(**kwargs)
+    log.warning("no metadata for dataset %r in %s; using SEVIR metadata", data_name, file)
+    return get_meta("sevir")
 
 
 class Nowcaster:
@@ -128,12 +148,7 @@ class Nowcaster:
                 f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
         model.to(map_location)
-        data_name = (config.get("data") or {}).get("name", "sevir")
-        try:
-            meta = get_meta(data_name)
-        except ValueError:
-            meta = get_meta("sevir")
-            log.warning("unknown dataset %r in %s; using SEVIR metadata", data_name, file)
+        meta = _meta_from_file(config, metadata, file)
         label = config.get("name") or Path(path).name
         return cls(model, config, meta, name=str(label))
 

@@ -47,3 +47,20 @@ def test_resolve_prefers_ema_and_best(tmp_path):
     assert resolve_model_file(run) == run / "checkpoints" / "best" / "ema.safetensors"
     with pytest.raises(FileNotFoundError, match="no model weights"):
         resolve_model_file(tmp_path)
+
+
+def test_nowcaster_uses_metadata_stored_in_file_for_unknown_datasets(tmp_path):
+    from diffcast.data.transforms import CIKM_META
+    from diffcast.inference import Nowcaster
+
+    mcfg = {"type": "backbone", "t_in": 3, "t_out": 2, "height": 8, "width": 8,
+            "backbone": {"name": "persistence"}}
+    stored = dict(CIKM_META.as_dict(), name="my_radar", thresholds=[1.0, 2.0])
+    path = save_model_file(tmp_path / "m.safetensors", {}, {"model": mcfg, "data": {"name": "my_radar"}},
+                           meta=stored)
+    nc = Nowcaster.from_checkpoint(path)
+    assert nc.meta.name == "my_radar" and nc.meta.thresholds == (1.0, 2.0)
+    x = torch.rand(1, 3, 1, 8, 8)
+    out = nc.predict(x)
+    assert out.forecast.shape == (1, 1, 2, 1, 8, 8)
+    assert torch.equal(out.forecast[0, 0, 1], x[0, 2])
