@@ -161,7 +161,7 @@ class GTUNet(nn.Module):
         x = x_t.reshape(b, s * c, h, w)
         cond = torch.zeros_like(x) if cond is None else cond.reshape(b, s * c, h, w)
         x = self.init_conv(torch.cat((cond, x), dim=1))
-        r0 = x.clone()
+        r0 = x  # never modified in place: every later x is a new tensor
         emb = torch.cat((self.time_mlp(t), self.frag_idx_mlp(idx)), dim=1)
 
         skips = []

@@ -4,6 +4,13 @@ Module and parameter names follow the published DiffCast checkpoint (see
 ``OFFICIAL_CHECKPOINT.md``), which builds on lucidrains/denoising-diffusion-pytorch
 (MIT) and the temporal attention of SimVP-v2 / TAU (Apache-2.0). Written from the
 description of the computation, not copied.
+
+Efficiency: when autograd is off (``torch.no_grad`` / ``torch.inference_mode``,
+i.e. sampling) the element-wise tails of the blocks run in place on tensors the
+block itself just created (FiLM, SiLU, residual adds, gating products). The
+operations and their order are unchanged, so the results are bit-identical to
+the out-of-place form used for training; only allocations and memory traffic
+are saved.
 """
 
 from __future__ import annotations
@@ -15,6 +22,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def _inplace_ok() -> bool:
+    """In-place element-wise updates are safe: no autograd graph is being recorded."""
+    return not torch.is_grad_enabled()
+
+
 class Residual(nn.Module):
     """``x + fn(x)``."""
 
@@ -23,7 +35,10 @@ class Residual(nn.Module):
         self.fn = fn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x) + x
+        y = self.fn(x)
+        if _inplace_ok() and y is not x:  # fn's output is a fresh tensor
+            return y.add_(x)
+        return y + x
 
 
 class RMSNorm(nn.Module):
@@ -34,7 +49,10 @@ class RMSNorm(nn.Module):
         self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) * self.g * (x.shape[1] ** 0.5)
+        y = F.normalize(x, dim=1)
+        if _inplace_ok():
+            return y.mul_(self.g).mul_(x.shape[1] ** 0.5)
+        return y * self.g * (x.shape[1] ** 0.5)
 
 
 class PreNorm(nn.Module):
@@ -91,6 +109,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         x = self.norm(self.proj(x))
+        if _inplace_ok():  # same operations in the same order, on the fresh norm output
+            if scale_shift is not None:
+                scale, shift = scale_shift
+                x.mul_(scale + 1).add_(shift)
+            return F.silu(x, inplace=True)
         if scale_shift is not None:
             scale, shift = scale_shift
             x = x * (scale + 1) + shift
@@ -113,6 +136,8 @@ class ResnetBlock(nn.Module):
             scale, shift = self.mlp(emb)[:, :, None, None].chunk(2, dim=1)
             scale_shift = (scale, shift)
         h = self.block2(self.block1(x, scale_shift=scale_shift))
+        if _inplace_ok():
+            return h.add_(self.res_conv(x))
         return h + self.res_conv(x)
 
 
@@ -140,6 +165,8 @@ class TemporalAttentionModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f_x = self.conv1(self.conv_spatial(self.conv0(x)))
         se = self.fc(x.mean(dim=(2, 3)))[:, :, None, None]
+        if _inplace_ok():
+            return f_x.mul_(se).mul_(x)  # (se * f_x) * x, element-wise products commute exactly
         return se * f_x * x
 
 
@@ -154,7 +181,8 @@ class TemporalAttention(nn.Module):
         self.proj_2 = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x)))) + x
+        y = self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x))))
+        return y.add_(x) if _inplace_ok() else y + x
 
 
 class Attention(nn.Module):

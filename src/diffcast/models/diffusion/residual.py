@@ -93,6 +93,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 TRAIN_SEGMENTS = ("all", "random")
 
+#: accepted spellings of ``autocast_dtype`` in :meth:`ResidualDiffusion.sample`
+AUTOCAST_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def _autocast_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
+    """``None``, ``torch.bfloat16`` or ``torch.float16`` from a dtype or its name."""
+    if value is None:
+        return None
+    if isinstance(value, torch.dtype):
+        if value in (torch.bfloat16, torch.float16):
+            return value
+        if value == torch.float32:
+            return None
+    elif str(value).lower() in AUTOCAST_DTYPES:
+        return AUTOCAST_DTYPES[str(value).lower()]
+    elif str(value).lower() in ("fp32", "float32", "none"):
+        return None
+    raise ValueError(
+        f"autocast_dtype must be None, torch.bfloat16, torch.float16 or one of {sorted(AUTOCAST_DTYPES)}; got {value!r}"
+    )
+
 
 @dataclass
 class DiffCastSample:
@@ -250,6 +277,9 @@ class ResidualDiffusion(nn.Module):
         self.register_buffer(
             "loss_weight", loss_weight(abar, self.objective, cfg["min_snr_gamma"]).float(), persistent=False
         )
+        # torch.compile'd denoiser, built on first use of sample(compile=True); a plain
+        # dict so the compiled wrapper is not registered as a submodule (state_dict keys).
+        self._compiled: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ basics
     @property
@@ -404,7 +434,16 @@ class ResidualDiffusion(nn.Module):
             )
         return [z.to(device=device, dtype=torch.float32) for z in items]
 
-    @torch.no_grad()
+    def _denoiser(self, compile: bool) -> Any:
+        """The GTUNet, or its ``torch.compile`` d version (built once and cached)."""
+        if not compile:
+            return self.model
+        if "model" not in self._compiled:
+            if not hasattr(torch, "compile"):
+                raise RuntimeError("sample(compile=True) needs torch.compile (PyTorch >= 2.0); run without compile")
+            self._compiled["model"] = torch.compile(self.model, dynamic=False)
+        return self._compiled["model"]
+
     def sample(
         self,
         x_in: torch.Tensor,
@@ -417,6 +456,8 @@ class ResidualDiffusion(nn.Module):
         clip_x0: bool = True,
         progress: bool = False,
         timestep_spacing: str | None = None,
+        compile: bool = False,
+        autocast_dtype: torch.dtype | str | None = None,
     ) -> DiffCastSample:
         """Sample ``members`` forecasts per input, segment by segment.
 
@@ -445,11 +486,56 @@ class ResidualDiffusion(nn.Module):
             Show a tqdm progress bar.
         timestep_spacing : str, optional
             Override the config's respacing (see :mod:`diffcast.sampling.base`).
+        compile : bool
+            Run the denoiser through ``torch.compile`` (off by default; the
+            first call compiles, which takes minutes on a CPU and needs a C++
+            compiler; a failure raises ``RuntimeError``). Results agree with
+            the eager model to float round-off, not bit for bit.
+        autocast_dtype : torch.dtype or str, optional
+            Run the denoiser under ``torch.autocast`` in ``bfloat16`` (``"bf16"``)
+            or ``float16`` (``"fp16"``); off (``None``) by default. The sampler
+            update stays in float32. Only worth it on hardware with fast
+            low-precision matmuls (GPUs, CPUs with AVX512-BF16 / AMX); see
+            ``tests/unit/diffusion/test_efficiency.py`` for its accuracy cost.
 
         Returns
         -------
         DiffCastSample
+            Ordinary tensors (not inference tensors), so callers may modify
+            them in place or use them in autograd code.
+
+        Notes
+        -----
+        Runs under ``torch.inference_mode``; with both flags off the result is
+        bit-identical to the plain ``torch.no_grad`` computation (the in-place
+        element-wise updates of the layers keep the order of operations).
         """
+        amp_dtype = _autocast_dtype(autocast_dtype)
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be True or False, got {compile!r}")
+        with torch.inference_mode():
+            out = self._sample(
+                x_in, members, sampler, steps, eta, generator, noise, clip_x0, progress, timestep_spacing,
+                compile, amp_dtype,
+            )
+        # inference tensors -> ordinary tensors (a cheap copy next to the sampling)
+        return DiffCastSample(forecast=out.forecast.clone(), mu=out.mu.clone(), residual=out.residual.clone())
+
+    def _sample(
+        self,
+        x_in: torch.Tensor,
+        members: int,
+        sampler: str | Sampler | None,
+        steps: int | None,
+        eta: float | None,
+        generator: torch.Generator | None,
+        noise: torch.Tensor | Sequence[torch.Tensor] | None,
+        clip_x0: bool,
+        progress: bool,
+        timestep_spacing: str | None,
+        compile: bool,
+        amp_dtype: torch.dtype | None,
+    ) -> DiffCastSample:
         self._check(x_in, "x_in", self.t_in)
         if not isinstance(members, int) or members < 1:
             raise ValueError(f"members must be a positive integer, got {members!r}")
@@ -464,6 +550,7 @@ class ResidualDiffusion(nn.Module):
         global_ctx = [_expand_members(c, m) for c in global_ctx]
         local_ctx = [_expand_members(c, m) for c in local_ctx]
 
+        denoiser = self._denoiser(compile)
         smp.set_timesteps(steps, device=dev)
         n_evals = len(smp.timesteps)
         bar = tqdm(total=self.n_segments * n_evals, desc="sampling", disable=not progress, leave=False)
@@ -481,7 +568,10 @@ class ResidualDiffusion(nn.Module):
             ctx = local_ctx if k == 0 else global_ctx
             for t in smp.timesteps:
                 tt = torch.full((m * b,), int(t), device=dev, dtype=torch.long)
-                out = self.model(r, tt, cond, ctx, idx)
+                if amp_dtype is None and not compile:
+                    out = self.model(r, tt, cond, ctx, idx)
+                else:
+                    out = self._fast_eval(denoiser, amp_dtype, r, tt, cond, ctx, idx)
                 r = smp.step(out, t, r, generator=generator)
                 bar.update(1)
             residuals.append(r)
@@ -490,6 +580,32 @@ class ResidualDiffusion(nn.Module):
         res = torch.cat(residuals, dim=1).reshape(m, b, self.t_out, self.channels, self.height, self.width)
         forecast = ((mu_n.unsqueeze(0) + res + 1) / 2).clamp(0.0, 1.0)
         return DiffCastSample(forecast=forecast, mu=mu.clamp(0.0, 1.0), residual=res)
+
+    @staticmethod
+    def _fast_eval(
+        denoiser: Any,
+        amp_dtype: torch.dtype | None,
+        r: torch.Tensor,
+        tt: torch.Tensor,
+        cond: torch.Tensor | None,
+        ctx: list[torch.Tensor],
+        idx: torch.Tensor,
+    ) -> torch.Tensor:
+        """One denoiser call with the opt-in compile / autocast; returns float32."""
+        try:
+            if amp_dtype is None:
+                return denoiser(r, tt, cond, ctx, idx)
+            with torch.autocast(device_type=r.device.type, dtype=amp_dtype):
+                out = denoiser(r, tt, cond, ctx, idx)
+            return out.float()
+        except Exception as err:  # torch.compile's backend errors are not ValueErrors
+            if denoiser.__class__.__name__ == "OptimizedModule":
+                raise RuntimeError(
+                    f"sample(compile=True) failed: torch.compile could not build the denoiser "
+                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                    "run without compile (the default)"
+                ) from err
+            raise
 
     def extra_repr(self) -> str:
         return (
