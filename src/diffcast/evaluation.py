@@ -45,7 +45,7 @@ def build_dataset(
     split: str = "test",
     seq_len: int = 25,
     data_root: str | os.PathLike[str] | None = None,
-    size: tuple[int, int] | None = None,
+    size: int | tuple[int, int] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Build a registered dataset, passing only the options its constructor accepts.
@@ -65,7 +65,7 @@ def build_dataset(
     names = {p.name for p in params}
     kw: dict[str, Any] = {"split": split, "seq_len": seq_len, **kwargs}
     if size is not None and "size" in names:
-        kw["size"] = tuple(size)
+        kw["size"] = (int(size), int(size)) if isinstance(size, int) else tuple(size)
     first = params[0] if params else None
     if data_root is not None:
         if first is None or first.name in ("split", "seq_len"):

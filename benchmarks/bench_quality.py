@@ -1,0 +1,185 @@
+"""Forecast quality against sampler and step count, with DDIM-250 as the reference.
+
+Evaluates a trained DiffCast run (by default the demo's, ``demo_out/runs/diffcast``)
+on its dataset's test split for every (sampler, steps) pair and prints one JSON
+line per setting: CRPS, CSI-M, CSI-pool16, the number of denoiser calls per
+segment, wall seconds, and the relative differences to DDIM-250. The last line
+names the fastest setting (fewest denoiser calls) whose three scores are all
+within ``--tolerance`` (default 2 %, two-sided) of DDIM-250, and ``--markdown`` writes the
+table for the README.
+
+Usage::
+
+    python benchmarks/bench_quality.py --run demo_out/runs/diffcast --members 8 --limit 64
+
+Without a trained run ``run()`` reports that it skipped (``make bench`` does not
+train a model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_RUN = REPO / "demo_out" / "runs" / "diffcast"
+DEFAULT_GRID = {
+    "ddim": (5, 10, 20, 50),
+    "dpmpp_2m": (5, 10, 20),
+    "dpmpp_3m": (5, 10, 20),
+    "unipc": (5, 10, 20),
+    "heun": (5, 10),
+}
+REFERENCE = ("ddim", 250)
+SCORES = (("crps", "lower is better"), ("csi_m", "higher is better"), ("csi_pool16_m", "higher is better"))
+
+
+def denoiser_calls(model: Any, sampler_name: str, steps: int) -> int:
+    """Denoiser evaluations per segment: one per entry of ``sampler.timesteps``
+    (Heun lists its correction evaluations there too)."""
+    sampler = model.make_sampler(sampler=sampler_name)
+    sampler.set_timesteps(steps)
+    return len(sampler.timesteps)
+
+
+def _dataset_for(nowcaster: Any, split: str):
+    from diffcast.evaluation import build_dataset
+
+    data = nowcaster.config.get("data") or {}
+    kwargs = dict(data.get("kwargs") or {})
+    root = kwargs.pop("root", None)
+    return build_dataset(
+        data.get("name", "synthetic"),
+        split=split,
+        seq_len=nowcaster.t_in + nowcaster.t_out,
+        data_root=root,
+        **kwargs,
+    )
+
+
+def evaluate_grid(
+    run: Path,
+    grid: dict[str, tuple[int, ...]] | None = None,
+    members: int = 8,
+    limit: int = 64,
+    batch_size: int = 8,
+    seed: int = 0,
+    split: str = "test",
+    tolerance: float = 0.02,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Score every (sampler, steps) setting of ``grid`` plus the DDIM-250 reference."""
+    import torch
+
+    from diffcast.evaluation import evaluate
+    from diffcast.inference import Nowcaster
+
+    nc = Nowcaster.from_checkpoint(run)
+    if not nc.is_probabilistic:
+        raise ValueError(f"{run} holds a deterministic model; the quality table needs a DiffCast run")
+    dataset = _dataset_for(nc, split)
+    grid = dict(DEFAULT_GRID if grid is None else grid)
+    settings = [REFERENCE] + [(s, n) for s, steps in grid.items() for n in steps if (s, n) != REFERENCE]
+    rows: list[dict[str, Any]] = []
+    for sampler_name, steps in settings:
+        t0 = time.perf_counter()
+        res = evaluate(
+            [nc], dataset, members=members, batch_size=batch_size, limit=limit, seed=seed,
+            fss_scales=(), progress=progress, sample_kwargs={"sampler": sampler_name, "steps": steps},
+        )[nc.name]
+        row = {
+            "benchmark": "quality",
+            "sampler": sampler_name,
+            "steps": steps,
+            "denoiser_calls_per_segment": denoiser_calls(nc.model, sampler_name, steps),
+            "members": members,
+            "sequences": min(limit, len(dataset)),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "torch_threads": torch.get_num_threads(),
+        }
+        for key, _ in SCORES:
+            row[key] = float(res[key])
+        rows.append(row)
+    ref = rows[0]
+    for row in rows:
+        ok = True
+        for key, _ in SCORES:
+            rel = (row[key] - ref[key]) / abs(ref[key]) if ref[key] else 0.0
+            row[f"{key}_rel"] = round(rel, 4)
+            # Two-sided: "equal quality" means close to the reference, not merely no worse.
+            ok = ok and abs(rel) <= tolerance
+        row["within_tolerance"] = ok
+    candidates = [r for r in rows if r["within_tolerance"]]
+    best = min(candidates, key=lambda r: (r["denoiser_calls_per_segment"], r["seconds"]))
+    rows.append({
+        "benchmark": "quality",
+        "choice": {"sampler": best["sampler"], "steps": best["steps"]},
+        "tolerance": tolerance,
+        "reference": {"sampler": REFERENCE[0], "steps": REFERENCE[1]},
+        "speedup_vs_reference_calls": round(ref["denoiser_calls_per_segment"] / best["denoiser_calls_per_segment"], 2),
+    })
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The quality table in Markdown (settings ordered by cost)."""
+    table = [r for r in rows if "sampler" in r]
+    table.sort(key=lambda r: (r["denoiser_calls_per_segment"], r["sampler"]))
+    lines = [
+        "| sampler | steps | denoiser calls / segment | CRPS | CSI-M | CSI-pool16 | within 2 % of DDIM-250 |",
+        "|---|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['sampler']} | {r['steps']} | {r['denoiser_calls_per_segment']} | {r['crps']:.5f} "
+            f"({r['crps_rel']:+.1%}) | {r['csi_m']:.4f} ({r['csi_m_rel']:+.1%}) | "
+            f"{r['csi_pool16_m']:.4f} ({r['csi_pool16_m_rel']:+.1%}) | {'yes' if r['within_tolerance'] else 'no'} |"
+        )
+    choice = next((r for r in rows if "choice" in r), None)
+    if choice:
+        lines.append("")
+        lines.append(
+            f"Fastest setting within {choice['tolerance']:.0%} of DDIM-250 on all three scores: "
+            f"**{choice['choice']['sampler']}, {choice['choice']['steps']} steps** "
+            f"({choice['speedup_vs_reference_calls']}x fewer denoiser calls)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Entry point for ``benchmarks/run_all.py``; skips without a trained demo run."""
+    if not DEFAULT_RUN.exists():
+        return [{"benchmark": "quality", "skipped": f"no trained DiffCast run at {DEFAULT_RUN} (run `make demo` first)"}]
+    grid = {"ddim": (10,), "dpmpp_2m": (10,), "unipc": (10,)} if quick else None
+    return evaluate_grid(DEFAULT_RUN, grid=grid, members=4 if quick else 8, limit=16 if quick else 64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=DEFAULT_RUN, help="DiffCast run folder or model file")
+    parser.add_argument("--members", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=64, help="test sequences")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tolerance", type=float, default=0.02)
+    parser.add_argument("--grid", type=str, default=None,
+                        help='JSON mapping sampler -> list of steps, e.g. \'{"ddim": [10, 20]}\'')
+    parser.add_argument("--markdown", type=Path, default=None, help="write the Markdown table here")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    grid = {k: tuple(v) for k, v in json.loads(args.grid).items()} if args.grid else None
+    rows = evaluate_grid(args.run, grid=grid, members=args.members, limit=args.limit,
+                         batch_size=args.batch_size, seed=args.seed, tolerance=args.tolerance,
+                         progress=args.progress)
+    for row in rows:
+        print(json.dumps(row, sort_keys=True), flush=True)
+    if args.markdown:
+        args.markdown.write_text(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
