@@ -1,0 +1,860 @@
+"""From input files to nowcast files: the library half of ``diffcast nowcast``.
+
+Three steps, each usable on its own:
+
+1. :func:`read_input` reads frames from what a user points at
+   (:class:`RawInput`):
+
+   - a folder of numbered images (``0.png``, ``1.png``, ...; grey value = model
+     value x 255, as in the SEVIR demo folders). A folder holding ``preds/``
+     (the layout of ``sevir_demo/demo_N``) is read through
+     :func:`diffcast.data.images.read_image_sequence`: its ``preds/`` frames are
+     the inputs and ``targets/`` (when present) the observed future;
+   - radar files (a folder or a list) read by the pysteps importers through
+     :func:`diffcast.data.radar.read_radar_files`; timestamps and the time step
+     come from the files, values in dBZ or rain rate are mapped to ``[0, 1]``
+     through the declared transform (:data:`diffcast.data.transforms.RADAR_DBZ_META`);
+   - ``.npy`` arrays ``(T, H, W)`` or ``(T, 1, H, W)`` (``(N, T, ...)`` with
+     ``sample_index``): float values must already be in ``[0, 1]`` model space,
+     ``uint8`` values are 8-bit codes and are divided by 255 (the encoding of
+     SEVIR VIL and of the CIKM/Shanghai images);
+   - HDF5 files with the same array layouts at ``h5_key`` (when the file holds a
+     single dataset the key may be omitted). ODIM radar HDF5 files are
+     recognised and read as radar.
+
+2. :func:`prepare_input` fits the frames to a model: the last ``t_in`` frames
+   (more are dropped, and this is logged), the model's time step (frames are
+   subsampled when the model step is a multiple of the input step), the model's
+   units (only between metadata with the same threshold-space unit) and grid
+   (area-average resize when the aspect ratio matches, optionally after a
+   centre crop). What cannot be fitted is a :class:`ValueError` naming the
+   mismatch and the fix.
+
+3. :func:`run_nowcast` predicts and writes ``forecast.nc`` (CF-1.8),
+   ``forecast.gif``, ``panel.png`` and ``run.json`` into a temporary folder
+   that is renamed to the output folder at the end, so a failure leaves no
+   partial output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.contract import DatasetMeta
+from .data.transforms import get_meta
+
+log = logging.getLogger(__name__)
+
+#: Input kinds understood by :func:`read_input`.
+INPUT_KINDS = ("images", "radar", "npy", "h5")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+#: Analysis time used when the input carries no timestamps (stated in the outputs).
+NOMINAL_ANALYSIS_TIME = dt.datetime(2000, 1, 1, 0, 0, 0)
+#: Relative tolerance on aspect ratios when resizing.
+ASPECT_TOL = 0.02
+
+
+@dataclass
+class RawInput:
+    """Frames as read from the user's files, before fitting them to a model.
+
+    Attributes
+    ----------
+    frames : ndarray
+        ``(T, H, W)`` float32 in ``[0, 1]`` in the encoding of :attr:`meta`
+        (or of the model's metadata when :attr:`meta` is ``None``).
+    kind : str
+        One of :data:`INPUT_KINDS`.
+    sources : list of str
+        Files read, in time order (one per frame for images and radar files).
+    meta : DatasetMeta or None
+        Metadata of the values when the files declare it (radar); ``None`` when
+        the values are taken to be in the model's encoding (images, arrays).
+    times : list of datetime or None
+        Valid time of each frame when the files carry timestamps.
+    timestep_min : float or None
+        Minutes between frames when known.
+    y_true : ndarray or None
+        ``(T_out, H, W)`` observed future when the input provides it (demo folders).
+    pixel_km : float or None
+        Grid spacing of the frames when known.
+    notes : list of str
+        Things done to the data worth recording (missing values filled, ...).
+    """
+
+    frames: np.ndarray
+    kind: str
+    sources: list[str]
+    meta: DatasetMeta | None = None
+    times: list[dt.datetime] | None = None
+    timestep_min: float | None = None
+    y_true: np.ndarray | None = None
+    pixel_km: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreparedInput:
+    """Frames fitted to a model's grid, units and time step.
+
+    Attributes
+    ----------
+    x_in : ndarray
+        ``(T_in, H, W)`` float32 in ``[0, 1]`` model space.
+    meta : DatasetMeta
+        The model's metadata with ``timestep_min`` and ``pixel_km`` of these frames.
+    analysis_time : datetime
+        Valid time of the last frame (nominal when :attr:`time_nominal`).
+    times : list of datetime
+        Valid times of the ``T_in`` frames.
+    time_nominal : bool
+        True when the input carried no timestamps.
+    kind : str
+        Input kind (see :data:`INPUT_KINDS`).
+    sources : list of str
+        Files of the frames used (all files read for array inputs).
+    y_true : ndarray or None
+        ``(T, H, W)`` observed future on the model grid, when known.
+    raw_shape : tuple of int
+        ``(T, H, W)`` of the frames as read.
+    notes : list of str
+        What was done to fit the frames (cropping, resizing, frames dropped).
+    """
+
+    x_in: np.ndarray
+    meta: DatasetMeta
+    analysis_time: dt.datetime
+    times: list[dt.datetime]
+    time_nominal: bool
+    kind: str
+    sources: list[str]
+    raw_shape: tuple[int, ...]
+    y_true: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- reading
+def _natural_key(path: Path) -> list[Any]:
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", path.name)]
+
+
+def _to_unit_frames(arr: np.ndarray, what: str, sample_index: int | None) -> np.ndarray:
+    """Array layouts of .npy/HDF5 input -> ``(T, H, W)`` float32 in [0, 1]."""
+    a = np.asarray(arr)
+    if a.ndim in (4, 5) and not (a.ndim == 4 and a.shape[1] == 1):
+        if sample_index is None:
+            raise ValueError(
+                f"{what} has shape {a.shape}: read as (N, T, H, W) or (N, T, 1, H, W); "
+                "choose a sequence with --sample-index I (or save one sequence as (T, H, W))"
+            )
+        if not -a.shape[0] <= sample_index < a.shape[0]:
+            raise ValueError(f"--sample-index {sample_index} out of range for {a.shape[0]} sequences in {what}")
+        a = a[sample_index]
+    elif sample_index not in (None, 0):
+        raise ValueError(f"{what} holds one sequence (shape {a.shape}); --sample-index {sample_index} does not apply")
+    if a.ndim == 4:
+        if a.shape[1] != 1:
+            raise ValueError(f"{what}: expected one channel (T, 1, H, W), got shape {a.shape}")
+        a = a[:, 0]
+    if a.ndim != 3:
+        raise ValueError(f"{what} must be (T, H, W) or (T, 1, H, W), got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(
+            f"{what} has dtype {a.dtype}; expected float values in [0, 1] or uint8 codes (0-255, divided by 255)"
+        )
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} contains NaN or inf values; fill missing data (e.g. with 0) first")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -1e-5 or hi > 1.0 + 1e-5:
+        raise ValueError(
+            f"{what} has values in [{lo:.4g}, {hi:.4g}]; float input must be scaled to [0, 1] "
+            "(model value = physical threshold-space value / meta.scale), or given as uint8 codes"
+        )
+    return np.clip(a, 0.0, 1.0)
+
+
+def _read_npy(path: Path, sample_index: int | None) -> RawInput:
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a plain numeric .npy array: {exc}") from exc
+    return RawInput(_to_unit_frames(arr, str(path), sample_index), "npy", [str(path)])
+
+
+def _h5_datasets(fh: Any) -> list[str]:
+    import h5py
+
+    names: list[str] = []
+    fh.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _is_odim(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            return "what" in fh and "dataset1" in fh
+    except OSError:
+        return False
+
+
+def _read_h5(path: Path, key: str | None, sample_index: int | None) -> RawInput:
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable HDF5 file: {exc}") from exc
+    with fh:
+        names = _h5_datasets(fh)
+        if key is None:
+            if len(names) != 1:
+                raise ValueError(
+                    f"{path} holds {len(names)} datasets ({', '.join(names[:10]) or 'none'}); choose one with --h5-key"
+                )
+            key = names[0]
+        if key not in fh or not isinstance(fh[key], h5py.Dataset):
+            raise ValueError(f"{path} has no dataset {key!r}; datasets: {', '.join(names[:10]) or 'none'}")
+        arr = fh[key][()]
+    return RawInput(_to_unit_frames(arr, f"{path}:{key}", sample_index), "h5", [f"{path}:{key}"])
+
+
+def _input_subfolder(folder: Path) -> Path | None:
+    from .data.images import INPUT_DIRS
+
+    return next((folder / n for n in INPUT_DIRS if (folder / n).is_dir()), None)
+
+
+def _read_images(folder: Path) -> RawInput:
+    from .data import images
+
+    inp = _input_subfolder(folder)
+    if inp is not None:
+        x_in, y_true = images.read_image_sequence(folder)
+        raw = RawInput(np.asarray(x_in, dtype=np.float32), "images", [str(p) for p in images.list_frames(inp)])
+        raw.y_true = None if y_true is None else np.asarray(y_true, dtype=np.float32)
+        return raw
+    frames = images.read_image_frames(folder)
+    return RawInput(np.asarray(frames, dtype=np.float32), "images", [str(p) for p in images.list_frames(folder)])
+
+
+def _read_radar(paths: Sequence[Path], fmt: str | None) -> RawInput:
+    from .data import radar
+
+    files: list[Path] = []
+    for p in paths:
+        files.extend(sorted((q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")), key=_natural_key) if p.is_dir() else [p])
+    if not files:
+        raise ValueError(f"no radar files found in {', '.join(map(str, paths))}")
+    rf = radar.read_radar_files([str(f) for f in files], fmt=fmt)
+    data = np.asarray(rf.data, dtype=np.float32)
+    notes: list[str] = []
+    mask = getattr(rf, "mask", None)
+    if not np.isfinite(data).all():
+        bad = ~np.isfinite(data)
+        notes.append(f"{bad.mean():.1%} of radar pixels had no data and were set to 0")
+        data = np.where(bad, 0.0, data)
+    elif mask is not None and np.asarray(mask).any():
+        notes.append(f"{np.asarray(mask).mean():.1%} of radar pixels were flagged as no data (value 0)")
+    times = list(getattr(rf, "times", None) or []) or None
+    meta = getattr(rf, "meta", None)
+    step = getattr(rf, "timestep_min", None)
+    pixel = getattr(rf, "pixel_km", None) or (meta.pixel_km if meta is not None else None)
+    sources = [str(s) for s in (getattr(rf, "files", None) or getattr(rf, "paths", None) or files)]
+    return RawInput(
+        np.clip(data, 0.0, 1.0), "radar", sources, meta=meta, times=times,
+        timestep_min=None if step is None else float(step), pixel_km=pixel, notes=notes,
+    )
+
+
+def detect_kind(paths: Sequence[str | os.PathLike[str]]) -> str:
+    """Guess the input kind of ``paths`` (see :data:`INPUT_KINDS`)."""
+    ps = [Path(p) for p in paths]
+    if len(ps) == 1:
+        p = ps[0]
+        if p.is_dir():
+            if _input_subfolder(p) is not None:
+                return "images"
+            files = [q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")]
+            if files and all(q.suffix.lower() in IMAGE_SUFFIXES for q in files):
+                return "images"
+            return "radar"
+        if p.suffix.lower() == ".npy":
+            return "npy"
+        if p.suffix.lower() in H5_SUFFIXES:
+            return "radar" if _is_odim(p) else "h5"
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            raise ValueError(f"{p} is a single image; give the folder holding the numbered frames")
+        return "radar"
+    if any(p.is_dir() for p in ps):
+        raise ValueError("give either one folder or a list of files, not several folders")
+    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in ps):
+        raise ValueError("image frames are read from a folder of numbered files; give the folder, not the files")
+    if any(p.suffix.lower() == ".npy" for p in ps) or any(p.suffix.lower() in H5_SUFFIXES and not _is_odim(p) for p in ps):
+        raise ValueError("give one .npy or HDF5 file (holding all frames), not a list")
+    return "radar"
+
+
+def read_input(
+    paths: Sequence[str | os.PathLike[str]],
+    kind: str | None = None,
+    *,
+    h5_key: str | None = None,
+    sample_index: int | None = None,
+    radar_format: str | None = None,
+) -> RawInput:
+    """Read nowcast input frames from files (see the module docstring for the layouts).
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        One folder or file, or a list of radar files.
+    kind : str, optional
+        Force the input kind (one of :data:`INPUT_KINDS`); guessed when omitted.
+    h5_key : str, optional
+        Dataset path inside an HDF5 file.
+    sample_index : int, optional
+        Sequence to take from an ``(N, T, ...)`` array.
+    radar_format : str, optional
+        pysteps importer name for radar files (guessed from the file names otherwise).
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist.
+    ValueError
+        If the input cannot be read or has an unsupported layout.
+    """
+    if not paths:
+        raise ValueError("no input given: pass --input PATH [PATH ...]")
+    ps = [Path(p) for p in paths]
+    for p in ps:
+        if not p.exists():
+            raise FileNotFoundError(f"input {p} does not exist")
+    kind = kind or detect_kind(ps)
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"unknown input kind {kind!r}; choose one of: {', '.join(INPUT_KINDS)}")
+    if kind in ("images", "npy", "h5") and len(ps) != 1:
+        raise ValueError(f"{kind} input is one {'folder' if kind == 'images' else 'file'}, got {len(ps)} paths")
+    if kind == "images":
+        if not ps[0].is_dir():
+            raise ValueError(f"image input must be a folder of numbered frames, got file {ps[0]}")
+        raw = _read_images(ps[0])
+    elif kind == "npy":
+        raw = _read_npy(ps[0], sample_index)
+    elif kind == "h5":
+        raw = _read_h5(ps[0], h5_key, sample_index)
+    else:
+        raw = _read_radar(ps, radar_format)
+    if raw.frames.shape[0] < 1 or min(raw.frames.shape[1:]) < 2:
+        raise ValueError(f"input frames have unusable shape {raw.frames.shape}")
+    log.info("read %d %s frame(s) of %dx%d from %s", raw.frames.shape[0], kind, *raw.frames.shape[1:], ps[0] if len(ps) == 1 else f"{len(ps)} files")
+    return raw
+
+
+# ----------------------------------------------------------------------------- fitting
+def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    h, w = size
+    h0, w0 = frames.shape[-2:]
+    if (h0, w0) == (h, w):
+        return frames
+    interp = cv2.INTER_AREA if (h <= h0 and w <= w0) else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames]).astype(np.float32)
+
+
+def _centre_crop(frames: np.ndarray, aspect: float) -> np.ndarray:
+    h0, w0 = frames.shape[-2:]
+    if h0 / w0 > aspect:
+        hh = max(1, int(round(w0 * aspect)))
+        top = (h0 - hh) // 2
+        return frames[..., top : top + hh, :]
+    ww = max(1, int(round(h0 / aspect)))
+    left = (w0 - ww) // 2
+    return frames[..., :, left : left + ww]
+
+
+def fit_grid(frames: np.ndarray, size: tuple[int, int], crop: str = "none") -> tuple[np.ndarray, float, list[str]]:
+    """Resize ``(T, H0, W0)`` frames to ``size`` by area averaging.
+
+    Parameters
+    ----------
+    frames : ndarray
+        ``(T, H0, W0)``.
+    size : (int, int)
+        Target ``(H, W)``.
+    crop : str
+        ``"none"``: the aspect ratios must match (within 2 %); ``"center"``:
+        cut the largest central window with the target aspect ratio first.
+
+    Returns
+    -------
+    frames : ndarray
+        ``(T, H, W)`` float32.
+    factor : float
+        Input pixels per output pixel (multiply the input pixel size by it).
+    notes : list of str
+    """
+    if crop not in ("none", "center"):
+        raise ValueError(f"crop must be 'none' or 'center', got {crop!r}")
+    h, w = size
+    h0, w0 = frames.shape[-2:]
+    notes: list[str] = []
+    if (h0, w0) == (h, w):
+        return frames, 1.0, notes
+    aspect, aspect0 = h / w, h0 / w0
+    if abs(aspect0 / aspect - 1.0) > ASPECT_TOL:
+        if crop != "center":
+            raise ValueError(
+                f"input frames are {h0}x{w0} pixels (aspect {aspect0:.3g}) but the model grid is {h}x{w} "
+                f"(aspect {aspect:.3g}); area-average resizing needs the same aspect ratio: pass "
+                "--crop center to use the central window, or choose a grid that matches (--size for baselines)"
+            )
+        frames = _centre_crop(frames, aspect)
+        notes.append(f"cropped the central {frames.shape[-2]}x{frames.shape[-1]} window of the {h0}x{w0} frames")
+        h0, w0 = frames.shape[-2:]
+    out = _resize(frames, size)
+    notes.append(f"resized {h0}x{w0} -> {h}x{w} ({'area average' if h <= h0 else 'bilinear'})")
+    return np.clip(out, 0.0, 1.0), h0 / h, notes
+
+
+def convert_units(frames: np.ndarray, src: DatasetMeta | None, dst: DatasetMeta, model: str = "the model") -> np.ndarray:
+    """Map ``[0, 1]`` values encoded by ``src`` metadata to ``dst``'s encoding.
+
+    Values pass through the threshold space (``x * scale``); this is defined only
+    when both metadata records use the same threshold-space unit (e.g. dBZ to
+    dBZ with different scales). ``src=None`` means the values already use
+    ``dst``'s encoding.
+
+    Raises
+    ------
+    ValueError
+        If the units differ (e.g. reflectivity input for a VIL model).
+    """
+    if src is None or (src.unit == dst.unit and src.scale == dst.scale):
+        return frames
+    if src.unit != dst.unit:
+        raise ValueError(
+            f"{model} works in {dst.unit} ({dst.name} data) but the input is {src.unit} ({src.name}); "
+            "there is no conversion rule between them: use a model trained on this quantity or a baseline"
+        )
+    return np.clip(frames * (src.scale / dst.scale), 0.0, 1.0).astype(np.float32)
+
+
+def _parse_time(value: str | dt.datetime | None) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"analysis time {value!r} is not an ISO date-time like 2024-05-01T12:00") from exc
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return t
+
+
+def prepare_input(
+    raw: RawInput,
+    *,
+    t_in: int,
+    size: tuple[int, int],
+    meta: DatasetMeta,
+    crop: str = "none",
+    analysis_time: str | dt.datetime | None = None,
+    model_name: str = "the model",
+) -> PreparedInput:
+    """Fit raw frames to a model: frames, time step, units and grid.
+
+    Parameters
+    ----------
+    raw : RawInput
+        From :func:`read_input`.
+    t_in : int
+        Frames the model observes; the last ``t_in`` frames are used.
+    size : (int, int)
+        Model grid ``(H, W)``.
+    meta : DatasetMeta
+        The model's metadata (units, ``timestep_min``, ``pixel_km``).
+    crop : str
+        ``"none"`` or ``"center"`` (see :func:`fit_grid`).
+    analysis_time : str or datetime, optional
+        Valid time of the last frame for inputs without timestamps (ISO string).
+    model_name : str
+        Used in error messages.
+
+    Raises
+    ------
+    ValueError
+        On a mismatch the model cannot handle (too few frames, incompatible time
+        step or units, grid without a resampling rule).
+    """
+    frames = raw.frames
+    times = list(raw.times) if raw.times else None
+    # One source file per frame (images, radar): keep the list aligned with the frames used.
+    sources = list(raw.sources) if len(raw.sources) == frames.shape[0] else None
+    notes = list(raw.notes)
+    step_model = float(meta.timestep_min)
+    step_in = raw.timestep_min
+    if step_in is not None and abs(step_in - step_model) > 1e-6:
+        ratio = step_model / step_in
+        k = int(round(ratio))
+        if k < 1 or abs(ratio - k) > 1e-6:
+            raise ValueError(
+                f"input frames are {step_in:g} min apart but {model_name} expects {step_model:g} min "
+                f"(meta.timestep_min of {meta.name}); frames can only be subsampled when the model step "
+                "is a whole multiple of the input step"
+            )
+        idx = np.arange(frames.shape[0] - 1, -1, -k)[::-1]
+        frames = frames[idx]
+        times = [times[i] for i in idx] if times else None
+        sources = [sources[i] for i in idx] if sources else None
+        notes.append(f"took every {k}th frame ({step_in:g} -> {step_model:g} min)")
+        log.info("input step %g min, model step %g min: using every %dth frame", step_in, step_model, k)
+    n = frames.shape[0]
+    if n < t_in:
+        raise ValueError(
+            f"{model_name} needs {t_in} input frames {step_model:g} min apart, got {n}"
+            + (f" (after subsampling {raw.frames.shape[0]} frames)" if n != raw.frames.shape[0] else "")
+        )
+    if n > t_in:
+        log.info("input has %d frames; using the last %d", n, t_in)
+        notes.append(f"used the last {t_in} of {n} frames")
+        frames = frames[-t_in:]
+        times = times[-t_in:] if times else None
+        sources = sources[-t_in:] if sources else None
+    frames = convert_units(frames, raw.meta, meta, model_name)
+    frames, factor, grid_notes = fit_grid(frames, size, crop)
+    notes.extend(grid_notes)
+    y_true = None
+    if raw.y_true is not None:
+        with contextlib.suppress(ValueError):
+            y_true = fit_grid(convert_units(raw.y_true, raw.meta, meta, model_name), size, crop)[0]
+    pixel_in = raw.pixel_km if raw.pixel_km is not None else meta.pixel_km
+    out_meta = dataclasses.replace(meta, timestep_min=step_model, pixel_km=float(pixel_in) * factor)
+    given = _parse_time(analysis_time)
+    if times:
+        t0 = times[-1]
+        t0 = t0.astimezone(dt.timezone.utc).replace(tzinfo=None) if t0.tzinfo else t0
+        if given is not None and given != t0:
+            notes.append(f"analysis time from the files ({t0.isoformat()}) used instead of the one given")
+        nominal = False
+    else:
+        t0 = given or NOMINAL_ANALYSIS_TIME
+        nominal = given is None
+        times = [t0 - dt.timedelta(minutes=step_model * (t_in - 1 - i)) for i in range(t_in)]
+        if nominal:
+            notes.append(f"input has no timestamps; times are relative to a nominal analysis time {t0.isoformat()}")
+    return PreparedInput(
+        x_in=np.ascontiguousarray(frames, dtype=np.float32),
+        meta=out_meta,
+        analysis_time=t0,
+        times=[t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t for t in times],
+        time_nominal=nominal,
+        kind=raw.kind,
+        sources=sources if sources is not None else list(raw.sources),
+        raw_shape=tuple(raw.frames.shape),
+        y_true=y_true,
+        notes=notes,
+    )
+
+
+# ----------------------------------------------------------------------------- model choice
+def make_nowcaster(
+    spec: str,
+    raw: RawInput | None = None,
+    *,
+    t_in: int | None = None,
+    t_out: int | None = None,
+    size: tuple[int, int] | None = None,
+    data_meta: str | None = None,
+) -> Any:
+    """A :class:`~diffcast.inference.Nowcaster` for a baseline name or a checkpoint path.
+
+    Baselines take their grid from ``size`` (default: the input's own grid),
+    ``t_in``/``t_out`` (default 5 and 20), and their metadata from the input
+    (radar files), else ``data_meta`` (default ``"sevir"``), with the input's time
+    step when the files give it. For checkpoints these are fixed by the model;
+    asking for other values is an error.
+    """
+    from .inference import BASELINES, Nowcaster
+
+    if spec in BASELINES:
+        if raw is not None and raw.meta is not None:
+            meta = raw.meta
+            if data_meta is not None and data_meta != meta.name:
+                log.warning("radar input declares its own units (%s); --data-meta %s ignored", meta.name, data_meta)
+        else:
+            meta = get_meta(data_meta or "sevir")
+        if raw is not None and raw.timestep_min is not None:
+            meta = dataclasses.replace(meta, timestep_min=float(raw.timestep_min))
+        if size is None:
+            size = tuple(raw.frames.shape[-2:]) if raw is not None else (128, 128)
+        return Nowcaster.from_baseline(
+            spec, t_in=t_in or 5, t_out=t_out or 20, channels=1, height=int(size[0]), width=int(size[1]), meta=meta
+        )
+    nc = Nowcaster.from_checkpoint(spec)
+    for key, given, have in (("t_in", t_in, nc.t_in), ("t_out", t_out, nc.t_out)):
+        if given is not None and given != have:
+            raise ValueError(f"{key}={given} was asked for but the checkpoint {spec} was trained with {key}={have}")
+    if size is not None and tuple(size) != (nc.height, nc.width):
+        raise ValueError(
+            f"--size {size[0]} {size[1]} was asked for but the checkpoint works on {nc.height}x{nc.width}; "
+            "inputs are resized to the model grid automatically"
+        )
+    if data_meta is not None and data_meta != nc.meta.name:
+        raise ValueError(f"the checkpoint was trained on {nc.meta.name} data; --data-meta {data_meta} does not apply")
+    if nc.channels != 1:
+        raise ValueError(f"nowcast files hold one channel; the checkpoint has {nc.channels}")
+    return nc
+
+
+# ----------------------------------------------------------------------------- running
+def software_versions() -> dict[str, str]:
+    """Versions of the packages that shape a forecast."""
+    from . import __version__
+
+    out = {"diffcast": __version__, "python": platform.python_version()}
+    for mod in ("torch", "numpy", "xarray", "netCDF4", "pysteps", "h5py", "matplotlib", "PIL"):
+        with contextlib.suppress(Exception):
+            out[mod] = str(__import__(mod).__version__)
+    return out
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str | os.PathLike[str]) -> Any:
+    """Yield a temporary folder beside ``out_dir``; publish its files on success.
+
+    On success the temporary folder is renamed to ``out_dir`` (or, when
+    ``out_dir`` exists, each file is moved into it with an atomic rename). On any
+    error the temporary folder is removed, so no partial output remains.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
+    parent = out.resolve().parent
+    from .utils.io import ensure_writable_dir
+
+    ensure_writable_dir(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp.", dir=parent))
+    try:
+        yield tmp
+        # mkdtemp/mkstemp create owner-only entries; give the outputs the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if not out.exists():
+            os.rename(tmp, out)
+        else:
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
+            tmp.rmdir()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_nowcast(
+    nowcaster: Any,
+    prepared: PreparedInput,
+    out_dir: str | os.PathLike[str],
+    *,
+    members: int = 1,
+    seed: int | None = None,
+    prob_threshold: float | None = None,
+    progress: bool = True,
+    sample_kwargs: dict[str, Any] | None = None,
+    spec: str | None = None,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Forecast and write ``forecast.nc``, ``forecast.gif``, ``panel.png`` and ``run.json``.
+
+    Parameters
+    ----------
+    nowcaster : Nowcaster
+        The model.
+    prepared : PreparedInput
+        Input fitted to the model (:func:`prepare_input`).
+    out_dir : path-like
+        Output folder (created; existing files of the same names are replaced).
+    members : int
+        Ensemble size for probabilistic models (deterministic models give one).
+    seed : int, optional
+        Sampling seed (recorded; drawn at random when omitted).
+    prob_threshold : float, optional
+        Threshold (threshold space, e.g. VIL code) of the probability panels;
+        default: the middle paper threshold.
+    progress : bool
+        Show a progress bar while sampling.
+    sample_kwargs : dict, optional
+        ``sampler``, ``steps``, ... passed to the diffusion sampler.
+    spec : str, optional
+        How the model was named (checkpoint path or baseline), for ``run.json``.
+    command : sequence of str, optional
+        Command line, for ``run.json``.
+
+    Returns
+    -------
+    dict
+        The content of ``run.json``.
+    """
+    import torch
+
+    from .io_netcdf import write_forecast_netcdf
+    from .viz.animate import default_prob_threshold, save_forecast_gif, save_forecast_panel
+
+    if members < 1:
+        raise ValueError(f"--members must be >= 1, got {members}")
+    meta = prepared.meta
+    thr = default_prob_threshold(meta) if prob_threshold is None else float(prob_threshold)
+    if not 0.0 < thr <= meta.scale:
+        raise ValueError(f"--prob-threshold {thr:g} is outside (0, {meta.scale:g}] ({meta.unit})")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**31))
+    if not nowcaster.is_probabilistic and members > 1:
+        log.warning("%s is deterministic: writing one member instead of %d", nowcaster.name, members)
+    start = time.perf_counter()
+    x = torch.from_numpy(prepared.x_in)[None, :, None]
+    kwargs = dict(sample_kwargs or {}) if nowcaster.is_probabilistic else {}
+    with staged_output(out_dir) as tmp:
+        t_pred = time.perf_counter()
+        result = nowcaster.predict(x, members=members, seed=seed, progress=progress, **kwargs)
+        t_pred = time.perf_counter() - t_pred
+        fc = result.forecast[:, 0, :, 0].float().cpu().numpy()  # (M, T_out, H, W)
+        if not np.isfinite(fc).all():
+            raise ValueError(f"{nowcaster.name} produced non-finite values; the model file may be corrupt")
+        fc = np.clip(fc, 0.0, 1.0)
+        m_out, t_out = fc.shape[:2]
+        title = f"{nowcaster.name}: {m_out} member(s), analysis {_iso(prepared.analysis_time)}"
+        history = "diffcast nowcast" + ("" if command is None else " " + " ".join(command))
+        note = "times are relative to a nominal analysis time (input had no timestamps)" if prepared.time_nominal else None
+        write_forecast_netcdf(
+            tmp / "forecast.nc",
+            fc,
+            meta,
+            prepared.analysis_time,
+            x_in=prepared.x_in,
+            thresholds=tuple(sorted(set(meta.thresholds) | {thr})),
+            title=f"DiffCast nowcast by {nowcaster.name}",
+            source=f"diffcast {nowcaster.name} ({'probabilistic' if nowcaster.is_probabilistic else 'deterministic'})",
+            history=history,
+            extra_attrs={"model": nowcaster.name, "seed": int(seed), "input_kind": prepared.kind},
+            time_note=note,
+        )
+        save_forecast_gif(
+            tmp / "forecast.gif", prepared.x_in, fc, meta, prob_threshold=thr, y_true=prepared.y_true, title=nowcaster.name
+        )
+        save_forecast_panel(
+            tmp / "panel.png", prepared.x_in, fc, meta, prob_threshold=thr, y_true=prepared.y_true, title=title
+        )
+        step = meta.timestep_min
+        info = {
+            "model": {
+                "name": nowcaster.name,
+                "spec": spec or nowcaster.name,
+                "probabilistic": bool(nowcaster.is_probabilistic),
+                "t_in": nowcaster.t_in,
+                "t_out": nowcaster.t_out,
+                "grid": [nowcaster.height, nowcaster.width],
+                "config": nowcaster.config.get("model"),
+            },
+            "members_requested": int(members),
+            "members": int(m_out),
+            "seed": int(seed),
+            "sample_kwargs": {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in kwargs.items()},
+            "prob_threshold": thr,
+            "prob_threshold_unit": meta.unit,
+            "input": {
+                "kind": prepared.kind,
+                "files": prepared.sources,
+                "raw_shape": list(prepared.raw_shape),
+                "x_in_shape": list(prepared.x_in.shape),
+                "times": [_iso(t) for t in prepared.times],
+                "times_nominal": prepared.time_nominal,
+                "notes": prepared.notes,
+            },
+            "analysis_time": _iso(prepared.analysis_time),
+            "valid_times": [_iso(prepared.analysis_time + dt.timedelta(minutes=step * (k + 1))) for k in range(t_out)],
+            "forecast_shape": list(fc.shape),
+            "meta": meta.as_dict(),
+            "outputs": ["forecast.nc", "forecast.gif", "panel.png", "run.json"],
+            "software": software_versions(),
+            "command": list(command) if command is not None else None,
+            "elapsed_s": {"predict": round(t_pred, 3), "total": None},
+        }
+        info["elapsed_s"]["total"] = round(time.perf_counter() - start, 3)
+        from .utils.io import atomic_write_text
+
+        atomic_write_text(tmp / "run.json", json.dumps(info, indent=2, default=str) + "\n")
+    log.info("nowcast written to %s (%d member(s), %d lead(s), %.1f s)", out_dir, m_out, t_out, info["elapsed_s"]["total"])
+    return info
+
+
+def nowcast_to_files(
+    spec: str,
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    members: int = 1,
+    seed: int | None = None,
+    prob_threshold: float | None = None,
+    input_kind: str | None = None,
+    h5_key: str | None = None,
+    sample_index: int | None = None,
+    radar_format: str | None = None,
+    crop: str = "none",
+    analysis_time: str | dt.datetime | None = None,
+    size: tuple[int, int] | None = None,
+    t_in: int | None = None,
+    t_out: int | None = None,
+    data_meta: str | None = None,
+    sample_kwargs: dict[str, Any] | None = None,
+    progress: bool = False,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Read ``inputs``, forecast with ``spec`` and write the nowcast files: the Python ``diffcast nowcast``.
+
+    >>> info = nowcast_to_files("extrapolation", ["sevir_demo/demo_0"], "out")  # doctest: +SKIP
+    >>> info = nowcast_to_files("runs/diffcast", ["frames.npy"], "out", members=8, seed=1)  # doctest: +SKIP
+
+    Parameters are those of :func:`read_input`, :func:`make_nowcaster`,
+    :func:`prepare_input` and :func:`run_nowcast`. Everything is checked before
+    anything is written; returns the content of ``run.json``.
+    """
+    raw = read_input(inputs, input_kind, h5_key=h5_key, sample_index=sample_index, radar_format=radar_format)
+    nc = make_nowcaster(spec, raw, t_in=t_in, t_out=t_out, size=size, data_meta=data_meta)
+    prepared = prepare_input(
+        raw, t_in=nc.t_in, size=(nc.height, nc.width), meta=nc.meta, crop=crop, analysis_time=analysis_time,
+        model_name=nc.name,
+    )
+    return run_nowcast(
+        nc, prepared, out_dir, members=members, seed=seed, prob_threshold=prob_threshold, progress=progress,
+        sample_kwargs=sample_kwargs, spec=str(spec), command=command,
+    )

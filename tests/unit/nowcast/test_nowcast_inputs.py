@@ -1,0 +1,183 @@
+"""Input resolution for ``diffcast nowcast``: reading, fitting to the model, staged output."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import h5py
+import numpy as np
+import pytest
+
+from diffcast.data.transforms import CIKM_META, RADAR_DBZ_META, SEVIR_META
+from diffcast.nowcasting import (
+    NOMINAL_ANALYSIS_TIME,
+    RawInput,
+    convert_units,
+    detect_kind,
+    fit_grid,
+    prepare_input,
+    read_input,
+    staged_output,
+)
+
+
+def _frames(t=6, h=8, w=8, seed=0):
+    return np.random.default_rng(seed).random((t, h, w), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- reading
+def test_npy_layouts(tmp_path):
+    x = _frames()
+    np.save(tmp_path / "a.npy", x)
+    np.save(tmp_path / "b.npy", x[:, None])
+    np.save(tmp_path / "c.npy", (x * 255).astype(np.uint8))
+    np.save(tmp_path / "d.npy", np.stack([x, 1 - x]))
+    for name in ("a", "b"):
+        raw = read_input([tmp_path / f"{name}.npy"])
+        assert raw.kind == "npy" and raw.frames.shape == (6, 8, 8)
+        np.testing.assert_allclose(raw.frames, x)
+    raw = read_input([tmp_path / "c.npy"])
+    np.testing.assert_allclose(raw.frames, (x * 255).astype(np.uint8) / 255.0)
+    with pytest.raises(ValueError, match="--sample-index"):
+        read_input([tmp_path / "d.npy"])
+    np.testing.assert_allclose(read_input([tmp_path / "d.npy"], sample_index=1).frames, 1 - x)
+
+
+@pytest.mark.parametrize(
+    "arr, match",
+    [
+        (np.full((4, 8, 8), 3.0, np.float32), r"values in \[3, 3\]"),
+        (np.full((4, 8, 8), np.nan, np.float32), "NaN"),
+        (np.zeros((4, 8, 8), np.int32), "dtype int32"),
+        (np.zeros((4, 2, 8, 8), np.float32), "sample-index"),
+        (np.zeros((8, 8), np.float32), r"\(T, H, W\)"),
+    ],
+)
+def test_npy_bad_arrays(tmp_path, arr, match):
+    np.save(tmp_path / "x.npy", arr)
+    with pytest.raises(ValueError, match=match):
+        read_input([tmp_path / "x.npy"])
+
+
+def test_hdf5_key_selection(tmp_path):
+    x = _frames()
+    with h5py.File(tmp_path / "one.h5", "w") as fh:
+        fh["grp/vil"] = x
+    with h5py.File(tmp_path / "two.h5", "w") as fh:
+        fh["a"] = x
+        fh["b"] = (x * 255).astype(np.uint8)[:, None]
+    raw = read_input([tmp_path / "one.h5"])
+    assert raw.kind == "h5" and raw.sources == [f"{tmp_path / 'one.h5'}:grp/vil"]
+    np.testing.assert_allclose(raw.frames, x)
+    with pytest.raises(ValueError, match="--h5-key"):
+        read_input([tmp_path / "two.h5"])
+    with pytest.raises(ValueError, match="no dataset 'c'"):
+        read_input([tmp_path / "two.h5"], h5_key="c")
+    assert read_input([tmp_path / "two.h5"], h5_key="b").frames.shape == (6, 8, 8)
+
+
+def test_detect_kind_and_missing(tmp_path):
+    (tmp_path / "frames").mkdir()
+    for i in range(3):
+        (tmp_path / "frames" / f"{i}.png").write_bytes(b"")
+    assert detect_kind([tmp_path / "frames"]) == "images"
+    (tmp_path / "demo" / "preds").mkdir(parents=True)
+    assert detect_kind([tmp_path / "demo"]) == "images"
+    with pytest.raises(ValueError, match="folder"):
+        detect_kind([tmp_path / "frames" / "0.png"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_input([tmp_path / "nope.npy"])
+    with pytest.raises(ValueError, match="no input"):
+        read_input([])
+
+
+# ----------------------------------------------------------------------------- fitting
+def test_fit_grid_area_average_matches_block_mean():
+    x = _frames(2, 16, 24)
+    out, factor, notes = fit_grid(x, (4, 6))
+    want = x.reshape(2, 4, 4, 6, 4).mean(axis=(2, 4))
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    assert factor == 4.0 and "area average" in notes[0]
+    same, f1, n1 = fit_grid(x, (16, 24))
+    assert same is x and f1 == 1.0 and n1 == []
+
+
+def test_fit_grid_aspect_mismatch_and_centre_crop():
+    x = _frames(1, 16, 32)
+    with pytest.raises(ValueError, match="--crop center"):
+        fit_grid(x, (8, 8))
+    out, factor, notes = fit_grid(x, (8, 8), crop="center")
+    want = x[:, :, 8:24].reshape(1, 8, 2, 8, 2).mean(axis=(2, 4))
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    assert factor == 2.0 and "cropped" in notes[0]
+
+
+def test_prepare_uses_last_frames_and_nominal_time():
+    raw = RawInput(_frames(7), "npy", ["x.npy"])
+    prep = prepare_input(raw, t_in=5, size=(4, 4), meta=SEVIR_META)
+    assert prep.x_in.shape == (5, 4, 4)
+    np.testing.assert_allclose(prep.x_in, raw.frames[2:].reshape(5, 4, 2, 4, 2).mean(axis=(2, 4)), atol=1e-5)
+    assert prep.time_nominal and prep.analysis_time == NOMINAL_ANALYSIS_TIME
+    assert prep.times[0] == NOMINAL_ANALYSIS_TIME - dt.timedelta(minutes=20)
+    assert prep.meta.pixel_km == SEVIR_META.pixel_km * 2
+    assert any("last 5 of 7" in n for n in prep.notes)
+    given = prepare_input(raw, t_in=5, size=(8, 8), meta=SEVIR_META, analysis_time="2020-02-03T04:05Z")
+    assert not given.time_nominal and given.analysis_time == dt.datetime(2020, 2, 3, 4, 5)
+    with pytest.raises(ValueError, match="ISO"):
+        prepare_input(raw, t_in=5, size=(8, 8), meta=SEVIR_META, analysis_time="yesterday")
+
+
+def test_prepare_too_few_frames():
+    raw = RawInput(_frames(3), "npy", ["x.npy"])
+    with pytest.raises(ValueError, match="needs 5 input frames 5 min apart, got 3"):
+        prepare_input(raw, t_in=5, size=(8, 8), meta=SEVIR_META)
+
+
+def test_prepare_time_step_rules():
+    t0 = dt.datetime(2020, 1, 1)
+    times = [t0 + dt.timedelta(minutes=5 * i) for i in range(10)]
+    raw = RawInput(_frames(10), "radar", ["f"], meta=RADAR_DBZ_META, times=times, timestep_min=5.0)
+    meta10 = dataclasses.replace(RADAR_DBZ_META, timestep_min=10.0)
+    prep = prepare_input(raw, t_in=3, size=(8, 8), meta=meta10)
+    np.testing.assert_allclose(prep.x_in, raw.frames[[5, 7, 9]])
+    assert prep.times == [times[5], times[7], times[9]] and prep.analysis_time == times[9]
+    assert not prep.time_nominal
+    meta7 = dataclasses.replace(RADAR_DBZ_META, timestep_min=7.0)
+    with pytest.raises(ValueError, match="5 min apart but .* expects 7 min"):
+        prepare_input(raw, t_in=3, size=(8, 8), meta=meta7)
+    raw10 = dataclasses.replace(raw, timestep_min=10.0)
+    with pytest.raises(ValueError, match="10 min apart"):
+        prepare_input(raw10, t_in=3, size=(8, 8), meta=RADAR_DBZ_META)
+
+
+def test_convert_units():
+    x = np.array([0.5], np.float32)
+    assert convert_units(x, None, SEVIR_META) is x
+    np.testing.assert_allclose(convert_units(x, RADAR_DBZ_META, CIKM_META), x)  # dBZ/90 both
+    scaled = dataclasses.replace(RADAR_DBZ_META, scale=60.0)
+    np.testing.assert_allclose(convert_units(x, scaled, RADAR_DBZ_META), [30.0 / 90.0])
+    with pytest.raises(ValueError, match="no conversion rule"):
+        convert_units(x, RADAR_DBZ_META, SEVIR_META, "model m")
+
+
+# ----------------------------------------------------------------------------- output
+def test_staged_output_publishes_or_cleans(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with staged_output(out) as tmp:
+            (tmp / "a.txt").write_text("partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with staged_output(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1"
+    with staged_output(out) as tmp:  # existing folder: files replaced one by one
+        (tmp / "a.txt").write_text("2")
+        (tmp / "b.txt").write_text("3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "a.txt").read_text() == "2" and (out / "b.txt").read_text() == "3"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="not a folder"):
+        with staged_output(tmp_path / "file"):
+            pass

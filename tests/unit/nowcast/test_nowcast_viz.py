@@ -1,0 +1,91 @@
+"""GIF/PNG pictures and the Markdown/HTML report renderer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffcast.data.transforms import RADAR_DBZ_META, SEVIR_META
+from diffcast.viz.animate import (
+    Panel,
+    colorize,
+    default_prob_threshold,
+    save_forecast_gif,
+    save_forecast_panel,
+    save_panels_gif,
+)
+from diffcast.viz.colormaps import vil_cmap
+from diffcast.viz.report import (
+    Report,
+    Section,
+    Table,
+    best_cells,
+    markdown_table,
+    render_html,
+    write_report,
+)
+
+
+def test_default_prob_threshold_is_middle_paper_threshold():
+    assert default_prob_threshold(SEVIR_META) == 133.0  # (16, 74, 133, 160, 181, 219)
+    assert default_prob_threshold(RADAR_DBZ_META) == 30.0  # (20, 30, 35, 40)
+
+
+def test_colorize_uses_vil_colour_map():
+    cmap, norm = vil_cmap()
+    codes = np.array([[0.0, 20.0, 140.0, 250.0]], dtype=np.float32)
+    rgb = colorize(codes / 255.0, SEVIR_META)
+    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
+    want = (np.asarray(cmap(norm(codes)))[..., :3] * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(rgb, want)
+    assert len({tuple(c) for c in rgb[0]}) == 4  # four different VIL bins, four colours
+    prob = colorize(np.array([[0.0, 1.0]]), SEVIR_META, kind="prob")
+    assert not np.array_equal(prob[0, 0], prob[0, 1])
+    with pytest.raises(ValueError, match="kind"):
+        colorize(codes, SEVIR_META, kind="bogus")
+
+
+def test_forecast_gif_and_panel(tmp_path):
+    rng = np.random.default_rng(0)
+    x_in = rng.random((5, 16, 20), dtype=np.float32)
+    fc = rng.random((3, 6, 16, 20), dtype=np.float32)
+    gif = save_forecast_gif(tmp_path / "f.gif", x_in, fc, SEVIR_META)
+    with Image.open(gif) as im:
+        assert im.format == "GIF"
+        assert im.n_frames == 5 + 6
+    png = save_forecast_panel(tmp_path / "p.png", x_in, fc, SEVIR_META, y_true=fc[0], title="t")
+    with Image.open(png) as im:
+        im.verify()
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.gif", "p.png"]
+
+
+def test_panels_gif_offsets_and_shape_check(tmp_path):
+    a = np.zeros((3, 8, 8), np.float32)
+    b = np.ones((2, 8, 8), np.float32)
+    path = save_panels_gif(tmp_path / "a.gif", [Panel("a", a), Panel("b", b, offset=3)], SEVIR_META)
+    with Image.open(path) as im:
+        assert im.n_frames == 5
+    with pytest.raises(ValueError, match="panel"):
+        save_panels_gif(tmp_path / "b.gif", [Panel("a", a), Panel("c", np.zeros((2, 4, 4)))], SEVIR_META)
+    assert not (tmp_path / "b.gif").exists()
+
+
+def test_report_markdown_and_html(tmp_path):
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "img.png")
+    rows = [["persistence", 0.1, 0.5], ["diffcast", 0.3, float("nan")]]
+    table = Table(["model", "CSI", "CRPS"], rows, caption="scores", bold=best_cells(rows, {1: "max", 2: "min"}))
+    assert table.bold == {(1, 1), (0, 2)}
+    md = markdown_table(table)
+    assert "| model | CSI | CRPS |" in md
+    assert "| diffcast | **0.3000** | - |" in md
+    report = Report("Demo", [Section("Results", ["claim held: **yes**"], [table], [("a picture", "img.png")])], summary="s")
+    md_path, html_path = write_report(report, tmp_path)
+    text = md_path.read_text()
+    assert "# Demo" in text and "![a picture](img.png)" in text and "claim held: **yes**" in text
+    page = html_path.read_text()
+    assert "data:image/png;base64," in page and "<strong>yes</strong>" in page and "<table>" in page
+    linked = render_html(report, tmp_path, embed=False)
+    assert 'src="img.png"' in linked
