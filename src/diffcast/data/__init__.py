@@ -11,11 +11,7 @@ from .transforms import METAS, get_meta
 DATASETS = Registry("dataset")
 
 # Import the modules that register datasets (they use DATASETS above).
-from . import synthetic  # noqa: E402,F401
-from . import sevir  # noqa: E402,F401
-from . import h5seq  # noqa: E402,F401
-from . import radar  # noqa: E402,F401
-from . import images  # noqa: E402,F401
+from . import h5seq, images, radar, sevir, synthetic  # noqa: E402,F401
 
 __all__ = [
     "DATASETS",

@@ -8,11 +8,6 @@ from .base import Backbone
 
 BACKBONES = Registry("backbone")
 
-from . import persistence  # noqa: E402,F401
-from . import extrapolation  # noqa: E402,F401
-from . import simvp  # noqa: E402,F401
-from . import phydnet  # noqa: E402,F401
-from . import convgru  # noqa: E402,F401
-from . import earthformer  # noqa: E402,F401
+from . import convgru, earthformer, extrapolation, persistence, phydnet, simvp  # noqa: E402,F401
 
 __all__ = ["BACKBONES", "Backbone"]
