@@ -40,6 +40,10 @@ SUMMARY_COLUMNS = (
 
 
 # ---------------------------------------------------------------------------- inputs
+def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 def build_dataset(
     name: str,
     split: str = "test",
@@ -65,7 +69,7 @@ def build_dataset(
     names = {p.name for p in params}
     kw: dict[str, Any] = {"split": split, "seq_len": seq_len, **kwargs}
     if size is not None and "size" in names:
-        kw["size"] = (int(size), int(size)) if isinstance(size, int) else tuple(size)
+        kw["size"] = _hw(size)
     first = params[0] if params else None
     if data_root is not None:
         if first is None or first.name in ("split", "seq_len"):

@@ -132,9 +132,16 @@ def run(args: argparse.Namespace) -> int:
     ref = next(iter(loaded.values()), None)
     t_in, t_out = (ref.t_in, ref.t_out) if ref is not None else (args.t_in, args.t_out)
     size = (ref.height, ref.width) if ref is not None else ((args.size, args.size) if args.size else None)
+    sets = _parse_sets(args.data_set)
+    if "size" in sets:
+        extra = sets.pop("size")
+        extra = (extra, extra) if isinstance(extra, int) else tuple(extra)
+        if size is not None and tuple(size) != extra:
+            raise ValueError(f"--set size={extra} conflicts with the model/--size grid {tuple(size)}")
+        size = extra
     dataset = build_dataset(
         args.data, split=args.split, seq_len=t_in + t_out, data_root=args.data_root, size=size,
-        **_parse_sets(args.data_set),
+        **sets,
     )
     meta = dataset.meta
     item = dataset[0]

@@ -64,3 +64,21 @@ def test_nowcaster_uses_metadata_stored_in_file_for_unknown_datasets(tmp_path):
     out = nc.predict(x)
     assert out.forecast.shape == (1, 1, 2, 1, 8, 8)
     assert torch.equal(out.forecast[0, 0, 1], x[0, 2])
+
+
+def test_build_dataset_accepts_int_or_pair_size():
+    from diffcast.evaluation import build_dataset
+
+    for size in (16, (16, 16)):
+        ds = build_dataset("synthetic", split="test", seq_len=6, size=size, num_sequences=2)
+        assert tuple(ds[0].shape) == (6, 1, 16, 16)
+
+
+def test_evaluate_cli_rejects_conflicting_sizes(tmp_path, capsys):
+    from diffcast.cli import main
+
+    rc = main(["evaluate", "-m", "persistence", "--data", "synthetic", "--size", "16", "--set", "size=32",
+               "--t-in", "2", "--t-out", "2", "--limit", "1", "--no-plots", "--no-progress",
+               "--out", str(tmp_path / "ev")])
+    assert rc == 2
+    assert "conflicts" in capsys.readouterr().err
