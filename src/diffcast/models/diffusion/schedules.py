@@ -18,21 +18,14 @@ import math
 import torch
 from torch.nn import functional as F
 
+from ...sampling.base import _PREDICTION_ALIASES
+
 SCHEDULES = ("linear", "cosine", "sigmoid")
 OBJECTIVES = ("eps", "x0", "v")
 
-# diffusers' names for the same objectives, accepted as aliases.
-_OBJECTIVE_ALIASES = {
-    "eps": "eps",
-    "epsilon": "eps",
-    "pred_noise": "eps",
-    "x0": "x0",
-    "sample": "x0",
-    "pred_x0": "x0",
-    "v": "v",
-    "v_prediction": "v",
-    "pred_v": "v",
-}
+# diffusers' and lucidrains' names for the objectives: one table, kept with the samplers
+# (models may import sampling, never the other way round).
+_OBJECTIVE_ALIASES = _PREDICTION_ALIASES
 
 
 def canonical_objective(name: str) -> str:
