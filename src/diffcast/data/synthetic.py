@@ -129,9 +129,7 @@ class _Texture:
         return np.take(np.take(self.field, idx[0], axis=0), idx[1], axis=1)
 
 
-def _draw_textures(
-    rng: np.random.Generator, h: int, w: int, beta: float, n: int
-) -> list[_Texture]:
+def _draw_textures(rng: np.random.Generator, h: int, w: int, beta: float, n: int) -> list[_Texture]:
     """``n`` distinct bank fields, each randomly rolled and flipped."""
     bank = _texture_bank(h, w, beta)
     out = []
@@ -511,7 +509,9 @@ def generate_sequence(
             xy[sl, :, 1] += c[:, None]
         win = blend[: y1 - y0, : x1 - x0]
         for dst, fa, fb in ((large, pads[0], pads[2]), (small, pads[1], pads[3])):
-            cv2.addWeighted(fa[y0:y1, x0:x1], cos_th[ti], fb[y0:y1, x0:x1], sin_th[ti], 0.0, dst=win)
+            cv2.addWeighted(
+                fa[y0:y1, x0:x1], cos_th[ti], fb[y0:y1, x0:x1], sin_th[ti], 0.0, dst=win
+            )
             cv2.remap(win, xy, None, cv2.INTER_LINEAR, dst=dst[ti], borderMode=cv2.BORDER_REPLICATE)
 
     # --- compose (vectorised over frames, in place) -----------------------------------------

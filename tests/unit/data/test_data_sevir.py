@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 from pathlib import Path
@@ -229,3 +230,46 @@ def test_s3_via_moto(sevir_root):
         ds.close()
     finally:
         server.stop()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc to read RSS")
+def test_memory_stays_flat_on_a_full_size_file(tmp_path):
+    """Full-size events (384 x 384 x 49 uint8, ~7 MB each) in one file: iterating every
+    window must not accumulate events in memory (one event at a time, no whole-file read)."""
+    n = 24  # a 173 MB file
+    path = tmp_path / "vil" / "2018" / "BIG.h5"
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    block = rng.integers(0, 256, size=(384, 384, FRAMES), dtype=np.uint8)
+    with h5py.File(path, "w") as fh:
+        vil = fh.create_dataset(
+            "vil", shape=(n, 384, 384, FRAMES), dtype=np.uint8, chunks=(1, 384, 384, FRAMES)
+        )
+        for i in range(n):
+            vil[i] = np.roll(block, i, axis=0)
+        fh.create_dataset("id", data=np.array([f"E{i}".encode() for i in range(n)], dtype="S8"))
+    lines = [f"E{i},vil/2018/BIG.h5,{i},vil,2018-03-{1 + i:02d} 00:00:00,0.0" for i in range(n)]
+    cat = tmp_path / "CATALOG.csv"
+    cat.write_text(
+        "id,file_name,file_index,img_type,time_utc,pct_missing\n" + "\n".join(lines) + "\n"
+    )
+    ds = DATASETS.build("sevir", catalog=cat, split="train", stride=12, size=128)
+    assert len(ds) == n * 3
+    first = ds[0]
+    base = _rss_bytes()
+    peak = base
+    for i in range(len(ds)):
+        item = ds[i]
+        peak = max(peak, _rss_bytes())
+    assert item.shape == first.shape == (25, 1, 128, 128)
+    np.testing.assert_array_equal(  # the last window is the last event's frames 24..48
+        ds.read_event(n - 1)[24:], np.moveaxis(np.roll(block, n - 1, axis=0), -1, 0)[24:]
+    )
+    ds.close()
+    # a leak of one event per event read would be ~170 MB; allow a few events of slack
+    assert peak - base < 40 * 2**20, f"RSS grew by {(peak - base) / 2**20:.0f} MB while iterating"
