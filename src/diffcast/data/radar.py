@@ -537,8 +537,11 @@ def read_radar_files(
         x, m = regrid(x, m, sz, resample)
         frames.append(x)
         masks.append(m)
+    # numpy scalars (BoM gives float32 extents) become Python scalars, so the georeferencing survives.
     src = {
-        k: v for k, v in first_meta.items() if isinstance(v, (str, int, float, bool, type(None)))
+        k: v.item() if isinstance(v, np.generic) else v
+        for k, v in first_meta.items()
+        if isinstance(v, (str, int, float, bool, type(None), np.generic))
     }
     src.update(format=fmt, files=[str(p) for p in paths], native_shape=list(native))
     return RadarFrames(
