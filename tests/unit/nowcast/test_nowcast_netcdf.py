@@ -1,4 +1,4 @@
-"""CF-1.8 NetCDF writer: dimensions, units, times, derived fields."""
+"""CF-1.8 NetCDF writer: dimensions, units, times, derived fields, georeferencing."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import datetime as dt
 
 import netCDF4
 import numpy as np
+import pyproj
 import pytest
 import xarray as xr
 
 from diffcast.data.transforms import RADAR_DBZ_META, SEVIR_META, vil_code_to_kgm2
-from diffcast.io_netcdf import exceedance_probability, write_forecast_netcdf
+from diffcast.io_netcdf import ProjectedGrid, exceedance_probability, write_forecast_netcdf
 
 T0 = dt.datetime(2021, 6, 1, 12, 30)
 
@@ -86,3 +87,138 @@ def test_bad_shapes_raise(tmp_path):
     with pytest.raises(ValueError, match="x_in"):
         write_forecast_netcdf(tmp_path / "x.nc", np.zeros((1, 2, 4, 4), np.float32), SEVIR_META, T0, x_in=np.zeros((3, 5, 5)))
     assert not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- georeferencing
+SWISS = (
+    "+proj=somerc  +lon_0=7.43958333333333 +lat_0=46.9524055555556 +k_0=1 +x_0=600000 +y_0=200000 "
+    "+ellps=bessel +towgs84=674.374,15.056,405.346,0,0,0,0 +units=m +no_defs"
+)
+ALBERS = "+proj=aea  +lon_0=153.240 +lat_0=-27.718 +lat_1=-26.200 +lat_2=-29.300"
+POLAR = "+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +a=6378137 +b=6356752"
+
+
+def _geodata(projection=ALBERS, **kw):
+    # 6 rows x 8 columns of 1 km, lower-left corner at (-4000, -3000) m, row 0 at the top
+    meta = {"projection": projection, "x1": -4000.0, "y1": -3000.0, "x2": 4000.0, "y2": 3000.0,
+            "xpixelsize": 1000.0, "ypixelsize": 1000.0, "cartesian_unit": "m", "yorigin": "upper"}
+    meta.update(kw)
+    return meta
+
+
+def test_grid_from_pysteps_conventions():
+    up = ProjectedGrid.from_pysteps(_geodata(), (6, 8))
+    np.testing.assert_allclose(up.x, np.arange(-3500, 4000, 1000))
+    np.testing.assert_allclose(up.y, np.arange(2500, -3000, -1000))  # row 0 is the top
+    assert up.notes == () and up.units == "m"
+    low = ProjectedGrid.from_pysteps(_geodata(yorigin="lower"), (6, 8))
+    np.testing.assert_allclose(low.y, up.y[::-1])
+    # BoM style: x1..x2 are the first and last pixel centres
+    bom = ProjectedGrid.from_pysteps(_geodata(x1=-3500.0, x2=3500.0, y1=-2500.0, y2=2500.0), (6, 8))
+    np.testing.assert_allclose(bom.x, up.x)
+    np.testing.assert_allclose(bom.y, up.y)
+    assert any("pixel centres" in n for n in bom.notes)
+    # KNMI style: metadata in km for a projection in metres
+    km = ProjectedGrid.from_pysteps(_geodata(x1=-4.0, x2=4.0, y1=-3.0, y2=3.0, xpixelsize=1.0, ypixelsize=1.0,
+                                             cartesian_unit="km"), (6, 8))
+    np.testing.assert_allclose(km.x, up.x)
+    assert any("converted" in n for n in km.notes)
+    # pixel size that fits neither reading: the extent wins, as in pysteps' get_geogrid
+    odd = ProjectedGrid.from_pysteps(_geodata(xpixelsize=700.0), (6, 8))
+    np.testing.assert_allclose(odd.x, up.x)
+    assert any("xpixelsize 700" in n for n in odd.notes)
+    for bad, match in (({"projection": None}, "no projection"), ({"x2": None}, "lack x2"),
+                       ({"yorigin": "middle"}, "yorigin"), ({"projection": "+proj=nonsense"}, "pyproj")):
+        with pytest.raises(ValueError, match=match):
+            ProjectedGrid.from_pysteps(_geodata(**bad), (6, 8))
+
+
+def test_grid_crop_and_resize_follow_pixels():
+    g = ProjectedGrid.from_pysteps(_geodata(), (6, 8))
+    c = g.crop(1, 2, 4, 4)  # rows 1..4, columns 2..5
+    np.testing.assert_allclose(c.x, g.x[2:6])
+    np.testing.assert_allclose(c.y, g.y[1:5])
+    r = c.resized(2, 2)  # 2x2 blocks: centres are the block means
+    np.testing.assert_allclose(r.x, g.x[2:6].reshape(2, 2).mean(1))
+    np.testing.assert_allclose(r.y, g.y[1:5].reshape(2, 2).mean(1))
+    with pytest.raises(ValueError, match="outside"):
+        g.crop(4, 0, 4, 4)
+
+
+def test_netcdf_grid_mapping_and_lat_lon(tmp_path):
+    grid = ProjectedGrid.from_pysteps(_geodata(ALBERS), (6, 8))
+    fc = np.random.default_rng(0).random((2, 3, 6, 8), dtype=np.float32)
+    path = write_forecast_netcdf(tmp_path / "g.nc", fc, RADAR_DBZ_META, T0, x_in=fc[0], grid=grid)
+    with xr.open_dataset(path) as ds:
+        assert ds["x"].attrs["standard_name"] == "projection_x_coordinate" and ds["x"].attrs["units"] == "m"
+        assert ds["y"].attrs["standard_name"] == "projection_y_coordinate"
+        np.testing.assert_allclose(ds["y"].values, grid.y)
+        for name in ("forecast", "ensemble_mean", "exceedance_probability", "observation"):
+            assert ds[name].attrs["grid_mapping"] == "crs", name
+            assert "lat" in ds[name].coords and "lon" in ds[name].coords, name
+        gm = dict(ds["crs"].attrs)
+        assert gm["grid_mapping_name"] == "albers_conical_equal_area" and gm["spatial_ref"] == gm["crs_wkt"]
+        assert pyproj.CRS.from_cf(gm) == pyproj.CRS(ALBERS)
+        # the CF parameters alone (no WKT) give the same projection: project the pixel centres both ways
+        params = {k: v for k, v in gm.items() if k not in ("crs_wkt", "spatial_ref", "proj4_params")}
+        rebuilt = pyproj.CRS.from_cf(params)
+        lon, lat = pyproj.Proj(ALBERS)(*np.meshgrid(grid.x, grid.y), inverse=True)
+        bx, by = pyproj.Proj(rebuilt)(lon, lat)
+        np.testing.assert_allclose(bx, np.meshgrid(grid.x, grid.y)[0], atol=1e-3)
+        np.testing.assert_allclose(by, np.meshgrid(grid.x, grid.y)[1], atol=1e-3)
+        assert "comment" not in gm
+        # lat/lon: pyproj.Proj inverse of the pixel centres, as pysteps' NetCDF exporter computes them
+        np.testing.assert_allclose(ds["lon"].values, lon, atol=1e-9)
+        np.testing.assert_allclose(ds["lat"].values, lat, atol=1e-9)
+        assert ds["lat"].attrs["units"] == "degrees_north" and ds["lon"].attrs["standard_name"] == "longitude"
+        assert ds.attrs["geospatial_lat_min"] == pytest.approx(lat.min())
+        assert ALBERS in ds.attrs["georeferencing"]
+    raw = netCDF4.Dataset(path)
+    try:
+        assert set(raw.variables["forecast"].coordinates.split()) >= {"lat", "lon"}
+        assert "coordinates" not in raw.variables["crs"].ncattrs()
+    finally:
+        raw.close()
+
+
+def test_netcdf_swiss_grid_states_the_cf_limits(tmp_path):
+    # CF has no Swiss oblique Mercator: pyproj's CF parameters alone land far off, the WKT is exact
+    grid = ProjectedGrid.from_pysteps(
+        {"projection": SWISS, "x1": 255000.0, "y1": -160000.0, "x2": 965000.0, "y2": 480000.0,
+         "xpixelsize": 1000.0, "ypixelsize": 1000.0, "cartesian_unit": "m", "yorigin": "upper"}, (640, 710)
+    ).resized(64, 71)
+    path = write_forecast_netcdf(tmp_path / "ch.nc", np.zeros((1, 1, 64, 71), np.float32), RADAR_DBZ_META, T0, grid=grid)
+    with xr.open_dataset(path) as ds:
+        gm = dict(ds["crs"].attrs)
+        assert pyproj.CRS.from_cf(gm) == pyproj.CRS(SWISS)
+        assert "crs_wkt" in gm["comment"] and "off by" in gm["comment"]
+        # towgs84 given: lat/lon on WGS 84, as pyproj.Proj (and pysteps' exporter) give them
+        lon, lat = pyproj.Proj(SWISS)(grid.x[0], grid.y[0], inverse=True)
+        assert (float(ds["lon"][0, 0]), float(ds["lat"][0, 0])) == pytest.approx((lon, lat), abs=1e-9)
+        assert "WGS 84" in ds["lat"].attrs["comment"]
+
+
+def test_netcdf_geographic_grid(tmp_path):
+    grid = ProjectedGrid.from_pysteps(
+        {"projection": "+proj=longlat +datum=WGS84", "x1": 5.0, "x2": 9.0, "y1": 45.0, "y2": 48.0,
+         "xpixelsize": 0.5, "ypixelsize": 0.5, "cartesian_unit": "degrees", "yorigin": "upper"}, (6, 8)
+    )
+    path = write_forecast_netcdf(tmp_path / "ll.nc", np.zeros((1, 1, 6, 8), np.float32), RADAR_DBZ_META, T0, grid=grid)
+    with xr.open_dataset(path) as ds:
+        assert ds["x"].attrs["standard_name"] == "longitude" and ds["y"].attrs["units"] == "degrees_north"
+        np.testing.assert_allclose(ds["x"].values, np.arange(5.25, 9.0, 0.5))
+        np.testing.assert_allclose(ds["y"].values, np.arange(47.75, 45.0, -0.5))
+        assert "lat" not in ds and ds["crs"].attrs["grid_mapping_name"] == "latitude_longitude"
+
+
+def test_netcdf_without_georeferencing_says_so(tmp_path, ensemble):
+    path = write_forecast_netcdf(tmp_path / "p.nc", ensemble, SEVIR_META, T0, pixel_km=2.0)
+    with xr.open_dataset(path) as ds:
+        assert ds.attrs["georeferencing"].startswith("none")
+        assert "crs" not in ds.variables and "lat" not in ds.variables
+        assert "grid_mapping" not in ds["forecast"].attrs
+        assert ds["x"].attrs["units"] == "km" and "standard_name" not in ds["x"].attrs
+        np.testing.assert_allclose(ds["x"].values, np.arange(8) * 2.0 + 1.0)
+    with pytest.raises(ValueError, match="grid is 6x8"):
+        write_forecast_netcdf(tmp_path / "q.nc", np.zeros((1, 1, 4, 4), np.float32), SEVIR_META, T0,
+                              grid=ProjectedGrid.from_pysteps(_geodata(), (6, 8)))
