@@ -17,18 +17,30 @@ Three steps, each usable on its own:
    - ``.npy`` arrays ``(T, H, W)`` or ``(T, 1, H, W)`` (``(N, T, ...)`` with
      ``sample_index``): float values must already be in ``[0, 1]`` model space,
      ``uint8`` values are 8-bit codes and are divided by 255 (the encoding of
-     SEVIR VIL and of the CIKM/Shanghai images);
-   - HDF5 files with the same array layouts at ``h5_key`` (when the file holds a
-     single dataset the key may be omitted). ODIM radar HDF5 files are
-     recognised and read as radar.
+     SEVIR VIL and of the CIKM/Shanghai images). ``layout="time-last"`` reads
+     ``(H, W, T)`` and ``(N, H, W, T)`` instead; a 3-D shape whose time axis
+     cannot be told (``(384, 384, 49)``) is an error asking for the layout;
+   - HDF5 files with the same array layouts at ``h5_key`` (the key may be
+     omitted when the file holds one dataset of 3 or more dimensions), read one
+     sequence at a time. A SEVIR file (``vil`` of ``(N, H, W, T)`` uint8, time
+     last, beside ``id``) is recognised: event ``sample_index`` is read with the
+     SEVIR metadata (VIL code = 255 x, 5 min, 384 km across) and, unless
+     ``start_frame`` says otherwise, its first ``t_in`` frames are the input and
+     the following ones the observed future (the dataset's first window).
+     ODIM radar HDF5 files are recognised and read as radar.
+
+   Radar files keep the georeferencing of the pysteps metadata (projection,
+   extent, ``yorigin``) as a :class:`~diffcast.io_netcdf.ProjectedGrid`; the other
+   kinds have none.
 
 2. :func:`prepare_input` fits the frames to a model: the last ``t_in`` frames
-   (more are dropped, and this is logged), the model's time step (frames are
+   (more are dropped, and this is logged; ``start_frame`` picks another window
+   and makes the frames after it the observed future), the model's time step (frames are
    subsampled when the model step is a multiple of the input step), the model's
    units (only between metadata with the same threshold-space unit) and grid
    (area-average resize when the aspect ratio matches, optionally after a
-   centre crop). What cannot be fitted is a :class:`ValueError` naming the
-   mismatch and the fix.
+   centre crop; a projected grid follows the crop and resize). What cannot be
+   fitted is a :class:`ValueError` naming the mismatch and the fix.
 
 3. :func:`run_nowcast` predicts and writes ``forecast.nc`` (CF-1.8),
    ``forecast.gif``, ``panel.png`` and ``run.json`` into a temporary folder
@@ -57,7 +69,8 @@ from typing import Any
 import numpy as np
 
 from .data.contract import DatasetMeta
-from .data.transforms import get_meta
+from .data.transforms import SEVIR_META, get_meta
+from .io_netcdf import ProjectedGrid
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +78,12 @@ log = logging.getLogger(__name__)
 INPUT_KINDS = ("images", "radar", "npy", "h5")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+#: Axis orders of .npy/HDF5 arrays (``layout`` of :func:`read_input`, ``--layout``).
+ARRAY_LAYOUTS = ("auto", "time-first", "time-last")
+#: Name of the SEVIR VIL dataset (``(N, H, W, T)`` uint8, time last).
+SEVIR_KEY = "vil"
+#: Width of the SEVIR domain in km (384 pixels of 1 km).
+SEVIR_DOMAIN_KM = 384.0
 #: Analysis time used when the input carries no timestamps (stated in the outputs).
 NOMINAL_ANALYSIS_TIME = dt.datetime(2000, 1, 1, 0, 0, 0)
 #: Relative tolerance on aspect ratios when resizing.
@@ -97,6 +116,12 @@ class RawInput:
         Grid spacing of the frames when known.
     notes : list of str
         Things done to the data worth recording (missing values filled, ...).
+    grid : ProjectedGrid or None
+        Map projection of the ``(H, W)`` frames (radar files with pysteps
+        georeferencing); ``None`` when the input has none.
+    start_frame : int or None
+        First input frame the input kind suggests (0 for SEVIR events); ``None``:
+        the last frames.
     """
 
     frames: np.ndarray
@@ -108,6 +133,8 @@ class RawInput:
     y_true: np.ndarray | None = None
     pixel_km: float | None = None
     notes: list[str] = field(default_factory=list)
+    grid: ProjectedGrid | None = None
+    start_frame: int | None = None
 
 
 @dataclass
@@ -136,6 +163,8 @@ class PreparedInput:
         ``(T, H, W)`` of the frames as read.
     notes : list of str
         What was done to fit the frames (cropping, resizing, frames dropped).
+    grid : ProjectedGrid or None
+        Map projection of the model grid (the input's, after cropping and resizing).
     """
 
     x_in: np.ndarray
@@ -148,6 +177,7 @@ class PreparedInput:
     raw_shape: tuple[int, ...]
     y_true: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    grid: ProjectedGrid | None = None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -155,28 +185,85 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", path.name)]
 
 
-def _to_unit_frames(arr: np.ndarray, what: str, sample_index: int | None) -> np.ndarray:
-    """Array layouts of .npy/HDF5 input -> ``(T, H, W)`` float32 in [0, 1]."""
-    a = np.asarray(arr)
-    if a.ndim in (4, 5) and not (a.ndim == 4 and a.shape[1] == 1):
-        if sample_index is None:
+@dataclass(frozen=True)
+class _Layout:
+    """How the axes of a .npy/HDF5 array map to ``(T, H, W)``."""
+
+    time_last: bool  # (..., H, W, T)
+    samples: bool  # a leading sequence axis N
+    channel: bool  # a channel axis of one, (T, 1, H, W)
+    sevir: bool  # the SEVIR VIL layout (N, H, W, T) uint8
+
+    @property
+    def text(self) -> str:
+        axes = "H, W, T" if self.time_last else "T, 1, H, W" if self.channel else "T, H, W"
+        return f"({'N, ' if self.samples else ''}{axes})"
+
+
+def _array_layout(shape: tuple[int, ...], dtype: Any, what: str, name: str, layout: str) -> _Layout:
+    """Decide the axis order of an array from its shape, dtype and name (see :func:`read_input`)."""
+    if layout not in ARRAY_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of: {', '.join(ARRAY_LAYOUTS)}")
+    nd = len(shape)
+    sevir_like = nd == 4 and name.rsplit("/", 1)[-1].lower() == SEVIR_KEY and np.dtype(dtype) == np.uint8
+    if layout == "time-last":
+        if nd not in (3, 4):
+            raise ValueError(f"{what} has shape {shape}; --layout time-last reads (H, W, T) or (N, H, W, T) arrays")
+        return _Layout(True, nd == 4, False, sevir_like)
+    if layout == "auto":
+        if sevir_like and shape[1] == shape[2] and shape[3] != shape[1]:
+            return _Layout(True, True, False, True)
+        tail = shape[1:] if nd == 4 and shape[1] != 1 else shape if nd == 3 else None
+        # Square frames one way and not the other: a time-last array would be misread as time-first.
+        if tail is not None and tail[0] == tail[1] != tail[2]:
+            a, b, c = tail
             raise ValueError(
-                f"{what} has shape {a.shape}: read as (N, T, H, W) or (N, T, 1, H, W); "
-                "choose a sequence with --sample-index I (or save one sequence as (T, H, W))"
+                f"{what} has shape {shape} and its time axis cannot be identified (time first: {a} frames of "
+                f"{b}x{c}; time last: {c} frames of {a}x{b}); pass --layout time-first or --layout time-last"
             )
-        if not -a.shape[0] <= sample_index < a.shape[0]:
-            raise ValueError(f"--sample-index {sample_index} out of range for {a.shape[0]} sequences in {what}")
-        a = a[sample_index]
-    elif sample_index not in (None, 0):
-        raise ValueError(f"{what} holds one sequence (shape {a.shape}); --sample-index {sample_index} does not apply")
-    if a.ndim == 4:
-        if a.shape[1] != 1:
-            raise ValueError(f"{what}: expected one channel (T, 1, H, W), got shape {a.shape}")
+    if nd == 5:
+        if shape[2] != 1:
+            raise ValueError(f"{what}: expected one channel (N, T, 1, H, W), got shape {shape}")
+        return _Layout(False, True, True, False)
+    if nd == 4:
+        return _Layout(False, shape[1] != 1, shape[1] == 1, False)
+    if nd == 3:
+        return _Layout(False, False, False, False)
+    raise ValueError(f"{what} must be (T, H, W) or (T, 1, H, W), got shape {shape}")
+
+
+def _read_array(
+    arr: Any, what: str, sample_index: int | None, layout: str = "auto", name: str = ""
+) -> tuple[np.ndarray, _Layout, int | None]:
+    """A .npy (memory-mapped) or HDF5 array -> ``((T, H, W) float32 in [0, 1], layout, sequence index)``.
+
+    Only the chosen sequence is read from an ``(N, ...)`` array.
+    """
+    shape = tuple(int(v) for v in arr.shape)
+    lay = _array_layout(shape, arr.dtype, what, name, layout)
+    index = None
+    if lay.samples:
+        n = shape[0]
+        if sample_index is None and n != 1:
+            raise ValueError(
+                f"{what} has shape {shape}: read as {lay.text} holding {n} "
+                f"{'SEVIR events' if lay.sevir else 'sequences'}; choose one with --sample-index I (0 to {n - 1})"
+            )
+        index = 0 if sample_index is None else int(sample_index)
+        if not -n <= index < n:
+            raise ValueError(f"--sample-index {sample_index} out of range for {n} sequences in {what}")
+        index %= n
+        a = np.asarray(arr[index])
+    else:
+        if sample_index not in (None, 0):
+            raise ValueError(f"{what} holds one sequence (shape {shape}); --sample-index {sample_index} does not apply")
+        a = np.asarray(arr[()])
+    if lay.time_last:
+        a = np.moveaxis(a, -1, 0)
+    elif lay.channel:
         a = a[:, 0]
-    if a.ndim != 3:
-        raise ValueError(f"{what} must be (T, H, W) or (T, 1, H, W), got shape {a.shape}")
     if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
+        return a.astype(np.float32) / 255.0, lay, index
     if not np.issubdtype(a.dtype, np.floating):
         raise ValueError(
             f"{what} has dtype {a.dtype}; expected float values in [0, 1] or uint8 codes (0-255, divided by 255)"
@@ -190,15 +277,16 @@ def _to_unit_frames(arr: np.ndarray, what: str, sample_index: int | None) -> np.
             f"{what} has values in [{lo:.4g}, {hi:.4g}]; float input must be scaled to [0, 1] "
             "(model value = physical threshold-space value / meta.scale), or given as uint8 codes"
         )
-    return np.clip(a, 0.0, 1.0)
+    return np.clip(a, 0.0, 1.0), lay, index
 
 
-def _read_npy(path: Path, sample_index: int | None) -> RawInput:
+def _read_npy(path: Path, sample_index: int | None, layout: str = "auto") -> RawInput:
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as exc:
         raise ValueError(f"{path} is not a plain numeric .npy array: {exc}") from exc
-    return RawInput(_to_unit_frames(arr, str(path), sample_index), "npy", [str(path)])
+    frames, _, _ = _read_array(arr, str(path), sample_index, layout)
+    return RawInput(frames, "npy", [str(path)])
 
 
 def _h5_datasets(fh: Any) -> list[str]:
@@ -219,7 +307,17 @@ def _is_odim(path: Path) -> bool:
         return False
 
 
-def _read_h5(path: Path, key: str | None, sample_index: int | None) -> RawInput:
+def _sevir_event_id(fh: Any, key: str, index: int) -> str | None:
+    """The ``id`` entry of event ``index`` beside a SEVIR ``vil`` dataset, when the file has one."""
+    parent = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    ids = fh.get(parent + "id")
+    if ids is None or getattr(ids, "ndim", 0) != 1 or ids.shape[0] != fh[key].shape[0]:
+        return None
+    v = ids[index]
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+def _read_h5(path: Path, key: str | None, sample_index: int | None, layout: str = "auto") -> RawInput:
     import h5py
 
     try:
@@ -229,15 +327,38 @@ def _read_h5(path: Path, key: str | None, sample_index: int | None) -> RawInput:
     with fh:
         names = _h5_datasets(fh)
         if key is None:
-            if len(names) != 1:
+            # A SEVIR file holds vil (N, H, W, T) beside id (N,): one dataset with frames.
+            frames_like = [n for n in names if fh[n].ndim >= 3]
+            if len(frames_like) == 1:
+                key = frames_like[0]
+            elif len(names) == 1:
+                key = names[0]
+            else:
                 raise ValueError(
                     f"{path} holds {len(names)} datasets ({', '.join(names[:10]) or 'none'}); choose one with --h5-key"
                 )
-            key = names[0]
         if key not in fh or not isinstance(fh[key], h5py.Dataset):
             raise ValueError(f"{path} has no dataset {key!r}; datasets: {', '.join(names[:10]) or 'none'}")
-        arr = fh[key][()]
-    return RawInput(_to_unit_frames(arr, f"{path}:{key}", sample_index), "h5", [f"{path}:{key}"])
+        what = f"{path}:{key}"
+        frames, lay, index = _read_array(fh[key], what, sample_index, layout, name=key)
+        if not lay.sevir:
+            return RawInput(frames, "h5", [what if index is None else f"{what}[{index}]"])
+        n_events = fh[key].shape[0]
+        event_id = _sevir_event_id(fh, key, int(index))
+    # SEVIR: VIL codes / 255 are the SEVIR encoding; the domain is 384 km across whatever the pixel count.
+    t, h, w = frames.shape
+    pixel_km = SEVIR_DOMAIN_KM / w
+    meta = dataclasses.replace(
+        SEVIR_META,
+        pixel_km=pixel_km,
+        transform=SEVIR_META.transform + f"; SEVIR file, {h}x{w} px of {pixel_km:g} km",
+    )
+    label = f"event {index}" + (f" (id {event_id})" if event_id else "") + f" of {n_events}"
+    return RawInput(
+        frames, "h5", [f"{what}[{index}]"], meta=meta, timestep_min=float(SEVIR_META.timestep_min),
+        pixel_km=pixel_km, start_frame=0,
+        notes=[f"SEVIR layout (N, H, W, T) in {what}: {label}, {t} frames of {h}x{w}, VIL code = 255 x"],
+    )
 
 
 def _input_subfolder(folder: Path) -> Path | None:
@@ -282,10 +403,25 @@ def _read_radar(paths: Sequence[Path], fmt: str | None) -> RawInput:
     step = getattr(rf, "timestep_min", None)
     pixel = getattr(rf, "pixel_km", None) or (meta.pixel_km if meta is not None else None)
     sources = [str(s) for s in (getattr(rf, "files", None) or getattr(rf, "paths", None) or files)]
+    grid = _radar_grid(dict(getattr(rf, "source", None) or {}), data.shape[-2:], sources[0], notes)
     return RawInput(
         np.clip(data, 0.0, 1.0), "radar", sources, meta=meta, times=times,
-        timestep_min=None if step is None else float(step), pixel_km=pixel, notes=notes,
+        timestep_min=None if step is None else float(step), pixel_km=pixel, notes=notes, grid=grid,
     )
+
+
+def _radar_grid(source: dict[str, Any], shape: Sequence[int], first: str, notes: list[str]) -> ProjectedGrid | None:
+    """Georeferencing of the native radar grid from the first file's pysteps metadata (``None`` when it has none)."""
+    try:
+        grid = ProjectedGrid.from_pysteps(
+            source, tuple(shape), source=f"pysteps {source.get('format', 'radar')} metadata of {Path(first).name}"
+        )
+    except ValueError as exc:
+        notes.append(f"no georeferencing: {exc}")
+        log.warning("radar files without usable georeferencing (%s): forecast.nc gets plain x/y in km", exc)
+        return None
+    notes.extend(grid.notes)
+    return grid
 
 
 def detect_kind(paths: Sequence[str | os.PathLike[str]]) -> str:
@@ -323,6 +459,7 @@ def read_input(
     h5_key: str | None = None,
     sample_index: int | None = None,
     radar_format: str | None = None,
+    layout: str = "auto",
 ) -> RawInput:
     """Read nowcast input frames from files (see the module docstring for the layouts).
 
@@ -335,9 +472,14 @@ def read_input(
     h5_key : str, optional
         Dataset path inside an HDF5 file.
     sample_index : int, optional
-        Sequence to take from an ``(N, T, ...)`` array.
+        Sequence to take from an ``(N, T, ...)`` or ``(N, H, W, T)`` array (may be
+        omitted when ``N`` is 1).
     radar_format : str, optional
         pysteps importer name for radar files (guessed from the file names otherwise).
+    layout : {"auto", "time-first", "time-last"}
+        Axis order of .npy/HDF5 arrays. ``"auto"``: time first, except the SEVIR
+        layout (a ``vil`` dataset ``(N, H, W, T)`` of uint8 with square frames);
+        a shape that reads as square frames only with time last is an error.
 
     Raises
     ------
@@ -362,9 +504,9 @@ def read_input(
             raise ValueError(f"image input must be a folder of numbered frames, got file {ps[0]}")
         raw = _read_images(ps[0])
     elif kind == "npy":
-        raw = _read_npy(ps[0], sample_index)
+        raw = _read_npy(ps[0], sample_index, layout)
     elif kind == "h5":
-        raw = _read_h5(ps[0], h5_key, sample_index)
+        raw = _read_h5(ps[0], h5_key, sample_index, layout)
     else:
         raw = _read_radar(ps, radar_format)
     if raw.frames.shape[0] < 1 or min(raw.frames.shape[1:]) < 2:
@@ -375,25 +517,50 @@ def read_input(
 
 # ----------------------------------------------------------------------------- fitting
 def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
+    from .data.sevir import resize_frames
 
     h, w = size
     h0, w0 = frames.shape[-2:]
     if (h0, w0) == (h, w):
         return frames
-    interp = cv2.INTER_AREA if (h <= h0 and w <= w0) else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames]).astype(np.float32)
+    # The data layer's resize: area averaging down, bilinear up.
+    method = "area" if (h <= h0 and w <= w0) else "bilinear"
+    return resize_frames(np.ascontiguousarray(frames, dtype=np.float32), (h, w), method)
 
 
-def _centre_crop(frames: np.ndarray, aspect: float) -> np.ndarray:
-    h0, w0 = frames.shape[-2:]
-    if h0 / w0 > aspect:
+def grid_window(shape: Sequence[int], size: tuple[int, int], crop: str = "none") -> tuple[int, int, int, int] | None:
+    """The central window :func:`fit_grid` cuts from ``shape`` frames before resizing to ``size``.
+
+    Returns
+    -------
+    (top, left, height, width) or None
+        ``None`` when the frames are resized whole (same aspect ratio within 2 %).
+
+    Raises
+    ------
+    ValueError
+        If the aspect ratios differ and ``crop`` is ``"none"``.
+    """
+    if crop not in ("none", "center"):
+        raise ValueError(f"crop must be 'none' or 'center', got {crop!r}")
+    h, w = size
+    h0, w0 = (int(v) for v in shape)
+    if (h0, w0) == (h, w):
+        return None
+    aspect, aspect0 = h / w, h0 / w0
+    if abs(aspect0 / aspect - 1.0) <= ASPECT_TOL:
+        return None
+    if crop != "center":
+        raise ValueError(
+            f"input frames are {h0}x{w0} pixels (aspect {aspect0:.3g}) but the model grid is {h}x{w} "
+            f"(aspect {aspect:.3g}); area-average resizing needs the same aspect ratio: pass "
+            "--crop center to use the central window, or choose a grid that matches (--size for baselines)"
+        )
+    if aspect0 > aspect:
         hh = max(1, int(round(w0 * aspect)))
-        top = (h0 - hh) // 2
-        return frames[..., top : top + hh, :]
+        return (h0 - hh) // 2, 0, hh, w0
     ww = max(1, int(round(h0 / aspect)))
-    left = (w0 - ww) // 2
-    return frames[..., :, left : left + ww]
+    return 0, (w0 - ww) // 2, h0, ww
 
 
 def fit_grid(frames: np.ndarray, size: tuple[int, int], crop: str = "none") -> tuple[np.ndarray, float, list[str]]:
@@ -407,7 +574,8 @@ def fit_grid(frames: np.ndarray, size: tuple[int, int], crop: str = "none") -> t
         Target ``(H, W)``.
     crop : str
         ``"none"``: the aspect ratios must match (within 2 %); ``"center"``:
-        cut the largest central window with the target aspect ratio first.
+        cut the largest central window with the target aspect ratio first
+        (:func:`grid_window`).
 
     Returns
     -------
@@ -417,27 +585,28 @@ def fit_grid(frames: np.ndarray, size: tuple[int, int], crop: str = "none") -> t
         Input pixels per output pixel (multiply the input pixel size by it).
     notes : list of str
     """
-    if crop not in ("none", "center"):
-        raise ValueError(f"crop must be 'none' or 'center', got {crop!r}")
+    window = grid_window(frames.shape[-2:], size, crop)
     h, w = size
     h0, w0 = frames.shape[-2:]
     notes: list[str] = []
     if (h0, w0) == (h, w):
         return frames, 1.0, notes
-    aspect, aspect0 = h / w, h0 / w0
-    if abs(aspect0 / aspect - 1.0) > ASPECT_TOL:
-        if crop != "center":
-            raise ValueError(
-                f"input frames are {h0}x{w0} pixels (aspect {aspect0:.3g}) but the model grid is {h}x{w} "
-                f"(aspect {aspect:.3g}); area-average resizing needs the same aspect ratio: pass "
-                "--crop center to use the central window, or choose a grid that matches (--size for baselines)"
-            )
-        frames = _centre_crop(frames, aspect)
-        notes.append(f"cropped the central {frames.shape[-2]}x{frames.shape[-1]} window of the {h0}x{w0} frames")
-        h0, w0 = frames.shape[-2:]
+    if window is not None:
+        top, left, hh, ww = window
+        frames = frames[..., top : top + hh, left : left + ww]
+        notes.append(f"cropped the central {hh}x{ww} window of the {h0}x{w0} frames")
+        h0, w0 = hh, ww
     out = _resize(frames, size)
     notes.append(f"resized {h0}x{w0} -> {h}x{w} ({'area average' if h <= h0 else 'bilinear'})")
     return np.clip(out, 0.0, 1.0), h0 / h, notes
+
+
+def fit_projected_grid(grid: ProjectedGrid, size: tuple[int, int], crop: str = "none") -> ProjectedGrid:
+    """The georeferencing of frames after :func:`fit_grid` (same crop window, same resize)."""
+    window = grid_window(grid.shape, size, crop)
+    if window is not None:
+        grid = grid.crop(*window)
+    return grid if tuple(grid.shape) == tuple(size) else grid.resized(*size)
 
 
 def convert_units(frames: np.ndarray, src: DatasetMeta | None, dst: DatasetMeta, model: str = "the model") -> np.ndarray:
@@ -484,6 +653,8 @@ def prepare_input(
     crop: str = "none",
     analysis_time: str | dt.datetime | None = None,
     model_name: str = "the model",
+    start_frame: int | None = None,
+    t_out: int | None = None,
 ) -> PreparedInput:
     """Fit raw frames to a model: frames, time step, units and grid.
 
@@ -492,7 +663,8 @@ def prepare_input(
     raw : RawInput
         From :func:`read_input`.
     t_in : int
-        Frames the model observes; the last ``t_in`` frames are used.
+        Frames the model observes; the last ``t_in`` frames are used unless
+        ``start_frame`` (or the input's :attr:`RawInput.start_frame`) says otherwise.
     size : (int, int)
         Model grid ``(H, W)``.
     meta : DatasetMeta
@@ -503,20 +675,29 @@ def prepare_input(
         Valid time of the last frame for inputs without timestamps (ISO string).
     model_name : str
         Used in error messages.
+    start_frame : int, optional
+        Index (0-based, in the input's own frames) of the first input frame: the
+        ``t_in`` frames from it (every ``k``-th when the model step is ``k`` input
+        steps) are the input, and the frames after them (up to ``t_out``) the
+        observed future (``y_true``). Default: ``raw.start_frame``, else the last frames.
+    t_out : int, optional
+        Forecast length; limits the observed future taken from the input frames.
 
     Raises
     ------
     ValueError
         On a mismatch the model cannot handle (too few frames, incompatible time
-        step or units, grid without a resampling rule).
+        step or units, grid without a resampling rule, a window outside the frames).
     """
     frames = raw.frames
+    n_all = frames.shape[0]
     times = list(raw.times) if raw.times else None
     # One source file per frame (images, radar): keep the list aligned with the frames used.
-    sources = list(raw.sources) if len(raw.sources) == frames.shape[0] else None
+    sources = list(raw.sources) if len(raw.sources) == n_all else None
     notes = list(raw.notes)
     step_model = float(meta.timestep_min)
     step_in = raw.timestep_min
+    k = 1
     if step_in is not None and abs(step_in - step_model) > 1e-6:
         ratio = step_model / step_in
         k = int(round(ratio))
@@ -526,31 +707,56 @@ def prepare_input(
                 f"(meta.timestep_min of {meta.name}); frames can only be subsampled when the model step "
                 "is a whole multiple of the input step"
             )
-        idx = np.arange(frames.shape[0] - 1, -1, -k)[::-1]
-        frames = frames[idx]
-        times = [times[i] for i in idx] if times else None
-        sources = [sources[i] for i in idx] if sources else None
         notes.append(f"took every {k}th frame ({step_in:g} -> {step_model:g} min)")
         log.info("input step %g min, model step %g min: using every %dth frame", step_in, step_model, k)
-    n = frames.shape[0]
-    if n < t_in:
-        raise ValueError(
-            f"{model_name} needs {t_in} input frames {step_model:g} min apart, got {n}"
-            + (f" (after subsampling {raw.frames.shape[0]} frames)" if n != raw.frames.shape[0] else "")
+    start = raw.start_frame if start_frame is None else int(start_frame)
+    future: np.ndarray | None = None
+    if start is None:
+        idx = np.arange(n_all - 1, -1, -k)[::-1]
+        n = idx.size
+        if n < t_in:
+            raise ValueError(
+                f"{model_name} needs {t_in} input frames {step_model:g} min apart, got {n}"
+                + (f" (after subsampling {n_all} frames)" if n != n_all else "")
+            )
+        if n > t_in:
+            log.info("input has %d frames; using the last %d", n, t_in)
+            notes.append(f"used the last {t_in} of {n} frames")
+            idx = idx[-t_in:]
+    else:
+        last = start + k * (t_in - 1)
+        if start < 0 or last >= n_all:
+            latest = n_all - 1 - k * (t_in - 1)
+            raise ValueError(
+                f"--start-frame {start}: {model_name} needs {t_in} input frames {step_model:g} min apart"
+                + (f" (every {k}th frame)" if k > 1 else "")
+                + f" from frame {start}, but the input has frames 0..{n_all - 1}"
+                + (f"; choose a start frame from 0 to {latest}" if latest >= 0 else "")
+            )
+        idx = start + k * np.arange(t_in)
+        future = np.arange(last + k, n_all, k)[: t_out if t_out is not None else None]
+        notes.append(
+            f"used frames {start}..{last} of {n_all} as input"
+            + (f" and {future.size} later frame(s) as observed future" if future.size else "")
         )
-    if n > t_in:
-        log.info("input has %d frames; using the last %d", n, t_in)
-        notes.append(f"used the last {t_in} of {n} frames")
-        frames = frames[-t_in:]
-        times = times[-t_in:] if times else None
-        sources = sources[-t_in:] if sources else None
+    frames = frames[idx]
+    times = [times[i] for i in idx] if times else None
+    sources = [sources[i] for i in idx] if sources else None
     frames = convert_units(frames, raw.meta, meta, model_name)
     frames, factor, grid_notes = fit_grid(frames, size, crop)
     notes.extend(grid_notes)
+    # The observed future: frames after the window, else the input's own (demo folders' targets/).
+    y_src = raw.frames[future] if future is not None and future.size else raw.y_true if idx[-1] == n_all - 1 else None
     y_true = None
-    if raw.y_true is not None:
+    if y_src is not None:
         with contextlib.suppress(ValueError):
-            y_true = fit_grid(convert_units(raw.y_true, raw.meta, meta, model_name), size, crop)[0]
+            y_true = fit_grid(convert_units(y_src, raw.meta, meta, model_name), size, crop)[0]
+    grid = None
+    if raw.grid is not None:
+        if tuple(raw.grid.shape) == tuple(raw.frames.shape[-2:]):
+            grid = fit_projected_grid(raw.grid, size, crop)
+        else:  # pragma: no cover - readers build the grid from the frames they return
+            notes.append(f"georeferencing dropped: grid {raw.grid.shape} does not match frames {raw.frames.shape[-2:]}")
     pixel_in = raw.pixel_km if raw.pixel_km is not None else meta.pixel_km
     out_meta = dataclasses.replace(meta, timestep_min=step_model, pixel_km=float(pixel_in) * factor)
     given = _parse_time(analysis_time)
@@ -577,6 +783,7 @@ def prepare_input(
         raw_shape=tuple(raw.frames.shape),
         y_true=y_true,
         notes=notes,
+        grid=grid,
     )
 
 
@@ -594,7 +801,7 @@ def make_nowcaster(
 
     Baselines take their grid from ``size`` (default: the input's own grid),
     ``t_in``/``t_out`` (default 5 and 20), and their metadata from the input
-    (radar files), else ``data_meta`` (default ``"sevir"``), with the input's time
+    (radar and SEVIR files), else ``data_meta`` (default ``"sevir"``), with the input's time
     step when the files give it. For checkpoints these are fixed by the model;
     asking for other values is an error.
     """
@@ -604,7 +811,7 @@ def make_nowcaster(
         if raw is not None and raw.meta is not None:
             meta = raw.meta
             if data_meta is not None and data_meta != meta.name:
-                log.warning("radar input declares its own units (%s); --data-meta %s ignored", meta.name, data_meta)
+                log.warning("%s input declares its own units (%s); --data-meta %s ignored", raw.kind, meta.name, data_meta)
         else:
             meta = get_meta(data_meta or "sevir")
         if raw is not None and raw.timestep_min is not None:
@@ -767,6 +974,7 @@ def run_nowcast(
             history=history,
             extra_attrs={"model": nowcaster.name, "seed": int(seed), "input_kind": prepared.kind},
             time_note=note,
+            grid=prepared.grid,
         )
         save_forecast_gif(
             tmp / "forecast.gif", prepared.x_in, fc, meta, prob_threshold=thr, y_true=prepared.y_true, title=nowcaster.name
@@ -799,6 +1007,7 @@ def run_nowcast(
                 "times": [_iso(t) for t in prepared.times],
                 "times_nominal": prepared.time_nominal,
                 "notes": prepared.notes,
+                "georeferencing": prepared.grid.describe() if prepared.grid is not None else None,
             },
             "analysis_time": _iso(prepared.analysis_time),
             "valid_times": [_iso(prepared.analysis_time + dt.timedelta(minutes=step * (k + 1))) for k in range(t_out)],
@@ -829,6 +1038,8 @@ def nowcast_to_files(
     h5_key: str | None = None,
     sample_index: int | None = None,
     radar_format: str | None = None,
+    layout: str = "auto",
+    start_frame: int | None = None,
     crop: str = "none",
     analysis_time: str | dt.datetime | None = None,
     size: tuple[int, int] | None = None,
@@ -848,11 +1059,13 @@ def nowcast_to_files(
     :func:`prepare_input` and :func:`run_nowcast`. Everything is checked before
     anything is written; returns the content of ``run.json``.
     """
-    raw = read_input(inputs, input_kind, h5_key=h5_key, sample_index=sample_index, radar_format=radar_format)
+    raw = read_input(
+        inputs, input_kind, h5_key=h5_key, sample_index=sample_index, radar_format=radar_format, layout=layout
+    )
     nc = make_nowcaster(spec, raw, t_in=t_in, t_out=t_out, size=size, data_meta=data_meta)
     prepared = prepare_input(
         raw, t_in=nc.t_in, size=(nc.height, nc.width), meta=nc.meta, crop=crop, analysis_time=analysis_time,
-        model_name=nc.name,
+        model_name=nc.name, start_frame=start_frame, t_out=nc.t_out,
     )
     return run_nowcast(
         nc, prepared, out_dir, members=members, seed=seed, prob_threshold=prob_threshold, progress=progress,

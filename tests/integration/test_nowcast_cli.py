@@ -1,19 +1,27 @@
-"""``diffcast nowcast`` end to end: every input kind, baselines and checkpoints, bad input."""
+"""``diffcast nowcast`` end to end: every input kind (SEVIR files included), baselines and checkpoints,
+georeferencing of radar input, bad input."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import h5py
+import netCDF4
 import numpy as np
+import pyproj
 import pytest
 import torch
 import xarray as xr
 from PIL import Image
 
 from diffcast.cli import main
+from diffcast.data.sevir import SEVIRDataset
+from diffcast.data.transforms import SEVIR_META
+from diffcast.io_netcdf import build_forecast_dataset
 from diffcast.models.factory import build_model
+from diffcast.nowcasting import prepare_input, read_input
 from diffcast.training.model_io import save_model_file
 
 OUTPUTS = {"forecast.nc", "forecast.gif", "panel.png", "run.json"}
@@ -196,3 +204,156 @@ def test_bad_inputs_fail_with_one_line_and_no_output(tmp_path, capsys):
     (tmp_path / "ok.npy").write_bytes((tmp_path / "rect.npy").read_bytes())
     _fail([*base, "--baseline", "persistence", "--input", str(tmp_path / "ok.npy"), "--prob-threshold", "999"],
           capsys, out, "--prob-threshold")
+
+
+# ----------------------------------------------------------------------------- SEVIR files
+def _load_test_module(rel: str):
+    """A helper module of another test folder, loaded by path (the tests folders are not packages)."""
+    path = Path(__file__).resolve().parents[1] / rel
+    spec = importlib.util.spec_from_file_location(f"_nowcast_cli_reuse_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sevir_hdf5_input(tmp_path, capsys):
+    _load_test_module("unit/data/test_data_sevir.py").write_fixture(tmp_path / "sevir")
+    h5 = tmp_path / "sevir" / "vil" / "2019" / "B.h5"
+    out = tmp_path / "out"
+    assert main(["nowcast", "--baseline", "persistence", "--input", str(h5), "--sample-index", "1", "--size", "4", "4",
+                 "--t-out", "6", "--out", str(out)]) == 0
+    info = _check_outputs(out, 1, 6, 4, 4)
+    assert info["input"]["files"] == [f"{h5}:vil[1]"] and info["input"]["raw_shape"] == [49, 12, 12]
+    assert any("SEVIR layout" in n for n in info["input"]["notes"])
+    assert any("used frames 0..4 of 49" in n for n in info["input"]["notes"])
+    assert info["meta"]["name"] == "sevir" and info["input"]["georeferencing"] is None
+    ds_sevir = SEVIRDataset.from_file(h5, seq_len=25, stride=12, size=4)
+    window = ds_sevir.sequence(1 * ds_sevir.windows_per_event)  # event 1, frames 0-24, area-resized
+    with xr.open_dataset(out / "forecast.nc") as ds:
+        np.testing.assert_allclose(ds["observation"].values, SEVIR_META.to_physical(window[:5]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ds["forecast"].values[0, 0], ds["observation"].values[-1], rtol=1e-6)
+        assert ds.attrs["georeferencing"].startswith("none")
+    # the last window of the event, chosen explicitly
+    out2 = tmp_path / "out2"
+    assert main(["nowcast", "--baseline", "persistence", "--input", str(h5), "--sample-index", "1", "--size", "4", "4",
+                 "--t-out", "6", "--start-frame", "44", "--out", str(out2)]) == 0
+    assert any("used frames 44..48 of 49" in n for n in json.loads((out2 / "run.json").read_text())["input"]["notes"])
+    # errors: one line each, no output
+    bad = tmp_path / "bad"
+    base = ["nowcast", "--baseline", "persistence", "--out", str(bad)]
+    _fail([*base, "--input", str(h5)], capsys, bad, "--sample-index")
+    _fail([*base, "--input", str(h5), "--sample-index", "1", "--start-frame", "46"], capsys, bad, "--start-frame 46")
+    with h5py.File(h5) as fh:
+        np.save(tmp_path / "event.npy", fh["vil"][1])  # (12, 12, 49): one event without its N axis
+    _fail([*base, "--input", str(tmp_path / "event.npy")], capsys, bad, "--layout time-first or --layout time-last")
+    out3 = tmp_path / "out3"
+    assert main([*base[:-1], str(out3), "--input", str(tmp_path / "event.npy"), "--layout", "time-last",
+                 "--t-out", "2"]) == 0
+    _check_outputs(out3, 1, 2, 12, 12)
+
+
+# ----------------------------------------------------------------------------- radar georeferencing
+RADAR_SERIES = {  # format, folder under the shared radar data
+    "mch": "mch/20160711",
+    "fmi": "fmi/pgm/20160928",
+    "bom-c10": "bom/prcp-c10",
+    "bom-cscn": "bom/prcp-cscn",
+}
+
+
+def _series_files(radar_data: Path, name: str) -> list[Path]:
+    folder = radar_data / RADAR_SERIES[name]
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+    if len(files) < 5:
+        pytest.skip(f"{folder} absent or with fewer than 5 files")
+    return files[:5]
+
+
+def _pysteps_reference(path: Path) -> tuple[dict, tuple[int, int], np.ndarray, np.ndarray]:
+    """Importer metadata, grid shape and the pixel-centre x/y (2-D, rows as stored) derived independently.
+
+    MeteoSwiss/FMI: pysteps' own ``get_geogrid`` (x1..x2 = grid edges). BoM: the file's
+    own CF coordinates, since pysteps' BoM importer gives x1..x2 as pixel centres.
+    """
+    from pysteps.io import importers
+    from pysteps.visualization.utils import get_geogrid
+
+    if path.suffix == ".gif":
+        data, _, meta = importers.import_mch_gif(str(path), product=path.name[:3], unit="mm/h", accutime=5.0)
+    elif path.name.endswith(".pgm.gz"):
+        data, _, meta = importers.import_fmi_pgm(str(path), gzipped=True)
+    else:
+        data, _, meta = importers.import_bom_rf3(str(path))
+    h, w = data.shape
+    assert meta["yorigin"] == "upper"
+    if path.suffix == ".nc":
+        with netCDF4.Dataset(path) as nc:
+            scale = 1000.0 if nc["x"].units == "km" else 1.0
+            xx, yy = np.meshgrid(np.asarray(nc["x"][:], float) * scale, np.asarray(nc["y"][:], float) * scale)
+    else:
+        xx, yy, *_ = get_geogrid(h, w, meta)
+    return meta, (h, w), xx, yy
+
+
+@pytest.mark.parametrize("name", sorted(RADAR_SERIES))
+def test_radar_forecast_is_georeferenced(tmp_path, radar_data, name):
+    files = _series_files(radar_data, name)
+    meta, (h, w), xx, yy = _pysteps_reference(files[0])
+    proj = pyproj.Proj(meta["projection"])
+    # native grid (library path, no GIF): pixel (0, 0) and (-1, -1) against pysteps' metadata
+    raw = read_input(files)
+    prep = prepare_input(raw, t_in=5, size=(h, w), meta=raw.meta)
+    ds = build_forecast_dataset(prep.x_in[None, :1], prep.meta, prep.analysis_time, x_in=prep.x_in, grid=prep.grid)
+    np.testing.assert_allclose(ds["x"].values, xx[0], rtol=0, atol=0.01)
+    np.testing.assert_allclose(ds["y"].values, yy[:, 0], rtol=0, atol=0.01)  # rows top -> bottom: y decreasing
+    assert (np.diff(ds["y"].values) < 0).all()
+    for i, j in ((0, 0), (-1, -1)):
+        lon, lat = proj(xx[i, j], yy[i, j], inverse=True)
+        assert float(ds["lon"][i, j]) == pytest.approx(lon, abs=1e-7)
+        assert float(ds["lat"][i, j]) == pytest.approx(lat, abs=1e-7)
+
+    # CLI with crop + resize: the file on disk, pixel (0, 0) = centre of its block of native pixels
+    size, f = {"mch": (64, 10), "fmi": (76, 10), "bom-c10": (64, 8), "bom-cscn": (64, 8)}[name]
+    out = tmp_path / "out"
+    assert main(["nowcast", "--baseline", "persistence", "--input", *map(str, files), "--out", str(out),
+                 "--size", str(size), str(size), "--crop", "center", "--t-out", "2", "--no-progress"]) == 0
+    info = _check_outputs(out, 1, 2, size, size, units="dBZ")
+    assert info["input"]["georeferencing"]["projection"] == meta["projection"]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x00 = xx[top : top + f, left : left + f].mean()
+    y00 = yy[top : top + f, left : left + f].mean()
+    lon, lat = proj(x00, y00, inverse=True)
+    with xr.open_dataset(out / "forecast.nc") as ds:
+        assert ds["x"].attrs["standard_name"] == "projection_x_coordinate" and ds["x"].attrs["units"] == "m"
+        assert ds["y"].attrs["standard_name"] == "projection_y_coordinate"
+        assert float(ds["x"][0]) == pytest.approx(x00, abs=0.01) and float(ds["y"][0]) == pytest.approx(y00, abs=0.01)
+        assert float(ds["lon"][0, 0]) == pytest.approx(lon, abs=1e-7)
+        assert float(ds["lat"][0, 0]) == pytest.approx(lat, abs=1e-7)
+        for var in ("forecast", "ensemble_mean", "exceedance_probability", "observation"):
+            assert ds[var].attrs["grid_mapping"] == "crs" and "lat" in ds[var].coords
+        gm = dict(ds["crs"].attrs)
+        assert pyproj.CRS.from_cf(gm) == pyproj.CRS(meta["projection"])
+        assert gm["spatial_ref"] == gm["crs_wkt"] and gm["grid_mapping_name"]
+
+
+def test_odim_files_georeferenced_like_pysteps(tmp_path):
+    from pysteps.io.importers import import_odim_hdf5
+    from pysteps.visualization.utils import get_geogrid
+
+    writer = _load_test_module("unit/data/test_data_radar.py")._write_odim  # 16 x 20 DBZH composite
+    for t in ("120000", "120500", "121000"):
+        writer(tmp_path / f"comp_{t}.h5", t)
+    out = tmp_path / "out"
+    assert main(["nowcast", "--baseline", "persistence", "--input", str(tmp_path / "comp_120000.h5"),
+                 str(tmp_path / "comp_120500.h5"), str(tmp_path / "comp_121000.h5"), "--t-in", "3", "--t-out", "2",
+                 "--out", str(out)]) == 0
+    _check_outputs(out, 1, 2, 16, 20, units="dBZ")
+    data, _, meta = import_odim_hdf5(str(tmp_path / "comp_121000.h5"), qty="DBZH")
+    xx, yy, *_ = get_geogrid(*data.shape, meta)  # the fixture's pixel size does not fit its corners: extent wins
+    lon, lat = pyproj.Proj(meta["projection"])(xx, yy, inverse=True)
+    with xr.open_dataset(out / "forecast.nc") as ds:
+        np.testing.assert_allclose(ds["lon"].values, lon, atol=1e-7)
+        np.testing.assert_allclose(ds["lat"].values, lat, atol=1e-7)
+        assert pyproj.CRS.from_cf(dict(ds["crs"].attrs)) == pyproj.CRS(meta["projection"])
+        assert "pysteps' convention" in ds.attrs["georeferencing_notes"]

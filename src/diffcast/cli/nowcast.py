@@ -5,6 +5,7 @@ Examples
 diffcast nowcast --baseline extrapolation --input ../shared/data/sevir_demo/demo_0 --out nc_out
 diffcast nowcast --checkpoint runs/diffcast --input frames.npy --members 8 --seed 1 --out nc_out
 diffcast nowcast --checkpoint persistence --input radar_folder/ --size 128 128 --crop center --out nc_out
+diffcast nowcast --checkpoint runs/diffcast --input SEVIR_VIL_STORMEVENTS_2019_0701_1231.h5 --sample-index 3 --out nc_out
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 from ..inference import BASELINES
+from ..nowcasting import ARRAY_LAYOUTS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "panel and run.json into --out. Inputs: a folder of numbered PNG frames (a sevir_demo "
             "demo_N folder uses its preds/), radar files or a folder of them (pysteps importers; "
             "times from the files), a .npy array (T,H,W) or (T,1,H,W): float in [0,1] or uint8 codes "
-            "(divided by 255), or an HDF5 file (--h5-key). The last t_in frames are used; frames are "
-            "area-averaged onto the model grid when the aspect ratio matches."
+            "(divided by 255), or an HDF5 file (--h5-key), including SEVIR files (vil (N, H, W, T), time "
+            "last; pick the event with --sample-index). The last t_in frames are used (SEVIR: the first "
+            "t_in; see --start-frame); frames are area-averaged onto the model grid when the aspect ratio "
+            "matches. forecast.nc of radar files carries their map projection (CF grid mapping, lat/lon)."
         ),
     )
     model = p.add_mutually_exclusive_group(required=True)
@@ -49,7 +53,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input-kind", choices=("images", "radar", "npy", "h5"), default=None, help="override input detection")
     p.add_argument("--h5-key", default=None, metavar="PATH", help="dataset path inside an HDF5 input")
-    p.add_argument("--sample-index", type=int, default=None, help="sequence index for (N, T, ...) arrays")
+    p.add_argument(
+        "--sample-index", type=int, default=None, metavar="I",
+        help="sequence (SEVIR: event) index for (N, T, ...) and (N, H, W, T) arrays",
+    )
+    p.add_argument(
+        "--layout",
+        choices=ARRAY_LAYOUTS,
+        default="auto",
+        help="axis order of .npy/HDF5 arrays: time-first (T,H,W)/(N,T,H,W), time-last (H,W,T)/(N,H,W,T) as in "
+        "SEVIR; auto (default) reads time first except SEVIR vil files",
+    )
+    p.add_argument(
+        "--start-frame",
+        type=int,
+        default=None,
+        metavar="S",
+        help="first input frame (0-based): t_in frames from S are the input and the frames after them the "
+        "observed future shown beside the forecast; default: the last t_in frames (SEVIR files: 0)",
+    )
     p.add_argument("--radar-format", default=None, metavar="NAME", help="pysteps importer for radar files (default: guessed)")
     p.add_argument("--crop", choices=("none", "center"), default="none", help="centre-crop when the aspect ratio differs from the model grid")
     p.add_argument("--analysis-time", default=None, metavar="ISO", help="valid time of the last frame for inputs without timestamps")
@@ -86,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         h5_key=args.h5_key,
         sample_index=args.sample_index,
         radar_format=args.radar_format,
+        layout=args.layout,
+        start_frame=args.start_frame,
         crop=args.crop,
         analysis_time=args.analysis_time,
         size=tuple(args.size) if args.size else None,

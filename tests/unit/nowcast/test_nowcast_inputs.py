@@ -1,21 +1,27 @@
-"""Input resolution for ``diffcast nowcast``: reading, fitting to the model, staged output."""
+"""Input resolution for ``diffcast nowcast``: reading (array layouts, SEVIR files), fitting to the model
+(windows, grid, georeferencing), staged output."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.util
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from diffcast.data.sevir import SEVIRDataset
 from diffcast.data.transforms import CIKM_META, RADAR_DBZ_META, SEVIR_META
+from diffcast.io_netcdf import ProjectedGrid
 from diffcast.nowcasting import (
     NOMINAL_ANALYSIS_TIME,
     RawInput,
     convert_units,
     detect_kind,
     fit_grid,
+    fit_projected_grid,
     prepare_input,
     read_input,
     staged_output,
@@ -181,3 +187,121 @@ def test_staged_output_publishes_or_cleans(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         with staged_output(tmp_path / "file"):
             pass
+
+
+# ----------------------------------------------------------------------------- array layouts and SEVIR files
+def _load_test_module(rel: str):
+    """A helper module of another test folder, loaded by path (the tests folders are not packages)."""
+    path = Path(__file__).resolve().parents[1] / rel
+    spec = importlib.util.spec_from_file_location(f"_nowcast_reuse_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture()
+def sevir_file(tmp_path):
+    """The data tests' tiny SEVIR archive: vil (5, 12, 12, 49) uint8, time last, plus id."""
+    _load_test_module("data/test_data_sevir.py").write_fixture(tmp_path)
+    return tmp_path / "vil" / "2019" / "B.h5"
+
+
+def test_sevir_file_detected_and_read_like_the_data_layer(sevir_file):
+    with pytest.raises(ValueError, match=r"5 SEVIR events; choose one with --sample-index I \(0 to 4\)"):
+        read_input([sevir_file])
+    raw = read_input([sevir_file], sample_index=2)
+    with h5py.File(sevir_file) as fh:
+        codes = fh["vil"][2]  # (12, 12, 49)
+        event_id = fh["id"][2].decode()
+    np.testing.assert_allclose(raw.frames, np.moveaxis(codes, -1, 0) / 255.0)
+    assert raw.kind == "h5" and raw.sources == [f"{sevir_file}:vil[2]"]
+    assert raw.meta.name == "sevir" and raw.timestep_min == 5.0 and raw.start_frame == 0
+    assert raw.pixel_km == pytest.approx(384 / 12)  # the SEVIR domain is 384 km across
+    assert any(f"id {event_id}" in n for n in raw.notes)
+    # default window = the data layer's first window of the event: frames 0-4 in, 5-24 the future
+    prep = prepare_input(raw, t_in=5, size=(4, 4), meta=SEVIR_META, t_out=20)
+    ds = SEVIRDataset.from_file(sevir_file, seq_len=25, stride=12, size=4)
+    want = ds.sequence(2 * ds.windows_per_event)  # event 2, start 0, area-resized 12 -> 4
+    np.testing.assert_allclose(prep.x_in, want[:5], atol=1e-6)
+    np.testing.assert_allclose(prep.y_true, want[5:], atol=1e-6)
+    assert prep.meta.pixel_km == pytest.approx(96.0) and prep.grid is None
+    # another window: frames 12-16 in, 17.. the future (limited to t_out)
+    later = prepare_input(raw, t_in=5, size=(4, 4), meta=SEVIR_META, start_frame=12, t_out=3)
+    np.testing.assert_allclose(later.x_in, ds.sequence(2 * ds.windows_per_event + 1)[:5], atol=1e-6)
+    assert later.y_true.shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="--start-frame 45: .* frames 0..48; choose a start frame from 0 to 44"):
+        prepare_input(raw, t_in=5, size=(4, 4), meta=SEVIR_META, start_frame=45)
+
+
+def test_sevir_key_chosen_without_h5_key(sevir_file, tmp_path):
+    # vil beside id: the one dataset with frames is used; ids travel into the notes
+    assert read_input([sevir_file], sample_index=0).frames.shape == (49, 12, 12)
+    with h5py.File(tmp_path / "one.h5", "w") as fh:  # a single event, N = 1: no index needed
+        with h5py.File(sevir_file) as src:
+            fh["vil"] = src["vil"][:1]
+    assert read_input([tmp_path / "one.h5"]).frames.shape == (49, 12, 12)
+
+
+def test_layout_option_and_ambiguous_shapes(tmp_path):
+    x = _frames(6, 8, 8)
+    hwt = np.ascontiguousarray(np.moveaxis(x, 0, -1))  # (8, 8, 6): square frames only with time last
+    np.save(tmp_path / "hwt.npy", hwt)
+    with pytest.raises(ValueError, match=r"hwt.npy has shape \(8, 8, 6\) and its time axis cannot be identified.*"
+                                         r"--layout time-first or --layout time-last"):
+        read_input([tmp_path / "hwt.npy"])
+    np.testing.assert_allclose(read_input([tmp_path / "hwt.npy"], layout="time-last").frames, x)
+    assert read_input([tmp_path / "hwt.npy"], layout="time-first").frames.shape == (8, 8, 6)
+    np.save(tmp_path / "nhwt.npy", np.stack([hwt, 1 - hwt]))
+    np.testing.assert_allclose(read_input([tmp_path / "nhwt.npy"], layout="time-last", sample_index=1).frames, 1 - x)
+    with pytest.raises(ValueError, match="time axis cannot be identified"):
+        read_input([tmp_path / "nhwt.npy"], sample_index=1)
+    np.save(tmp_path / "five.npy", np.zeros((1, 2, 8, 8, 6), np.float32))
+    with pytest.raises(ValueError, match="time-last reads"):
+        read_input([tmp_path / "five.npy"], layout="time-last")
+    with pytest.raises(ValueError, match="unknown layout"):
+        read_input([tmp_path / "hwt.npy"], layout="sideways")
+    # a float vil dataset is not SEVIR: the usual rule (and its ambiguity check) applies
+    with h5py.File(tmp_path / "f.h5", "w") as fh:
+        fh["vil"] = np.zeros((2, 8, 8, 6), np.float32)
+    with pytest.raises(ValueError, match="time axis cannot be identified"):
+        read_input([tmp_path / "f.h5"], sample_index=0)
+
+
+def test_start_frame_on_time_first_input():
+    t0 = dt.datetime(2020, 1, 1)
+    times = [t0 + dt.timedelta(minutes=5 * i) for i in range(12)]
+    raw = RawInput(_frames(12), "radar", [f"f{i}" for i in range(12)], meta=RADAR_DBZ_META, times=times, timestep_min=5.0)
+    prep = prepare_input(raw, t_in=3, size=(8, 8), meta=RADAR_DBZ_META, start_frame=2, t_out=4)
+    np.testing.assert_allclose(prep.x_in, raw.frames[2:5])
+    np.testing.assert_allclose(prep.y_true, raw.frames[5:9])
+    assert prep.analysis_time == times[4] and prep.sources == ["f2", "f3", "f4"]
+    meta10 = dataclasses.replace(RADAR_DBZ_META, timestep_min=10.0)  # every 2nd frame, from frame 1
+    prep = prepare_input(raw, t_in=3, size=(8, 8), meta=meta10, start_frame=1)
+    np.testing.assert_allclose(prep.x_in, raw.frames[[1, 3, 5]])
+    np.testing.assert_allclose(prep.y_true, raw.frames[[7, 9, 11]])
+    with pytest.raises(ValueError, match=r"every 2th frame\) from frame 8, but the input has frames 0..11"):
+        prepare_input(raw, t_in=3, size=(8, 8), meta=meta10, start_frame=8)
+    assert prepare_input(raw, t_in=3, size=(8, 8), meta=RADAR_DBZ_META).y_true is None  # default: last frames
+
+
+# ----------------------------------------------------------------------------- georeferencing follows the pixels
+def test_projected_grid_follows_crop_and_resize():
+    # frames whose values are the x (resp. y) of each pixel centre: area averaging keeps
+    # a linear field exact, so after fitting every value must equal the fitted grid's coordinate
+    geo = {"projection": "+proj=stere +lat_0=90 +lon_0=10 +lat_ts=60 +ellps=WGS84", "x1": 100e3, "x2": 132e3,
+           "y1": -500e3, "y2": -452e3, "xpixelsize": 1000.0, "ypixelsize": 1000.0, "yorigin": "upper"}
+    grid = ProjectedGrid.from_pysteps(geo, (48, 32))
+    xx, yy = np.meshgrid(grid.x, grid.y)
+    scale = lambda v, lo, hi: (v - lo) / (hi - lo)  # noqa: E731
+    frames = np.stack([scale(xx, 100e3, 132e3), scale(yy, -500e3, -452e3)]).astype(np.float32)
+    frames = np.concatenate([frames] * 3)  # 6 frames, alternating x and y fields
+    raw = RawInput(frames, "radar", ["f"] * 6, meta=RADAR_DBZ_META, timestep_min=5.0, grid=grid)
+    for size, crop in (((16, 16), "center"), ((12, 8), "none"), ((96, 64), "none")):
+        prep = prepare_input(raw, t_in=2, size=size, meta=RADAR_DBZ_META, crop=crop)
+        g = prep.grid
+        assert g.shape == size
+        gx, gy = np.meshgrid(g.x, g.y)
+        inner = (slice(1, -1), slice(1, -1))  # bilinear upsampling clamps at the border pixels
+        np.testing.assert_allclose(prep.x_in[0][inner], scale(gx, 100e3, 132e3)[inner], atol=1e-5)
+        np.testing.assert_allclose(prep.x_in[1][inner], scale(gy, -500e3, -452e3)[inner], atol=1e-5)
+    assert fit_projected_grid(grid, (48, 32)) is grid
