@@ -4,7 +4,13 @@ precipitation nowcasting: a benchmark and a new model", the ConvGRU baseline).
 Three levels. The encoder downsamples each frame (stride-2 convolutions) and runs
 one ConvGRU per level; the forecaster runs ConvGRUs in reverse order (coarsest
 first), initialised with the encoder's final states, upsampling between levels
-with transposed convolutions, and ends in a 1x1 convolution and a sigmoid.
+with transposed convolutions, and ends in a linear 1x1 convolution.
+
+The output is not squashed by a sigmoid (as in the DiffCast SimVP and in Shi et al.'s
+deconvolution output): with a sigmoid and MSE, the tiny preset collapsed onto an almost
+empty field on synthetic storms (sigmoid'(z) vanishes once the logits of the mostly dry
+pixels are very negative, so rain pixels stop pulling the output up): CSI(16) 0.004
+against 0.43 with the linear head after the same 400 steps.
 """
 
 from __future__ import annotations
@@ -66,8 +72,8 @@ class ConvGRUNet(Backbone):
 
     Notes
     -----
-    Level ``i`` works at resolution ``H / 2**(i+1)``. Output ``mu`` is in (0, 1)
-    (sigmoid).
+    Level ``i`` works at resolution ``H / 2**(i+1)``. Output ``mu`` is linear (not
+    clipped); it is nominally in ``[0, 1]``, and evaluation clips it.
     """
 
     PRESETS = {
@@ -120,7 +126,7 @@ class ConvGRUNet(Backbone):
 
         Returns
         -------
-        Tensor, shape (B, T_out, C, H, W), values in (0, 1)
+        Tensor, shape (B, T_out, C, H, W), not clipped
         """
         self.check_input(x_in)
         b = x_in.shape[0]
@@ -139,5 +145,5 @@ class ConvGRUNet(Backbone):
             for i in (2, 1, 0):
                 states[i] = self.dec_rnn[i](feat, states[i])
                 feat = self.dec_up[i](states[i])
-            outs.append(torch.sigmoid(self.head(feat)))
+            outs.append(self.head(feat))
         return torch.stack(outs, dim=1)
