@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import zlib
 from pathlib import Path
 
 import h5py
@@ -60,7 +61,7 @@ def write_fixture(root: Path) -> Path:
             )
             ids = [b""] * n
             for i, eid in items:
-                vil[i] = _event(hash((fn, i)) % 1000)
+                vil[i] = _event(zlib.crc32(f"{fn}:{i}".encode()) % 1000)  # stable across runs
                 ids[i] = eid.encode()
             fh.create_dataset("id", data=np.array(ids, dtype="S8"))
     header = "id,file_name,file_index,img_type,time_utc,minute_offsets,episode_id,event_id,event_type,llcrnrlat,pct_missing\n"
