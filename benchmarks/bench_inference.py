@@ -9,8 +9,9 @@ each against a float32 GEMM measured in the same run:
   by module hooks);
 * ``unet_call``: one GTUNet evaluation (batch 1 and 8) and the achieved fraction
   of the GEMM throughput; variants (``variant`` key) ``channels_last_weights``,
-  ``channels_last_all``, ``dilated_depthwise_phase`` (see
-  :func:`dilated_depthwise_phase`), ``threads_1`` and ``bf16_autocast`` with
+  ``channels_last_all``, ``native_dilated_depthwise`` (oneDNN's dilated kernel
+  instead of the library's phase-by-phase form, see :func:`native_dilated`),
+  ``threads_1`` and ``bf16_autocast`` with
   their max abs difference from float32, timed interleaved with the float32 call;
 * ``context_scan``, ``backbone``: the ConvGRU context encoder over 25 frames
   and PhyDNet (both run once per input, shared by all members); variants
@@ -33,6 +34,7 @@ Usage: ``python benchmarks/bench_inference.py [--quick] [--full] [--out FILE]``;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import json
@@ -241,60 +243,22 @@ def context_levelwise(ctx_net, frames: torch.Tensor, local_index: int) -> tuple[
     return global_ctx, local_ctx
 
 
-def dilated_depthwise_phase(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
-    """Same result as ``conv(x)`` for a depthwise, stride-1, dilated, 'same'-padded ``conv``.
+@contextlib.contextmanager
+def native_dilated():
+    """Run the temporal attention's dilated depthwise convolutions with the native kernel.
 
-    With dilation ``d`` the output on the sub-grid ``(i::d, j::d)`` only reads the
-    input on the same sub-grid, so the ``d * d`` phases are stacked in the batch
-    and convolved with the undilated kernel. Same FLOPs; oneDNN's dilated
-    depthwise kernel is 5-12x slower than its undilated one on AVX2.
-
-    Parameters
-    ----------
-    x : Tensor
-        ``(N, C, H, W)``.
-    conv : nn.Conv2d
-        ``groups == in_channels == out_channels``, ``stride == 1``,
-        ``padding == dilation * (k - 1) // 2``.
+    The library computes them phase by phase
+    (:func:`diffcast.models.diffusion.layers.dilated_depthwise_conv`); this switches
+    back to ``conv_spatial(x)`` (oneDNN's dilated kernel) for comparison.
     """
-    d = conv.dilation[0]
-    n, c, h, w = x.shape
-    k = conv.kernel_size[0]
-    pad = d * (k - 1) // 2
-    hp = -(-(h + 2 * pad) // d) * d  # padded size rounded up to a multiple of d
-    wp = -(-(w + 2 * pad) // d) * d
-    xp = F.pad(x, (pad, wp - w - pad, pad, hp - h - pad))
-    ph = xp.reshape(n, c, hp // d, d, wp // d, d).permute(3, 5, 0, 1, 2, 4).reshape(d * d * n, c, hp // d, wp // d)
-    y = F.conv2d(ph, conv.weight, conv.bias, groups=c)
-    oh, ow = y.shape[-2:]
-    y = y.reshape(d, d, n, c, oh, ow).permute(2, 3, 4, 0, 5, 1).reshape(n, c, oh * d, ow * d)
-    return y[:, :, :h, :w]
+    from diffcast.models.diffusion.layers import TemporalAttentionModule
 
-
-class _PhaseDilated(torch.nn.Module):
-    """Wraps a dilated depthwise conv so that it runs :func:`dilated_depthwise_phase`."""
-
-    def __init__(self, conv: torch.nn.Conv2d) -> None:
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dilated_depthwise_phase(x, self.conv)
-
-
-def with_phase_dilated(module: torch.nn.Module) -> tuple[torch.nn.Module, int]:
-    """A deep copy of ``module`` whose dilated depthwise convolutions use the phase trick."""
-    module = copy.deepcopy(module)
-    swapped = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if (isinstance(child, torch.nn.Conv2d) and child.dilation[0] > 1 and child.dilation[0] == child.dilation[1]
-                    and child.groups == child.in_channels == child.out_channels and child.stride == (1, 1)
-                    and child.kernel_size[0] == child.kernel_size[1]
-                    and child.padding == (child.dilation[0] * (child.kernel_size[0] - 1) // 2,) * 2):
-                setattr(parent, name, _PhaseDilated(child))
-                swapped += 1
-    return module, swapped
+    prev = TemporalAttentionModule.phase_dilated
+    TemporalAttentionModule.phase_dilated = False
+    try:
+        yield
+    finally:
+        TemporalAttentionModule.phase_dilated = prev
 
 
 def _max_diff(a, b) -> float:
@@ -474,11 +438,12 @@ def run(
         unet_s: dict[int, float] = {}
         unet_cl_s: dict[int, float] = {}
         unet_t1_s: dict[int, float] = {}
-        unet_ph_s: dict[int, float] = {}
+        unet_nat_s: dict[int, float] = {}
         unet_cl = cl(unet) if variants else None
-        unet_ph, n_swapped = with_phase_dilated(unet) if variants else (None, 0)
-        if not n_swapped:
-            unet_ph = None
+
+        def unet_native(*a):
+            with native_dilated():
+                return unet(*a)
         for m in members:
             args, ref = args1, ref1
             if m != 1:
@@ -490,9 +455,8 @@ def run(
                 # only the weights are channels_last: the inputs are what ResidualDiffusion.sample makes
                 diffs["cl"] = _max_diff(unet_cl(*args), ref)  # also the warm-up
                 fns["cl"] = lambda a=args, u=unet_cl: u(*a)
-                if unet_ph is not None:
-                    diffs["phase"] = _max_diff(unet_ph(*args), ref)  # also the warm-up
-                    fns["phase"] = lambda a=args, u=unet_ph: u(*a)
+                diffs["native"] = _max_diff(unet_native(*args), ref)  # also the warm-up
+                fns["native"] = lambda a=args: unet_native(*a)
                 if m == 1:
                     argsc = unet_inputs(1, channels_last=True)
                     diffs["cl_all"] = _max_diff(unet_cl(*argsc), ref1)
@@ -520,7 +484,7 @@ def run(
             unet_s[m] = base["seconds"]
             cpu_times[f"unet{m}"] = base["cpu_seconds"]
             names = {"cl": "channels_last_weights", "cl_all": "channels_last_all", "threads_1": "threads_1",
-                     "phase": "dilated_depthwise_phase"}
+                     "native": "native_dilated_depthwise"}
             for key in fns:
                 if key != "fp32":
                     extra = {"threads": 1} if key == "threads_1" else {}
@@ -531,9 +495,9 @@ def run(
                 unet_cl_s[m] = res["cl"]["seconds"]
             if "threads_1" in res:
                 unet_t1_s[m] = res["threads_1"]["seconds"]
-            if "phase" in res:
-                unet_ph_s[m] = res["phase"]["seconds"]
-        unet_cl = unet_ph = None  # free the copies
+            if "native" in res:
+                unet_nat_s[m] = res["native"]["seconds"]
+        unet_cl = None  # free the copy
         if variants and not quick:
             # bf16 autocast: no native bf16 on AVX2-only CPUs, where it is many times slower
             # (minutes per call at paper size), hence not in the quick run
@@ -580,9 +544,9 @@ def run(
                 if m in unet_cl_s:
                     row["seconds_channels_last_unet"] = round(
                         times["backbone"] + times["context"] + k * n_evals * (unet_cl_s[m] + per_step * m), 2)
-                if m in unet_ph_s:
-                    row["seconds_dilated_depthwise_phase_unet"] = round(
-                        times["backbone"] + times["context"] + k * n_evals * (unet_ph_s[m] + per_step * m), 2)
+                if m in unet_nat_s:
+                    row["seconds_native_dilated_unet"] = round(
+                        times["backbone"] + times["context"] + k * n_evals * (unet_nat_s[m] + per_step * m), 2)
                 if m in unet_t1_s:
                     row["unet_calls_seconds_threads_1"] = round(k * n_evals * unet_t1_s[m], 2)
                 out(row)
@@ -608,22 +572,22 @@ def run(
                      "frames": model.t_out, **row, "estimated_seconds": None if est is None else round(est, 2),
                      "seconds_per_member": round(row["seconds"] / m, 2)})
         if variants and todo:
-            # the proposed change end to end: dilated depthwise convolutions by phases
+            # end to end against the native dilated kernel (what the phase form replaced)
             name, steps = todo[0]
             ref = results[(name, steps, 1)] if (name, steps, 1) in results else model.sample(
                 x_in, sampler=name, steps=steps, generator=torch.Generator().manual_seed(0))
-            fast, _ = with_phase_dilated(model)
-            fast.model(*args1)  # warm-up: the phase convolutions have new shapes
             smp = model.make_sampler(name)
             smp.set_timesteps(steps)
             got = []
 
-            def forecast_fast(name=name, steps=steps):
-                got.append(fast.sample(x_in, sampler=name, steps=steps, generator=torch.Generator().manual_seed(0)))
+            def forecast_native(name=name, steps=steps):
+                with native_dilated():
+                    got.append(model.sample(x_in, sampler=name, steps=steps,
+                                            generator=torch.Generator().manual_seed(0)))
 
-            row = {"what": "forecast", "variant": "dilated_depthwise_phase", "sampler": name, "steps": steps,
+            row = {"what": "forecast", "variant": "native_dilated_depthwise", "sampler": name, "steps": steps,
                    "members": 1, "unet_calls": k * len(smp.timesteps), "frames": model.t_out,
-                   **timeit(forecast_fast, 1)}
+                   **timeit(forecast_native, 1)}
             fp32_row = next((r for r in rows if r["what"] == "forecast" and r["sampler"] == name
                              and r["steps"] == steps and r["members"] == 1 and "variant" not in r), None)
             diff = _max_diff(got[0].forecast, ref.forecast)

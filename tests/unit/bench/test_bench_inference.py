@@ -24,26 +24,35 @@ def bench():
 
 
 @pytest.mark.parametrize(("k", "d", "h", "w"), [(7, 3, 20, 17), (3, 2, 9, 12), (5, 3, 16, 16), (7, 3, 4, 5)])
-def test_dilated_depthwise_phase_equals_conv(bench, k, d, h, w):
+def test_dilated_depthwise_conv_by_phases_equals_conv(k, d, h, w):
+    from diffcast.models.diffusion.layers import dilated_depthwise_conv
+
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 6, k, padding=d * (k - 1) // 2, dilation=d, groups=6)
-    x = torch.randn(2, 6, h, w)
-    got = bench.dilated_depthwise_phase(x, conv)
+    x = torch.randn(2, 6, h, w, requires_grad=True)
+    got = dilated_depthwise_conv(x, conv)
     ref = F.conv2d(x, conv.weight, conv.bias, padding=conv.padding, dilation=d, groups=6)
     assert got.shape == ref.shape == (2, 6, h, w)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    gx, gw = torch.autograd.grad(got, (x, conv.weight), g)
+    rx, rw = torch.autograd.grad(ref, (x, conv.weight), g)
+    torch.testing.assert_close(gx, rx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, rw, rtol=1e-4, atol=1e-4)
 
 
-def test_with_phase_dilated_swaps_only_dilated_depthwise(bench):
-    from diffcast.models.diffusion.layers import TemporalAttention
+def test_native_dilated_switch_changes_only_the_kernel(bench):
+    from diffcast.models.diffusion.layers import TemporalAttention, TemporalAttentionModule
 
     torch.manual_seed(0)
     block = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), TemporalAttention(16, 21))
-    fast, swapped = bench.with_phase_dilated(block)
-    assert swapped == 1  # conv_spatial (7x7, dilation 3); conv0 is undilated, conv1 is 1x1
     x = torch.randn(1, 3, 23, 19)
-    torch.testing.assert_close(fast(x), block(x), rtol=1e-5, atol=1e-5)
-    assert isinstance(block[1].spatial_gating_unit.conv_spatial, nn.Conv2d)  # the original is untouched
+    fast = block(x)
+    with bench.native_dilated():
+        assert TemporalAttentionModule.phase_dilated is False
+        native = block(x)
+    assert TemporalAttentionModule.phase_dilated is True
+    torch.testing.assert_close(fast, native, rtol=1e-5, atol=1e-5)
 
 
 def test_context_levelwise_equals_context_net(bench):

@@ -4,6 +4,9 @@ The reference below is the un-optimised, out-of-place computation of the GTUNet,
 the context encoder and the segment-wise sampling loop, written against the
 modules' own convolutions / norms / linears; the library's fast path (in-place
 element-wise updates under ``torch.inference_mode``) must match it bit for bit.
+The reference computes the dilated depthwise convolution phase by phase, as the
+library does; that this equals the native dilated convolution to round-off is
+tested separately (and for a whole UNet below).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from diffusion_stubs import tiny_model
 from torch.nn import functional as F
 
+from diffcast.models.diffusion.layers import TemporalAttentionModule, dilated_depthwise_conv
 from diffcast.models.diffusion.residual import ResidualDiffusion
 
 # --------------------------------------------------------------------------- reference
@@ -44,7 +48,7 @@ def ref_rmsnorm(norm, x):
 def ref_temporal_attention(ta, x):
     u = ta.activation(ta.proj_1(x))
     m = ta.spatial_gating_unit
-    f_u = m.conv1(m.conv_spatial(m.conv0(u)))
+    f_u = m.conv1(dilated_depthwise_conv(m.conv0(u), m.conv_spatial))
     se = m.fc(u.mean(dim=(2, 3)))[:, :, None, None]
     return ta.proj_2(se * f_u * u) + x
 
@@ -177,6 +181,16 @@ def test_denoiser_fast_path_bit_identical_to_reference(model16, mode):
     assert torch.equal(out, ref)
     # the inputs are not touched by the in-place updates
     assert torch.equal(args[0], _denoiser_args(model16)[0]) and torch.equal(args[3][0], _denoiser_args(model16)[3][0])
+
+
+def test_phase_dilated_unet_equals_native_dilated_to_round_off(model16, monkeypatch):
+    args = _denoiser_args(model16)
+    with torch.inference_mode():
+        fast = model16.model(*args)
+        monkeypatch.setattr(TemporalAttentionModule, "phase_dilated", False)
+        native = model16.model(*args)
+    assert not torch.equal(fast, native)  # the switch does change the computation path
+    torch.testing.assert_close(fast, native, rtol=1e-5, atol=1e-5)
 
 
 def test_training_path_unchanged_and_differentiable(model16):
