@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import chunked, kernels
 from .contingency import counts_from_bins, max_pool_frames, scores_from_counts, threshold_bins
 from .continuous import frame_errors
 from .ensemble import crps_terms, rank_histogram_counts, reliability_bin_edges
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: Per-frame scores kept as (sum, count) per lead time, in this column order.
 FRAME_SCORES = ("mse", "mae", "rmse", "psnr", "ssim", "lpips")
+
+#: Computation backends of :class:`Evaluator`.
+BACKENDS = ("auto", "opencv", "torch")
 
 
 def threshold_key(value: float) -> str:
@@ -64,9 +68,21 @@ def _to_tensor(x: Any, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
     if not torch.is_floating_point(x):
         raise ValueError(f"{name} must be floating point (values in [0, 1]), got dtype {x.dtype}")
-    # NaN/inf propagate into the sum: one cheap reduction instead of a boolean mask
-    if not bool(torch.isfinite(x.sum(dtype=torch.float64))):
+    return x
+
+
+def _clip01(x: torch.Tensor, name: str) -> torch.Tensor:
+    """float32, contiguous, clipped to ``[0, 1]``; NaN / inf rejected.
+
+    One ``aminmax`` pass checks both (NaN propagates into it) and tells whether the clip, a
+    copy, is needed at all.
+    """
+    x = x.to(torch.float32).contiguous()
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or inf values")
+    if lo < 0.0 or hi > 1.0:
+        x = x.clamp(0.0, 1.0)
     return x
 
 
@@ -110,6 +126,12 @@ class Evaluator:
         Score given when a denominator is zero (see module docstring).
     lpips_batch : int
         Frames per LPIPS forward pass.
+    backend : {"auto", "opencv", "torch"}
+        ``"opencv"``: NumPy + OpenCV kernels (:mod:`.kernels`), CPU tensors only; ``"torch"``:
+        torch operations on the tensors' device; ``"auto"``: OpenCV for CPU tensors when it
+        is installed, else torch. Both give the same numbers (integer counts are identical,
+        float scores agree to ~1e-7). OpenCV's own thread count (``cv2.setNumThreads``), not
+        torch's, governs the OpenCV kernels.
 
     Examples
     --------
@@ -135,6 +157,7 @@ class Evaluator:
         rank_min: float | None = None,
         empty_value: float = 0.0,
         lpips_batch: int = 64,
+        backend: str = "auto",
     ) -> None:
         thr = [float(t) for t in thresholds]
         if not thr:
@@ -148,6 +171,10 @@ class Evaluator:
                 raise ValueError(f"pool sizes and FSS scales must be positive integers, got {k}")
         if n_bins < 1:
             raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        if backend == "opencv" and not kernels.available():
+            raise ValueError("backend 'opencv' needs OpenCV (pip install opencv-python-headless)")
         self.thresholds = tuple(thr)
         self.scale = float(scale)
         self.pool_sizes = tuple(int(k) for k in pool_sizes)
@@ -159,6 +186,9 @@ class Evaluator:
         self.rank_min = None if rank_min is None else float(rank_min)
         self.empty_value = float(empty_value)
         self.lpips_batch = int(lpips_batch)
+        self.backend = backend
+        self._levels = kernels.event_levels(self.thresholds, self.scale)
+        self._rank_level = None if self.rank_min is None else float(kernels.event_levels([self.rank_min], self.scale)[0])
         self.skipped: dict[str, str] = {}
         if lpips is None:
             self.skipped["lpips"] = lpips_skipped or "no LPIPS weights given"
@@ -308,26 +338,111 @@ class Evaluator:
         if any(s == 0 for s in pred.shape):
             raise ValueError(f"empty batch: y_pred has shape {tuple(pred.shape)}")
         m, b, n_lead = pred.shape[0], pred.shape[1], pred.shape[2]
-        if self.lead_times is None:
-            self._allocate(n_lead, self.members or m)
-        elif self.members is None:
-            self._allocate_members(m)
-        if n_lead != self.lead_times:
+        if self.lead_times is not None and n_lead != self.lead_times:
             raise ValueError(f"expected {self.lead_times} lead times, got {n_lead}")
-        if m != self.members:
+        if self.members is not None and m != self.members:
             raise ValueError(f"expected {self.members} ensemble member(s), got {m}; use one Evaluator per ensemble size")
-        device = obs.device
-        pred = pred.to(device)
-        obs_code = obs.to(torch.float32).clamp(0.0, 1.0) * self.scale
-        pred_code = pred.to(torch.float32).clamp(0.0, 1.0) * self.scale
+        pred = pred.to(obs.device)
+        if self._use_opencv(obs):
+            sums = self._opencv_sums(obs, pred)  # validates before any state changes
+            self._allocate_for(n_lead, m)
+            self._update_opencv(obs, pred, sums)
+            return
+        obs01 = _clip01(obs, "y_true")
+        pred01 = _clip01(pred, "y_pred")
+        self._allocate_for(n_lead, m)
+        obs_code = obs01 * self.scale
+        pred_code = pred01 * self.scale
         flat = pred_code.reshape(m * b, *obs.shape[1:])
         obs_rep = obs_code.unsqueeze(0).expand(m, *obs.shape).reshape(m * b, *obs.shape[1:])
         self._update_det("det", obs_rep, flat, obs_once=obs_code)
         self._state["n_samples"] += b
-        self._update_prob(obs_code, pred_code)
+        self._update_prob(obs_code, pred_code, obs01, pred01)
         if m >= 2:
             mean_code = pred_code.mean(dim=0)
             self._update_det("mean", obs_code, mean_code)
+
+    def _use_opencv(self, x: torch.Tensor) -> bool:
+        if self.backend == "torch":
+            return False
+        on_cpu = x.device.type == "cpu"
+        if self.backend == "opencv" and not on_cpu:
+            raise ValueError(f"backend 'opencv' needs CPU tensors, got {x.device}; use backend='torch' or 'auto'")
+        return on_cpu and kernels.available()
+
+    # ------------------------------------------------------------ OpenCV / NumPy path
+    def _opencv_sums(self, obs: torch.Tensor, pred: torch.Tensor) -> dict[str, torch.Tensor]:
+        """State increments of one batch from :func:`.chunked.update_sums` (validates the data)."""
+        if obs.dtype not in (torch.float32, torch.float64):
+            obs = obs.to(torch.float32)
+        if pred.dtype not in (torch.float32, torch.float64):
+            pred = pred.to(torch.float32)
+        h, w = obs.shape[-2:]
+        ssim = self.ssim and min(h, w) >= WINDOW
+        sums = chunked.update_sums(
+            obs.numpy(), pred.numpy(), self._levels, self.scale, self.pool_sizes, self.fss_scales, ssim,
+            self._rank_level,
+        )
+        out = {k: torch.from_numpy(v) for k, v in sums.items()}
+        hist = out.pop("prob.member_hist", None)
+        if hist is not None:
+            m = pred.shape[0]
+            n_thr = len(self.thresholds)
+            brier = torch.zeros(hist.shape[0], n_thr, dtype=torch.float64)
+            rel = torch.zeros(n_thr, self.n_bins, 3, dtype=torch.float64)
+            for k in range(n_thr):
+                brier[:, k], rel[k] = self._brier_reliability(hist[:, k, :, 0], hist[:, k, :, 1], m)
+            out["prob.brier"] = brier
+            out["prob.reliability"] = rel
+        return out
+
+    def _update_opencv(self, obs: torch.Tensor, pred: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
+        h, w = obs.shape[-2:]
+        if not (self.ssim and min(h, w) >= WINDOW):
+            self._note_ssim_skipped(h, w)
+        if self.lpips is not None:  # LPIPS is a network: the torch path's code, on clipped copies
+            m, b = pred.shape[:2]
+            obs_code = _clip01(obs, "y_true") * self.scale
+            pred_code = _clip01(pred, "y_pred") * self.scale
+            rep = obs_code.repeat(m, 1, 1, 1, 1)
+            for prefix, x, y in [("det", pred_code.reshape(m * b, *obs.shape[1:]), rep)] + (
+                [("mean", pred_code.mean(0), obs_code)] if m >= 2 else []
+            ):
+                lp = self._lpips_frames(x, y)
+                if lp is not None:
+                    sums[f"{prefix}.frame_sum"][:, 5] = lp.sum(0)
+                    sums[f"{prefix}.frame_n"][:, 5] = x.shape[0]
+        for name, value in sums.items():
+            self._add(name, value)
+        self._state["n_samples"] += obs.shape[0]
+
+    def _note_ssim_skipped(self, h: int, w: int) -> None:
+        if self.ssim:
+            self.skipped["ssim"] = f"frames of {h}x{w} pixels are smaller than the {WINDOW}x{WINDOW} SSIM window"
+        else:
+            self.skipped["ssim"] = "disabled"
+
+    def _brier_reliability(
+        self, total: torch.Tensor, hits: torch.Tensor, m: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Brier sums per lead ``(L,)`` and reliability sums ``(n_bins, 3)`` of one threshold from
+        the per-lead histograms of the member count ``k`` (all points / points with an event)."""
+        # p = k / M takes M + 1 values: sum (p - o)^2 = sum_k [n_k p_k^2 - 2 p_k e_k + e_k]
+        k_vals = torch.arange(m + 1, dtype=torch.float64) / m
+        bins = (torch.bucketize(k_vals, reliability_bin_edges(self.n_bins), right=False) - 1).clamp(0, self.n_bins - 1)
+        brier = (total * k_vals**2 - 2.0 * hits * k_vals + hits).sum(-1)
+        tot_k, hit_k = total.sum(0), hits.sum(0)
+        rel = torch.zeros(self.n_bins, 3, dtype=torch.float64)
+        rel[:, 0].index_add_(0, bins, tot_k)
+        rel[:, 1].index_add_(0, bins, tot_k * k_vals)
+        rel[:, 2].index_add_(0, bins, hit_k)
+        return brier, rel
+
+    def _allocate_for(self, n_lead: int, m: int) -> None:
+        if self.lead_times is None:
+            self._allocate(n_lead, self.members or m)
+        elif self.members is None:
+            self._allocate_members(m)
 
     def _allocate_members(self, members: int) -> None:
         # lead_times was given but members not: extend the state with the ensemble entries
@@ -375,10 +490,8 @@ class Evaluator:
             ssim = ssim_frames(pred_code, obs_code, data_range=self.scale).mean(dim=-1)  # mean over channels
             sums[:, 4] = ssim.sum(0).cpu()
             counts[:, 4] = n
-        elif self.ssim:
-            self.skipped["ssim"] = f"frames of {h}x{w} pixels are smaller than the {WINDOW}x{WINDOW} SSIM window"
         else:
-            self.skipped["ssim"] = "disabled"
+            self._note_ssim_skipped(h, w)
         if self.lpips is not None:
             lp = self._lpips_frames(pred_code, obs_code)
             if lp is not None:
@@ -412,7 +525,9 @@ class Evaluator:
             return None
         return torch.cat(out).view(n, n_lead)
 
-    def _update_prob(self, obs_code: torch.Tensor, pred_code: torch.Tensor) -> None:
+    def _update_prob(
+        self, obs_code: torch.Tensor, pred_code: torch.Tensor, obs01: torch.Tensor, pred01: torch.Tensor
+    ) -> None:
         m, b, n_lead = pred_code.shape[:3]
         points = obs_code[:, 0].numel()
 
@@ -430,10 +545,7 @@ class Evaluator:
         n_thr = len(self.thresholds)
         brier = torch.zeros(n_lead, n_thr, dtype=torch.float64)
         rel = torch.zeros(n_thr, self.n_bins, 3, dtype=torch.float64)
-        # p = k / M takes M + 1 values: histogram the member counts k (per lead) with and without
-        # an observed event, then Brier score and reliability sums follow exactly from the histograms.
-        k_vals = torch.arange(m + 1, dtype=torch.float64) / m
-        bins = (torch.bucketize(k_vals, reliability_bin_edges(self.n_bins), right=False) - 1).clamp(0, self.n_bins - 1)
+        # histogram the member counts k (per lead) with and without an observed event
         lead = torch.arange(n_lead, device=obs_code.device, dtype=torch.int32).view(1, n_lead, 1, 1, 1) * (m + 1)
         for j, thr in enumerate(self.thresholds):  # a handful of thresholds; frames stay vectorised
             # a loop over the few members keeps every pass contiguous (a reduction over the
@@ -445,15 +557,11 @@ class Evaluator:
             event = obs_code.ge(thr).reshape(-1)
             total = torch.bincount(index, minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
             hits = torch.bincount(index[event], minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
-            # sum (p - o)^2 = sum_k [n_k p_k^2 - 2 p_k e_k + e_k]
-            brier[:, j] = (total * k_vals**2 - 2.0 * hits * k_vals + hits).sum(-1)
-            tot_k, hit_k = total.sum(0), hits.sum(0)
-            rel[j, :, 0].index_add_(0, bins, tot_k)
-            rel[j, :, 1].index_add_(0, bins, tot_k * k_vals)
-            rel[j, :, 2].index_add_(0, bins, hit_k)
+            brier[:, j], rel[j] = self._brier_reliability(total, hits, m)
         self._add("prob.brier", brier)
         self._add("prob.reliability", rel)
-        self._add("prob.rank", rank_histogram_counts(pred_code, obs_code, x_min=self.rank_min))
+        # ranks on the clipped [0, 1] values, as the OpenCV path (x_min mapped to that space)
+        self._add("prob.rank", rank_histogram_counts(pred01, obs01, x_min=self._rank_level))
         mean = pred_code[0].clone()
         for x in pred_code[1:]:
             mean.add_(x)
