@@ -19,6 +19,9 @@ first. pysteps' ``unit``/``transform`` metadata decide which applies. No-data
 pixels (NaN) are set to 0 and reported in a boolean ``mask`` (True = no data, the
 ``numpy.ma`` convention).
 
+Frames are north-up (row 0 is the top of the grid): files whose pysteps metadata say
+``yorigin="lower"`` are flipped on reading (and their metadata then say ``"upper"``).
+
 Frames are cropped or regridded to a requested size: ``resample="area"`` takes
 the largest centred square and averages it down to ``size`` (area
 interpolation); ``resample="crop"`` takes a centred ``size`` x ``size`` window at
@@ -375,6 +378,11 @@ def read_frame(
             f"{path}: expected a 2-D field, got {None if data is None else np.shape(data)}"
         )
     x, mask = to_unit_interval(data, meta)
+    if str(meta.get("yorigin", "upper")).strip().lower() == "lower":
+        # Row 0 is the bottom of the grid: flip to the north-up convention of every other
+        # source (row 0 = top), so pictures, models and georeferencing agree.
+        x, mask = np.ascontiguousarray(x[::-1]), np.ascontiguousarray(mask[::-1])
+        meta = {**meta, "yorigin": "upper"}
     x, mask = regrid(x, mask, _as_size(size), resample)
     return x, mask, meta
 

@@ -282,3 +282,26 @@ def test_cli_treats_gif_folder_as_radar(radar_data):
     from diffcast.cli.data import resolve_source
 
     assert resolve_source(str(_dir(radar_data, "mch")))[0] == "radar"
+
+
+def test_lower_origin_files_are_flipped_north_up(tmp_path, monkeypatch):
+    """pysteps metadata with yorigin="lower" (row 0 = bottom): frames come out north-up."""
+    import dataclasses
+
+    from diffcast.data import radar
+
+    field = np.zeros((6, 4))
+    field[0, 1] = 40.0  # bottom row in the file's own orientation
+    meta = {"unit": "dBZ", "transform": "dB", "yorigin": "lower", "zerovalue": 0.0}
+    fake = dataclasses.replace(
+        radar.RADAR_FORMATS["fmi"], importer=lambda path, m: (field.copy(), dict(meta))
+    )
+    monkeypatch.setitem(radar.RADAR_FORMATS, "fmi", fake)
+    path = tmp_path / "201609281600_fmi.radar.composite.lowest_FIN_SUOMI1.pgm"
+    path.write_bytes(b"")
+    x, valid, got = radar.read_frame(path, "fmi")
+    assert got["yorigin"] == "upper" and meta["yorigin"] == "lower"
+    assert x[-1, 1] == pytest.approx(40.0 / 90.0) and x[0, 1] == 0.0
+    meta["yorigin"] = "upper"
+    x2, _, _ = radar.read_frame(path, "fmi")
+    assert x2[0, 1] == pytest.approx(40.0 / 90.0)  # upper-origin files are left as they are
