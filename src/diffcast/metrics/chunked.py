@@ -4,19 +4,24 @@ The batch is walked in chunks of one lead time and a few samples (about 2^17 pix
 member), copied (and clipped) once into small contiguous float32 buffers; every score then
 reads the chunk from the cache, and counts land directly in their lead time. On a full
 ``(8, 20, 1, 128, 128)`` batch this replaces ~20 passes over 10 MB arrays in main memory
-with one. The arithmetic is in :mod:`.kernels`.
+by one. The arithmetic is in :mod:`.kernels`.
 
 Ensembles: the members of a chunk are also sorted per pixel (a Batcher network of
-element-wise min / max). Sums over members of events are invariant to that permutation, and
-the ``j``-th smallest member exceeds a threshold exactly where at least ``M - j`` members do,
-so the same contingency passes give the member-count histograms of the Brier score and the
-reliability diagram, and the sorted values give the CRPS pair term
+element-wise min / max). Sums of events over members do not change under that permutation,
+and the ``j``-th smallest member exceeds a threshold exactly where at least ``M - j`` members
+do, so the contingency passes also give the member-count histograms of the Brier score and
+the reliability diagram, and the sorted values the CRPS pair term
 ``sum_ij |x_i - x_j| = 2 sum_k x_(k) (2k - M - 1)``.
+
+Lead times are independent, so with ``threads > 1`` they are shared out to worker threads
+(NumPy and OpenCV release the GIL); every lead is summed in the same order whatever the
+thread count, so the results do not depend on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -62,24 +67,22 @@ def sort_members(members: list[np.ndarray], tmp: np.ndarray) -> list[np.ndarray]
 def _load(src: np.ndarray, out: np.ndarray, name: str) -> None:
     """Copy a (strided) chunk into ``out`` as float32 clipped to [0, 1]; reject NaN / inf."""
     v = src.reshape(src.shape[0], -1)
-    total = cv2.sumElems(v)[0]  # double accumulation: NaN and inf propagate, finite values cannot overflow
-    if not np.isfinite(total):
+    # clip, then round to float32, as np.clip(x, 0, 1).astype(float32); always cheaper than
+    # testing whether the chunk needs it (cv2.minMaxLoc is slower than np.clip)
+    np.clip(v, 0.0, 1.0, out=out.reshape(v.shape))
+    # double accumulation: NaN and inf propagate, finite float32 values cannot overflow
+    if not np.isfinite(cv2.sumElems(v)[0]):
         raise ValueError(f"{name} contains NaN or inf values")
-    lo, hi = cv2.minMaxLoc(v)[:2]
-    if lo >= 0.0 and hi <= 1.0:
-        np.copyto(out.reshape(v.shape), v)
-    else:  # clip first, then round to float32 (np.clip(x, 0, 1).astype(float32))
-        np.clip(v, 0.0, 1.0, out=out.reshape(v.shape))
 
 
 class _Det:
-    """Deterministic sums of members ``(M, b, C, H, W)`` against observations, per chunk."""
+    """Per-lead deterministic sums of ``M`` forecasts (members) against the observations."""
 
-    def __init__(self, shape, members, levels, pool_sizes, fss_scales, ssim, gap):
+    def __init__(self, shape, members, levels, pool_sizes, fss_scales, ssim):
         b, n_lead, c, h, w = shape
         k = len(levels)
         self.shape, self.m, self.levels = shape, members, levels
-        self.fss_scales, self.ssim, self.gap = tuple(fss_scales), ssim, gap
+        self.fss_scales, self.ssim = tuple(fss_scales), ssim
         self.obs_yes = np.zeros((n_lead, k), np.int64)  # observed events (counted once)
         self.pred_yes = np.zeros((n_lead, k, members), np.int64)  # per member (or sorted rank)
         self.hits = np.zeros((n_lead, k, members), np.int64)
@@ -87,7 +90,7 @@ class _Det:
         self.sq = np.zeros((members, b, n_lead))
         self.ab = np.zeros((members, b, n_lead))
         self.ssim_planes = np.zeros((members, b, n_lead, c))
-        # pooled frames are kept (they are small) and counted once at the end
+        # pooled frames are kept (1/16 of the data and less) and counted once at the end
         self.pool_sizes = tuple(sorted(pool_sizes))
         self.pooled = {}
         for p in self.pool_sizes:
@@ -95,49 +98,24 @@ class _Det:
             self.pooled[p] = (np.empty((b, n_lead, c, hp, wp), np.float32),
                               np.empty((members, b, n_lead, c, hp, wp), np.float32))
 
-    def add_values(self, lead, b0, obs, members, work):
-        """Scores that need the members as they are: pooling, FSS, errors, SSIM."""
+    def add_pools_and_errors(self, lead, b0, obs, members):
         bs = obs.shape[0]
-        m = self.m
         src = {1: (obs, members)}
-        for p in self.pool_sizes:
+        for p in self.pool_sizes:  # pool16 = pool4 of pool4
             base = max(q for q in src if p % q == 0)
             po = kernels.max_pool(src[base][0], p // base)
             pp = kernels.max_pool(src[base][1], p // base)
             self.pooled[p][0][b0 : b0 + bs, lead] = po
             self.pooled[p][1][:, b0 : b0 + bs, lead] = pp
             src[p] = (po, pp)
-        if self.fss_scales:
-            self._fss(lead, obs, members, work)
         w = obs.shape[-1]
         l2, l1 = cv2.NORM_L2SQR, cv2.NORM_L1
-        for i in range(m):
+        for i in range(self.m):
             for j in range(bs):
                 x = members[i, j].reshape(-1, w)
                 y = obs[j].reshape(-1, w)
                 self.sq[i, b0 + j, lead] = cv2.norm(x, y, l2)
                 self.ab[i, b0 + j, lead] = cv2.norm(x, y, l1)
-        if self.ssim:
-            h = obs.shape[-2]
-            s = kernels.ssim_planes(members.reshape(-1, h, w), obs.reshape(-1, h, w))
-            self.ssim_planes[:, b0 : b0 + bs, lead] = s.reshape(m, bs, -1)
-
-    def _fss(self, lead, obs, members, work):
-        bs = obs.shape[0]
-        shape = (bs, 1, *obs.shape[1:])
-        if work.get("fss_shape") != shape:  # (re)allocated for the last, shorter chunk only
-            work["fss_shape"] = shape
-            work["fss_obs"] = kernels.EventMasks(shape, self.gap)
-            work["fss_pred"] = kernels.EventMasks(shape, self.gap)
-        om, pm = work["fss_obs"], work["fss_pred"]
-        for k, level in enumerate(self.levels.tolist()):
-            om.compare(obs[:, None], level)
-            obox = {s: kernels.box_counts(om.image(), s) for s in self.fss_scales}
-            for i in range(self.m):
-                pm.compare(members[i][:, None], level)
-                for s in self.fss_scales:
-                    sums = kernels.fss_lead_sums(kernels.box_counts(pm.image(), s), obox[s], shape, self.gap)
-                    self.fss[s][lead, k] += sums[0] / float(s) ** 4
 
     def add_counts(self, lead, obs, ranked, work):
         """Event counts; ``ranked`` are the members, or the members sorted per pixel."""
@@ -189,6 +167,106 @@ class _Det:
         return out
 
 
+class _Worker:
+    """Buffers of one thread and the per-chunk pipeline."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        m, bs, c, h, w = run.m, run.bs, *run.obs.shape[2:]
+        npix = c * h * w
+        self.ob = np.empty((bs, c, h, w), np.float32)
+        self.pb = np.empty((m, bs, c, h, w), np.float32)
+        self.work = {k: np.empty((bs, npix), np.bool_) for k in ("obs_mask", "pred_mask", "hit_mask")}
+        if m >= 2:
+            self.tmp = np.empty((bs, c, h, w), np.float32)
+            self.mb = np.empty((1, bs, c, h, w), np.float32)
+        self.fss_masks: dict[int, tuple[kernels.EventMasks, kernels.EventMasks]] = {}
+
+    def leads(self, leads: Sequence[int]) -> None:
+        r = self.run
+        for lead in leads:
+            for b0 in range(0, r.b, r.bs):
+                self.chunk(lead, b0, min(r.bs, r.b - b0))
+
+    def chunk(self, lead: int, b0: int, n: int) -> None:
+        r = self.run
+        m = r.m
+        o, p = self.ob[:n], self.pb[:, :n]
+        _load(r.obs[b0 : b0 + n, lead], o, "y_true")
+        for i in range(m):
+            _load(r.pred[i, b0 : b0 + n, lead], p[i], "y_pred")
+        targets = [(r.det, p)]
+        if m >= 2:
+            mean = self.mb[:, :n]
+            np.copyto(mean[0], p[0])
+            for i in range(1, m):
+                mean[0] += p[i]
+            mean[0] /= np.float32(m)
+            targets.append((r.mean, mean))
+        for det, x in targets:
+            det.add_pools_and_errors(lead, b0, o, x)
+        if r.fss_scales:
+            self.fss(lead, o, targets)
+        if r.ssim:
+            h, w = o.shape[-2:]
+            blocks = [x[i].reshape(-1, h, w) for _, x in targets for i in range(x.shape[0])]
+            s = kernels.ssim_planes(blocks, o.reshape(-1, h, w))
+            r.det.ssim_planes[:, b0 : b0 + n, lead] = s[:m].reshape(m, n, -1)
+            if m >= 2:
+                r.mean.ssim_planes[:, b0 : b0 + n, lead] = s[m:].reshape(1, n, -1)
+        if m < 2:
+            r.det.add_counts(lead, o, [p[0]], self.work)
+            return
+        flat = mean[0].reshape(n, -1)
+        for i in range(m):
+            r.var[lead] += cv2.norm(p[i].reshape(n, -1), flat, cv2.NORM_L2SQR)
+        r.mean.add_counts(lead, o, [mean[0]], self.work)
+        r.rank[lead] += kernels.rank_counts(p, o, x_min=r.rank_level)
+        ranked = sort_members([p[i] for i in range(m)], self.tmp[:n])
+        r.det.add_counts(lead, o, ranked, self.work)
+        for i, x in enumerate(ranked):
+            if r.weights[i]:
+                r.pair[lead] += r.weights[i] * cv2.sumElems(x.reshape(n, -1))[0]
+
+    def fss(self, lead: int, obs: np.ndarray, targets) -> None:
+        """FSS sums of every forecast; the observed window counts are made once per threshold."""
+        r = self.run
+        n = obs.shape[0]
+        if n not in self.fss_masks:
+            shape = (n, 1, *obs.shape[1:])
+            self.fss_masks[n] = (kernels.EventMasks(shape, r.gap), kernels.EventMasks(shape, r.gap))
+        om, pm = self.fss_masks[n]
+        shape = om.shape
+        for k, level in enumerate(r.levels.tolist()):
+            om.compare(obs[:, None], level)
+            obox = {s: kernels.box_counts(om.image(), s) for s in r.fss_scales}
+            for det, x in targets:
+                for i in range(x.shape[0]):
+                    pm.compare(x[i][:, None], level)
+                    for s in r.fss_scales:
+                        sums = kernels.fss_lead_sums(kernels.box_counts(pm.image(), s), obox[s], shape, r.gap)
+                        det.fss[s][lead, k] += sums[0] / float(s) ** 4
+
+
+class _Run:
+    """Inputs, configuration and accumulators of one :func:`update_sums` call."""
+
+    def __init__(self, obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level):
+        self.obs, self.pred, self.levels = obs, pred, levels
+        self.m, self.b, n_lead = pred.shape[:3]
+        npix = int(np.prod(obs.shape[2:]))
+        self.bs = max(1, min(self.b, CHUNK_PIXELS // npix))
+        self.fss_scales, self.ssim, self.rank_level = tuple(fss_scales), ssim, rank_level
+        self.gap = kernels.fss_gap(fss_scales)
+        self.det = _Det(obs.shape, self.m, levels, pool_sizes, fss_scales, ssim)
+        if self.m >= 2:
+            self.mean = _Det(obs.shape, 1, levels, pool_sizes, fss_scales, ssim)
+            self.pair = np.zeros(n_lead)
+            self.var = np.zeros(n_lead)
+            self.rank = np.zeros((n_lead, self.m + 1))
+            self.weights = [2.0 * (2 * (i + 1) - self.m - 1) for i in range(self.m)]
+
+
 def update_sums(
     obs: np.ndarray,
     pred: np.ndarray,
@@ -198,6 +276,7 @@ def update_sums(
     fss_scales: Sequence[int],
     ssim: bool,
     rank_level: float | None,
+    threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """All sums of one batch, named as :class:`~diffcast.metrics.Evaluator` state entries.
 
@@ -217,6 +296,8 @@ def update_sums(
         Compute SSIM (frames must be at least 11 x 11).
     rank_level : float, optional
         Rank-histogram minimum in ``[0, 1]`` space.
+    threads : int
+        Worker threads (lead times are shared out; the results do not depend on it).
 
     Returns
     -------
@@ -231,66 +312,36 @@ def update_sums(
     ValueError
         If ``obs`` or ``pred`` contain NaN or inf.
     """
-    m, b, n_lead, c, h, w = pred.shape
-    npix = c * h * w
-    bs = max(1, min(b, CHUNK_PIXELS // npix))
-    gap = kernels.fss_gap(fss_scales)
-    det = _Det(obs.shape, m, levels, pool_sizes, fss_scales, ssim, gap)
-    mean_det = _Det(obs.shape, 1, levels, pool_sizes, fss_scales, ssim, gap) if m >= 2 else None
-    ob = np.empty((bs, c, h, w), np.float32)
-    pb = np.empty((m, bs, c, h, w), np.float32)
-    work = {k: np.empty((bs, npix), np.bool_) for k in ("obs_mask", "pred_mask", "hit_mask")}
-    k_thr = len(levels)
-    if m >= 2:
-        tmp = np.empty((bs, c, h, w), np.float32)
-        mb = np.empty((1, bs, c, h, w), np.float32)
-        pair = np.zeros(n_lead)
-        var = np.zeros(n_lead)
-        rank = np.zeros(m + 1)
-        weights = [2.0 * (2 * (i + 1) - m - 1) for i in range(m)]
-    for lead in range(n_lead):
-        for b0 in range(0, b, bs):
-            n = min(bs, b - b0)
-            o, p = ob[:n], pb[:, :n]
-            _load(obs[b0 : b0 + n, lead], o, "y_true")
-            for i in range(m):
-                _load(pred[i, b0 : b0 + n, lead], p[i], "y_pred")
-            det.add_values(lead, b0, o, p, work)
-            if m < 2:
-                det.add_counts(lead, o, [p[0]], work)
-                continue
-            mean = mb[:, :n]
-            np.copyto(mean[0], p[0])
-            for i in range(1, m):
-                mean[0] += p[i]
-            mean[0] /= np.float32(m)
-            for i in range(m):
-                var[lead] += cv2.norm(p[i].reshape(n, -1), mean[0].reshape(n, -1), cv2.NORM_L2SQR)
-            mean_det.add_values(lead, b0, o, mean, work)
-            mean_det.add_counts(lead, o, [mean[0]], work)
-            rank += kernels.rank_counts(p, o, x_min=rank_level)
-            ranked = sort_members([p[i] for i in range(m)], tmp[:n])
-            det.add_counts(lead, o, ranked, work)
-            for i, x in enumerate(ranked):
-                if weights[i]:
-                    pair[lead] += weights[i] * cv2.sumElems(x.reshape(n, -1))[0]
-    out = det.finish("det", scale)
-    skill = det.ab.sum(axis=(0, 1)) * (scale / m)  # sum over points of mean_i |x_i - y|
+    run = _Run(obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level)
+    m, b, n_lead = pred.shape[:3]
+    npix = int(np.prod(obs.shape[2:]))
+    threads = max(1, min(int(threads), n_lead))
+    if threads == 1:
+        _Worker(run).leads(range(n_lead))
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            jobs = [pool.submit(_Worker(run).leads, range(t, n_lead, threads)) for t in range(threads)]
+            for job in jobs:
+                job.result()  # re-raises a worker's ValueError
+    out = run.det.finish("det", scale)
+    skill = run.det.ab.sum(axis=(0, 1)) * (scale / m)  # sum over points of mean_i |x_i - y|
     crps = np.zeros((n_lead, 3))
     crps[:, 2] = b * npix
     if m < 2:
         crps[:, 0] = crps[:, 1] = skill
         out["prob.crps"] = crps
         return out
-    pair *= scale
+    pair = run.pair * scale
     crps[:, 0] = skill - pair / (2.0 * m * m)
     crps[:, 1] = skill - pair / (2.0 * m * (m - 1))
     out["prob.crps"] = crps
-    out.update(mean_det.finish("mean", scale))
-    sq_mean = mean_det.sq.sum(axis=(0, 1))
-    out["prob.spread"] = np.stack([var / (m - 1), sq_mean], axis=-1) * scale**2
-    out["prob.rank"] = rank
+    out.update(run.mean.finish("mean", scale))
+    sq_mean = run.mean.sq.sum(axis=(0, 1))
+    out["prob.spread"] = np.stack([run.var / (m - 1), sq_mean], axis=-1) * scale**2
+    out["prob.rank"] = run.rank.sum(0)
     # at least j members exceed <=> the (M - j)-th smallest (0-based) exceeds
+    det = run.det
+    k_thr = len(levels)
     at_least = np.zeros((n_lead, k_thr, m + 2), np.int64)
     at_least_hit = np.zeros_like(at_least)
     at_least[:, :, 0] = b * npix

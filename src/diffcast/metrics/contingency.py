@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -147,12 +148,15 @@ def max_pool_frames(code: torch.Tensor, k: int, pad_value: float = 0.0) -> torch
     return pooled.reshape(*lead_shape, *pooled.shape[-2:])
 
 
-def _safe_div(num: torch.Tensor, den: torch.Tensor, empty_value: float) -> torch.Tensor:
+def _safe_div(num, den, empty_value: float):
+    if isinstance(num, np.ndarray):  # NumPy: the Evaluator's compute() (tiny arrays, low call overhead)
+        out = num / np.where(den == 0, 1.0, den)
+        return np.where(den == 0, empty_value, out)
     out = num / torch.where(den == 0, torch.ones_like(den), den)
     return torch.where(den == 0, torch.full_like(out, empty_value), out)
 
 
-def scores_from_counts(counts: torch.Tensor, empty_value: float = 0.0) -> dict[str, torch.Tensor]:
+def scores_from_counts(counts, empty_value: float = 0.0) -> dict:
     """CSI, POD, FAR and HSS from contingency counts.
 
     ``CSI = h / (h + m + f)``, ``POD = h / (h + m)``, ``FAR = f / (h + f)``,
@@ -162,7 +166,7 @@ def scores_from_counts(counts: torch.Tensor, empty_value: float = 0.0) -> dict[s
 
     Parameters
     ----------
-    counts : Tensor
+    counts : Tensor or ndarray
         ``(..., 4)`` counts in the order of :data:`COUNT_NAMES`.
     empty_value : float
         Value of a score whose denominator is zero (e.g. CSI when neither observation nor
@@ -171,10 +175,10 @@ def scores_from_counts(counts: torch.Tensor, empty_value: float = 0.0) -> dict[s
 
     Returns
     -------
-    dict of str to Tensor
+    dict of str to Tensor (ndarray for an ndarray input)
         ``csi``, ``pod``, ``far``, ``hss``, each of shape ``counts.shape[:-1]``.
     """
-    h, m, f, cn = counts.unbind(-1)
+    h, m, f, cn = np.moveaxis(counts, -1, 0) if isinstance(counts, np.ndarray) else counts.unbind(-1)
     return {
         "csi": _safe_div(h, h + m + f, empty_value),
         "pod": _safe_div(h, h + m, empty_value),

@@ -90,6 +90,12 @@ def _clean(v: float) -> float:
     return float(v) if math.isfinite(v) else 0.0
 
 
+def _clean_list(v: np.ndarray) -> list:
+    """Nested lists of floats with NaN / inf replaced by 0 (as :func:`_clean`)."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.where(np.isfinite(v), v, 0.0).tolist()
+
+
 class Evaluator:
     """Streaming accumulator of nowcast verification scores.
 
@@ -130,8 +136,11 @@ class Evaluator:
         ``"opencv"``: NumPy + OpenCV kernels (:mod:`.kernels`), CPU tensors only; ``"torch"``:
         torch operations on the tensors' device; ``"auto"``: OpenCV for CPU tensors when it
         is installed, else torch. Both give the same numbers (integer counts are identical,
-        float scores agree to ~1e-7). OpenCV's own thread count (``cv2.setNumThreads``), not
-        torch's, governs the OpenCV kernels.
+        float scores agree to ~1e-7).
+    num_threads : int, optional
+        Worker threads of the OpenCV path (lead times are shared out; results do not depend
+        on it); default ``torch.get_num_threads()``, the process's torch setting. OpenCV's own
+        thread pool (``cv2.setNumThreads``) is left as the user set it.
 
     Examples
     --------
@@ -158,6 +167,7 @@ class Evaluator:
         empty_value: float = 0.0,
         lpips_batch: int = 64,
         backend: str = "auto",
+        num_threads: int | None = None,
     ) -> None:
         thr = [float(t) for t in thresholds]
         if not thr:
@@ -187,6 +197,9 @@ class Evaluator:
         self.empty_value = float(empty_value)
         self.lpips_batch = int(lpips_batch)
         self.backend = backend
+        if num_threads is not None and int(num_threads) < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = None if num_threads is None else int(num_threads)
         self._levels = kernels.event_levels(self.thresholds, self.scale)
         self._rank_level = None if self.rank_min is None else float(kernels.event_levels([self.rank_min], self.scale)[0])
         self.skipped: dict[str, str] = {}
@@ -381,7 +394,7 @@ class Evaluator:
         ssim = self.ssim and min(h, w) >= WINDOW
         sums = chunked.update_sums(
             obs.numpy(), pred.numpy(), self._levels, self.scale, self.pool_sizes, self.fss_scales, ssim,
-            self._rank_level,
+            self._rank_level, threads=self.num_threads or torch.get_num_threads(),
         )
         out = {k: torch.from_numpy(v) for k, v in sums.items()}
         hist = out.pop("prob.member_hist", None)
@@ -575,29 +588,37 @@ class Evaluator:
 
     # ------------------------------------------------------------------ compute
     def _det_scores(self, prefix: str) -> dict[str, Any]:
-        s = self._state
+        # NumPy on the (tiny) state arrays: a torch call per score costs ~10x more here
+        s = {k: v.numpy() for k, v in self._state.items() if k.startswith(prefix + ".")}
         keys = [threshold_key(t) for t in self.thresholds]
         out: dict[str, Any] = {}
+
+        def per_key(v: np.ndarray) -> dict[str, float]:
+            return dict(zip(keys, _clean_list(v)))
+
+        def per_key_lead(v: np.ndarray) -> dict[str, list[float]]:  # (L, K) -> {key: [L values]}
+            return dict(zip(keys, _clean_list(v.T)))
+
         counts = s[f"{prefix}.counts"]  # (L, K, 4)
         by_lead = scores_from_counts(counts, self.empty_value)  # each (L, K)
         for name, val in by_lead.items():
             per_thr = val.mean(0)  # mean over lead times
-            out[name] = {k: _clean(v) for k, v in zip(keys, per_thr.tolist())}
-            out[f"{name}_by_lead"] = {k: [_clean(x) for x in val[:, i].tolist()] for i, k in enumerate(keys)}
+            out[name] = per_key(per_thr)
+            out[f"{name}_by_lead"] = per_key_lead(val)
             out[f"{name}_m"] = _clean(per_thr.mean())
-            out[f"{name}_m_by_lead"] = [_clean(x) for x in val.mean(1).tolist()]
-        h, m, f, _ = counts.sum(0).unbind(-1)
+            out[f"{name}_m_by_lead"] = _clean_list(val.mean(1))
+        h, m, f, _ = np.moveaxis(counts.sum(0), -1, 0)
         out["events"] = {
-            k: {"obs": _clean(h[i] + m[i]), "fcst": _clean(h[i] + f[i]), "hits": _clean(h[i])}
-            for i, k in enumerate(keys)
+            k: {"obs": o, "fcst": fc, "hits": hi}
+            for k, o, fc, hi in zip(keys, _clean_list(h + m), _clean_list(h + f), _clean_list(h))
         }
         for p in self.pool_sizes:
             c = s[f"{prefix}.pool{p}"]
             total = scores_from_counts(c.sum(0), self.empty_value)["csi"]  # (K,)
             lead = scores_from_counts(c, self.empty_value)["csi"]  # (L, K)
-            out[f"csi_pool{p}"] = {k: _clean(v) for k, v in zip(keys, total.tolist())}
+            out[f"csi_pool{p}"] = per_key(total)
             out[f"csi_pool{p}_m"] = _clean(total.mean())
-            out[f"csi_pool{p}_by_lead"] = {k: [_clean(x) for x in lead[:, i].tolist()] for i, k in enumerate(keys)}
+            out[f"csi_pool{p}_by_lead"] = per_key_lead(lead)
         if self.fss_scales:
             out["fss"], out["fss_by_lead"], out["fss_m"] = {}, {}, {}
             for sc in self.fss_scales:
@@ -605,15 +626,15 @@ class Evaluator:
                 total = fss_from_sums(sums.sum(0), self.empty_value)
                 lead = fss_from_sums(sums, self.empty_value)
                 key = threshold_key(sc)
-                out["fss"][key] = {k: _clean(v) for k, v in zip(keys, total.tolist())}
-                out["fss_by_lead"][key] = {k: [_clean(x) for x in lead[:, i].tolist()] for i, k in enumerate(keys)}
+                out["fss"][key] = per_key(total)
+                out["fss_by_lead"][key] = per_key_lead(lead)
                 out["fss_m"][key] = _clean(total.mean())
         fsum, fn = s[f"{prefix}.frame_sum"], s[f"{prefix}.frame_n"]
         for j, name in enumerate(FRAME_SCORES):
             if bool((fn[:, j] > 0).all()):
                 per_lead = fsum[:, j] / fn[:, j]
                 out[name] = _clean(per_lead.mean())
-                out[f"{name}_by_lead"] = [_clean(x) for x in per_lead.tolist()]
+                out[f"{name}_by_lead"] = _clean_list(per_lead)
         return out
 
     def compute(self) -> dict[str, Any]:

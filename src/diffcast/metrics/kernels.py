@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 try:  # OpenCV is a declared dependency; the Evaluator falls back to torch without it
     import cv2
@@ -198,10 +200,8 @@ def max_pool(x: np.ndarray, k: int) -> np.ndarray:
     rows = cv2.max(v[:, :w], v[:, w : 2 * w])
     for i in range(2, k):
         cv2.max(rows, v[:, i * w : (i + 1) * w], rows)
-    cols = rows.reshape(-1, w // k, k)
-    out = cols[:, :, 0].copy()
-    for i in range(1, k):
-        np.maximum(out, cols[:, :, i], out=out)
+    # columns: torch's 1-D max pool beats k strided NumPy maxima by ~2x
+    out = F.max_pool1d(torch.from_numpy(rows).unsqueeze(1), k).numpy()
     return out.reshape(*lead, h // k, w // k)
 
 
@@ -214,14 +214,15 @@ def gaussian_window(size: int = WINDOW, sigma: float = SIGMA) -> np.ndarray:
 
 
 def ssim_planes(
-    pred: np.ndarray, obs: np.ndarray, data_range: float = 1.0, window: int = WINDOW, sigma: float = SIGMA
+    preds: Sequence[np.ndarray], obs: np.ndarray, data_range: float = 1.0, window: int = WINDOW,
+    sigma: float = SIGMA,
 ) -> np.ndarray:
     """Mean SSIM of every ``H x W`` plane over the valid window positions (the published recipe).
 
     Parameters
     ----------
-    pred : ndarray
-        ``(M * n, H, W)`` float32: ``M`` blocks of ``n`` planes, each block scored against ``obs``.
+    preds : sequence of ndarray
+        ``(n, H, W)`` float32 forecasts (e.g. ensemble members), each scored against ``obs``.
     obs : ndarray
         ``(n, H, W)`` float32.
     data_range : float
@@ -230,17 +231,18 @@ def ssim_planes(
     Returns
     -------
     ndarray
-        ``(M * n,)`` float64.
+        ``(len(preds), n)`` float64.
 
     Notes
     -----
     A chunk of planes is filtered as one tall image (``cv2.sepFilter2D``): rows near a plane
     boundary mix neighbouring planes but are exactly the rows the valid crop drops. Four maps
-    are filtered, not five: the formula needs ``sigma_x^2 + sigma_y^2`` only, so
-    ``x^2 + y^2`` is filtered once.
+    are filtered, not five: the formula needs only ``sigma_x^2 + sigma_y^2``, so ``x^2 + y^2``
+    is filtered once; ``mu_y`` is shared by the forecasts. (Sharing ``E[y^2]`` too would save a
+    map per extra forecast but round differently from the one-forecast case, so identical
+    members would not score exactly as one.)
     """
-    n_all, h, w = pred.shape
-    n = obs.shape[0]
+    n, h, w = obs.shape
     r0 = (window - 1) // 2
     r1 = window - 1 - r0
     g = gaussian_window(window, sigma)
@@ -248,34 +250,39 @@ def ssim_planes(
     c2 = (0.03 * data_range) ** 2
     f = max(1, min(n, SSIM_CHUNK_PIXELS // (h * w)))
     buf = np.empty((8, f * h, w), np.float32)
-    out = np.empty(n_all)
+    out = np.empty((len(preds), n))
     area = float((h - window + 1) * (w - window + 1))
-    for start in range(0, n_all, f):
-        j = start % n
-        cnt = min(f, n - j, n_all - start)  # a chunk never straddles two member blocks
+
+    def finish(ratio: np.ndarray, cnt: int) -> np.ndarray:
+        sums = cv2.reduce(ratio[:, r0 : w - r1], 1, cv2.REDUCE_SUM, dtype=cv2.CV_64F).reshape(cnt, h)
+        return sums[:, r0 : h - r1].sum(axis=1) / area
+
+    for start in range(0, n, f):
+        cnt = min(f, n - start)
         rows = cnt * h
-        x = pred[start : start + cnt].reshape(rows, w)
-        y = obs[j : j + cnt].reshape(rows, w)
+        y = obs[start : start + cnt].reshape(rows, w)
         q, r, mx, my, eq, er, a, b = (bb[:rows] for bb in buf)
-        cv2.multiply(x, x, q)
-        cv2.accumulateSquare(y, q)  # x^2 + y^2
-        cv2.multiply(x, y, r)
-        cv2.sepFilter2D(x, -1, g, g, dst=mx)
-        cv2.sepFilter2D(y, -1, g, g, dst=my)
-        cv2.sepFilter2D(q, -1, g, g, dst=eq)
-        cv2.sepFilter2D(r, -1, g, g, dst=er)
-        cv2.multiply(mx, my, a)  # mu_x mu_y
-        cv2.multiply(mx, mx, b)
-        cv2.accumulateSquare(my, b)  # mu_x^2 + mu_y^2
-        cv2.addWeighted(er, 2.0, a, -2.0, c2, er)  # 2 sigma_xy + C2
-        cv2.addWeighted(a, 2.0, a, 0.0, c1, a)  # 2 mu_x mu_y + C1
-        cv2.multiply(a, er, a)  # numerator
-        cv2.addWeighted(eq, 1.0, b, -1.0, c2, eq)  # sigma_x^2 + sigma_y^2 + C2
-        cv2.add(b, c1, b)  # mu_x^2 + mu_y^2 + C1
-        cv2.multiply(b, eq, b)  # denominator
-        cv2.divide(a, b, a)
-        sums = cv2.reduce(a[:, r0 : w - r1], 1, cv2.REDUCE_SUM, dtype=cv2.CV_64F).reshape(cnt, h)
-        out[start : start + cnt] = sums[:, r0 : h - r1].sum(axis=1) / area
+        for i, xs in enumerate(preds):
+            x = xs[start : start + cnt].reshape(rows, w)
+            cv2.multiply(x, x, q)
+            cv2.accumulateSquare(y, q)  # x^2 + y^2
+            cv2.multiply(x, y, r)
+            cv2.sepFilter2D(x, -1, g, g, dst=mx)
+            if i == 0:
+                cv2.sepFilter2D(y, -1, g, g, dst=my)
+            cv2.sepFilter2D(q, -1, g, g, dst=eq)
+            cv2.sepFilter2D(r, -1, g, g, dst=er)
+            cv2.multiply(mx, my, a)  # mu_x mu_y
+            cv2.multiply(mx, mx, b)
+            cv2.accumulateSquare(my, b)  # mu_x^2 + mu_y^2
+            cv2.addWeighted(er, 2.0, a, -2.0, c2, er)  # 2 sigma_xy + C2
+            cv2.addWeighted(a, 2.0, a, 0.0, c1, a)  # 2 mu_x mu_y + C1
+            cv2.multiply(a, er, a)  # numerator
+            cv2.addWeighted(eq, 1.0, b, -1.0, c2, eq)  # sigma_x^2 + sigma_y^2 + C2
+            cv2.add(b, c1, b)  # mu_x^2 + mu_y^2 + C1
+            cv2.multiply(b, eq, b)  # denominator
+            cv2.divide(a, b, a)
+            out[i, start : start + cnt] = finish(a, cnt)
     return out
 
 

@@ -10,6 +10,7 @@ The moving sums use integral images, so the cost does not grow with the scale.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -115,10 +116,12 @@ def fss_sums(
     return torch.stack(out, dim=1)
 
 
-def fss_from_sums(sums: torch.Tensor, empty_value: float = 0.0) -> torch.Tensor:
-    """FSS from ``(..., 3)`` sums; ``empty_value`` where neither field has an event."""
-    ff, fo, oo = sums.unbind(-1)
+def fss_from_sums(sums, empty_value: float = 0.0):
+    """FSS from ``(..., 3)`` sums (Tensor or ndarray); ``empty_value`` where neither field has an event."""
+    ff, fo, oo = np.moveaxis(sums, -1, 0) if isinstance(sums, np.ndarray) else sums.unbind(-1)
     den = ff + oo
     num = ff - 2.0 * fo + oo
+    if isinstance(sums, np.ndarray):
+        return np.where(den == 0, empty_value, 1.0 - num / np.where(den == 0, 1.0, den))
     safe = torch.where(den == 0, torch.ones_like(den), den)
     return torch.where(den == 0, torch.full_like(den, empty_value), 1.0 - num / safe)

@@ -151,3 +151,29 @@ def test_opencv_path_rejects_non_finite_before_changing_state(where, bad):
 def test_backend_choice_is_validated():
     with pytest.raises(ValueError, match="backend"):
         Evaluator(THR, backend="numba")
+
+
+def test_thread_count_does_not_change_results(radar_like):
+    y, _ = radar_like((3, 5, 1, 24, 24), seed=28)
+    ens = _ensemble(y, 3, seed=29)
+    states = []
+    for threads in (1, 2, 5):
+        ev = Evaluator(THR, fss_scales=(4,), backend="opencv", num_threads=threads)
+        ev.update(y, ens)
+        states.append(ev.state_dict())
+    for other in states[1:]:
+        for name, v in states[0].items():
+            torch.testing.assert_close(other[name], v, rtol=0, atol=0, equal_nan=True, msg=name)
+    with pytest.raises(ValueError, match="num_threads"):
+        Evaluator(THR, num_threads=0)
+
+
+def test_large_ensemble_rank_histogram_matches_torch(radar_like):
+    # 17 members: (M + 1)^2 > 256 rank codes take the bincount path; ties from clipping at 0
+    y, _ = radar_like((2, 2, 1, 16, 16), seed=30)
+    ens = _ensemble(y, 17, seed=31, noise=0.3)
+    cv, tr = (ev.state_dict() for ev in _both(y, ens, rank_min=10.0))
+    # fractional (shared-tie) counts, summed in a different order
+    torch.testing.assert_close(cv["prob.rank"], tr["prob.rank"], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(cv["prob.crps"], tr["prob.crps"], rtol=1e-6, atol=1e-6)
+    assert float(cv["prob.rank"].sum()) > 0
