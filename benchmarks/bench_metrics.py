@@ -125,16 +125,26 @@ def _time(fn, repeats: int) -> float:
     return best
 
 
-def run(quick: bool = False) -> list[dict]:
+def _set_threads(n: int) -> None:
+    # the Evaluator's CPU path runs on torch.get_num_threads() workers; OpenCV's own pool
+    # is set alike so that a "1 thread" row uses one core throughout
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+
+
+def run(quick: bool = False, threads: tuple[int, ...] | None = None) -> list[dict]:
     """Time Evaluator.update+compute vs the reference loop; returns JSON-able rows.
 
-    One row per torch thread setting (1 and the default) and, when CUDA is present, one with
-    the tensors on the GPU. ``speedup`` = loop time / Evaluator time on the same data.
+    One row per thread count (default: 1 and torch's default), with both torch and OpenCV
+    set to it, and, when CUDA is present, one with the tensors on the GPU. ``speedup`` =
+    loop time / Evaluator time on the same data; the loop is timed once, before the rows,
+    with the process's default settings. Then the ensemble rows (4 members, without and
+    with FSS) per thread count.
     """
     from diffcast.metrics import Evaluator
 
     shape = (2, 20, 1, 128, 128) if quick else (8, 20, 1, 128, 128)
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
     y, p = _fields(shape)
     yt, pt = torch.from_numpy(y), torch.from_numpy(p)
 
@@ -146,14 +156,16 @@ def run(quick: bool = False) -> list[dict]:
     t_ref = _time(lambda: reference_protocol(y, p), 1 if quick else 2)
     ref = reference_protocol(y, p)
     keys = ("csi_m", "hss_m", "csi_pool4_m", "csi_pool16_m", "mse", "ssim")
-    default_threads = torch.get_num_threads()
-    settings = [(1, "cpu"), (default_threads, "cpu")] if default_threads > 1 else [(1, "cpu")]
+    default_threads, default_cv2 = torch.get_num_threads(), cv2.getNumThreads()
+    if threads is None:
+        threads = (1, default_threads) if default_threads > 1 else (1,)
+    settings = [(n, "cpu") for n in threads]
     if torch.cuda.is_available():
         settings.append((default_threads, "cuda"))
     rows = []
     try:
-        for threads, device in settings:
-            torch.set_num_threads(threads)
+        for n, device in settings:
+            _set_threads(n)
             got = fast(device)
             if device == "cuda":
                 torch.cuda.synchronize()
@@ -163,7 +175,7 @@ def run(quick: bool = False) -> list[dict]:
                     "name": "evaluator_vs_loop",
                     "shape": list(shape),
                     "device": device,
-                    "threads": threads,
+                    "threads": n,
                     "loop_s": round(t_ref, 4),
                     "evaluator_s": round(t_fast, 4),
                     "speedup": round(t_ref / t_fast, 2),
@@ -172,6 +184,7 @@ def run(quick: bool = False) -> list[dict]:
             )
     finally:
         torch.set_num_threads(default_threads)
+        cv2.setNumThreads(default_cv2)
     ens = np.clip(y[None] + 0.1 * np.random.default_rng(1).standard_normal((4, *shape), dtype=np.float32), 0, 1)
     et = torch.from_numpy(ens)
 
@@ -181,22 +194,30 @@ def run(quick: bool = False) -> list[dict]:
         ev.compute()
 
     try:
-        torch.set_num_threads(1)
-        for fss_scales in ((), (4, 16)):
-            rows.append(
-                {
-                    "name": "evaluator_ensemble",
-                    "shape": [4, *shape],
-                    "threads": 1,
-                    "fss_scales": list(fss_scales),
-                    "evaluator_s": round(_time(lambda f=fss_scales: ensemble(f), 1), 4),
-                }
-            )
+        for n in threads:
+            _set_threads(n)
+            for fss_scales in ((), (4, 16)):
+                rows.append(
+                    {
+                        "name": "evaluator_ensemble",
+                        "shape": [4, *shape],
+                        "threads": n,
+                        "fss_scales": list(fss_scales),
+                        "evaluator_s": round(_time(lambda f=fss_scales: ensemble(f), 1 if quick else 3), 4),
+                    }
+                )
     finally:
         torch.set_num_threads(default_threads)
+        cv2.setNumThreads(default_cv2)
     return rows
 
 
 if __name__ == "__main__":
-    for row in run():
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small batch, one repeat")
+    parser.add_argument("--threads", type=int, nargs="+", help="thread counts to time (default: 1 and torch's default)")
+    args = parser.parse_args()
+    for row in run(quick=args.quick, threads=None if args.threads is None else tuple(args.threads)):
         print(json.dumps(row))

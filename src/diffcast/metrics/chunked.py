@@ -65,18 +65,22 @@ def sort_members(members: list[np.ndarray], tmp: np.ndarray) -> list[np.ndarray]
 
 
 def _load(src: np.ndarray, out: np.ndarray, name: str) -> None:
-    """Copy a (strided) chunk into ``out`` as float32 clipped to [0, 1]; reject NaN / inf."""
-    v = src.reshape(src.shape[0], -1)
+    """Copy a chunk ``(n, nl, ...)`` of a (strided) input into ``out`` ``(nl, n, ...)`` as float32
+    clipped to [0, 1]; reject NaN / inf."""
     # clip, then round to float32, as np.clip(x, 0, 1).astype(float32); always cheaper than
-    # testing whether the chunk needs it (cv2.minMaxLoc is slower than np.clip)
-    np.clip(v, 0.0, 1.0, out=out.reshape(v.shape))
+    # testing whether the chunk needs it (cv2.minMaxLoc alone costs more than np.clip)
+    np.clip(src.swapaxes(0, 1), 0.0, 1.0, out=out)
     # double accumulation: NaN and inf propagate, finite float32 values cannot overflow
-    if not np.isfinite(cv2.sumElems(v)[0]):
+    if not np.isfinite(cv2.sumElems(src.reshape(src.shape[0], -1))[0]):
         raise ValueError(f"{name} contains NaN or inf values")
 
 
 class _Det:
-    """Per-lead deterministic sums of ``M`` forecasts (members) against the observations."""
+    """Per-lead deterministic sums of ``M`` forecasts (members) against the observations.
+
+    Chunks arrive lead-major: ``obs`` ``(nl, n, C, H, W)`` for leads ``l0 .. l0 + nl`` and
+    samples ``b0 .. b0 + n``, forecasts ``(M, nl, n, C, H, W)``.
+    """
 
     def __init__(self, shape, members, levels, pool_sizes, fss_scales, ssim):
         b, n_lead, c, h, w = shape
@@ -98,39 +102,42 @@ class _Det:
             self.pooled[p] = (np.empty((b, n_lead, c, hp, wp), np.float32),
                               np.empty((members, b, n_lead, c, hp, wp), np.float32))
 
-    def add_pools_and_errors(self, lead, b0, obs, members):
-        bs = obs.shape[0]
+    def add_pools_and_errors(self, l0, b0, obs, members):
+        nl, n = obs.shape[:2]
         src = {1: (obs, members)}
         for p in self.pool_sizes:  # pool16 = pool4 of pool4
             base = max(q for q in src if p % q == 0)
             po = kernels.max_pool(src[base][0], p // base)
             pp = kernels.max_pool(src[base][1], p // base)
-            self.pooled[p][0][b0 : b0 + bs, lead] = po
-            self.pooled[p][1][:, b0 : b0 + bs, lead] = pp
+            self.pooled[p][0][b0 : b0 + n, l0 : l0 + nl] = po.swapaxes(0, 1)
+            self.pooled[p][1][:, b0 : b0 + n, l0 : l0 + nl] = pp.swapaxes(1, 2)
             src[p] = (po, pp)
         w = obs.shape[-1]
         l2, l1 = cv2.NORM_L2SQR, cv2.NORM_L1
         for i in range(self.m):
-            for j in range(bs):
-                x = members[i, j].reshape(-1, w)
-                y = obs[j].reshape(-1, w)
-                self.sq[i, b0 + j, lead] = cv2.norm(x, y, l2)
-                self.ab[i, b0 + j, lead] = cv2.norm(x, y, l1)
+            for j in range(nl):
+                for t in range(n):
+                    x = members[i, j, t].reshape(-1, w)
+                    y = obs[j, t].reshape(-1, w)
+                    self.sq[i, b0 + t, l0 + j] = cv2.norm(x, y, l2)
+                    self.ab[i, b0 + t, l0 + j] = cv2.norm(x, y, l1)
 
-    def add_counts(self, lead, obs, ranked, work):
+    def add_counts(self, l0, obs, ranked, work):
         """Event counts; ``ranked`` are the members, or the members sorted per pixel."""
-        bs = obs.shape[0]
-        om, pm, hit = (work[k][:bs] for k in ("obs_mask", "pred_mask", "hit_mask"))
-        o2 = obs.reshape(bs, -1)
+        nl = obs.shape[0]
+        om, pm, hit = work
+        o2 = obs.reshape(nl, -1)
         for k, level in enumerate(self.levels.tolist()):
             lv = np.float32(level)
             np.greater_equal(o2, lv, out=om)
-            self.obs_yes[lead, k] += cv2.countNonZero(om.view(np.uint8))
+            for j in range(nl):
+                self.obs_yes[l0 + j, k] += cv2.countNonZero(om[j].view(np.uint8))
             for i, x in enumerate(ranked):
-                np.greater_equal(x.reshape(bs, -1), lv, out=pm)
+                np.greater_equal(x.reshape(nl, -1), lv, out=pm)
                 np.logical_and(pm, om, out=hit)
-                self.pred_yes[lead, k, i] += cv2.countNonZero(pm.view(np.uint8))
-                self.hits[lead, k, i] += cv2.countNonZero(hit.view(np.uint8))
+                for j in range(nl):
+                    self.pred_yes[l0 + j, k, i] += cv2.countNonZero(pm[j].view(np.uint8))
+                    self.hits[l0 + j, k, i] += cv2.countNonZero(hit[j].view(np.uint8))
 
     def finish(self, prefix, scale):
         """State increments named as the Evaluator's state (threshold-space units)."""
@@ -167,85 +174,95 @@ class _Det:
         return out
 
 
+class _Buffers:
+    """Work arrays for chunks of ``nl`` leads x ``n`` samples."""
+
+    def __init__(self, m: int, nl: int, n: int, plane: tuple[int, int, int], gap: int, fss: bool) -> None:
+        npix = int(np.prod(plane))
+        self.ob = np.empty((nl, n, *plane), np.float32)
+        self.pb = np.empty((m, nl, n, *plane), np.float32)
+        self.masks = tuple(np.empty((nl, n * npix), np.bool_) for _ in range(3))
+        if m >= 2:
+            self.tmp = np.empty((nl, n, *plane), np.float32)
+            self.mb = np.empty((1, nl, n, *plane), np.float32)
+        if fss:
+            self.fss = (kernels.EventMasks((nl, n, *plane), gap), kernels.EventMasks((nl, n, *plane), gap))
+
+
 class _Worker:
-    """Buffers of one thread and the per-chunk pipeline."""
+    """The per-chunk pipeline of one thread (buffers made once per chunk shape)."""
 
     def __init__(self, run: _Run) -> None:
         self.run = run
-        m, bs, c, h, w = run.m, run.bs, *run.obs.shape[2:]
-        npix = c * h * w
-        self.ob = np.empty((bs, c, h, w), np.float32)
-        self.pb = np.empty((m, bs, c, h, w), np.float32)
-        self.work = {k: np.empty((bs, npix), np.bool_) for k in ("obs_mask", "pred_mask", "hit_mask")}
-        if m >= 2:
-            self.tmp = np.empty((bs, c, h, w), np.float32)
-            self.mb = np.empty((1, bs, c, h, w), np.float32)
-        self.fss_masks: dict[int, tuple[kernels.EventMasks, kernels.EventMasks]] = {}
+        self.buffers: dict[tuple[int, int], _Buffers] = {}
 
-    def leads(self, leads: Sequence[int]) -> None:
-        r = self.run
-        for lead in leads:
-            for b0 in range(0, r.b, r.bs):
-                self.chunk(lead, b0, min(r.bs, r.b - b0))
+    def chunks(self, chunks: Sequence[tuple[int, int, int, int]]) -> None:
+        for chunk in chunks:
+            self.chunk(*chunk)
 
-    def chunk(self, lead: int, b0: int, n: int) -> None:
+    def chunk(self, l0: int, nl: int, b0: int, n: int) -> None:
         r = self.run
         m = r.m
-        o, p = self.ob[:n], self.pb[:, :n]
-        _load(r.obs[b0 : b0 + n, lead], o, "y_true")
+        if (nl, n) not in self.buffers:
+            self.buffers[nl, n] = _Buffers(m, nl, n, r.obs.shape[2:], r.gap, bool(r.fss_scales))
+        buf = self.buffers[nl, n]
+        o, p = buf.ob, buf.pb
+        _load(r.obs[b0 : b0 + n, l0 : l0 + nl], o, "y_true")
         for i in range(m):
-            _load(r.pred[i, b0 : b0 + n, lead], p[i], "y_pred")
+            _load(r.pred[i, b0 : b0 + n, l0 : l0 + nl], p[i], "y_pred")
         targets = [(r.det, p)]
         if m >= 2:
-            mean = self.mb[:, :n]
+            mean = buf.mb
             np.copyto(mean[0], p[0])
             for i in range(1, m):
                 mean[0] += p[i]
             mean[0] /= np.float32(m)
             targets.append((r.mean, mean))
         for det, x in targets:
-            det.add_pools_and_errors(lead, b0, o, x)
+            det.add_pools_and_errors(l0, b0, o, x)
         if r.fss_scales:
-            self.fss(lead, o, targets)
+            self.fss(l0, o, targets, buf.fss)
         if r.ssim:
             h, w = o.shape[-2:]
             blocks = [x[i].reshape(-1, h, w) for _, x in targets for i in range(x.shape[0])]
-            s = kernels.ssim_planes(blocks, o.reshape(-1, h, w))
-            r.det.ssim_planes[:, b0 : b0 + n, lead] = s[:m].reshape(m, n, -1)
+            s = kernels.ssim_planes(blocks, o.reshape(-1, h, w)).reshape(len(blocks), nl, n, -1)
+            r.det.ssim_planes[:, b0 : b0 + n, l0 : l0 + nl] = s[:m].swapaxes(1, 2)
             if m >= 2:
-                r.mean.ssim_planes[:, b0 : b0 + n, lead] = s[m:].reshape(1, n, -1)
+                r.mean.ssim_planes[:, b0 : b0 + n, l0 : l0 + nl] = s[m:].swapaxes(1, 2)
         if m < 2:
-            r.det.add_counts(lead, o, [p[0]], self.work)
+            r.det.add_counts(l0, o, [p[0]], buf.masks)
             return
-        flat = mean[0].reshape(n, -1)
+        flat = mean[0].reshape(nl, -1)
         for i in range(m):
-            r.var[lead] += cv2.norm(p[i].reshape(n, -1), flat, cv2.NORM_L2SQR)
-        r.mean.add_counts(lead, o, [mean[0]], self.work)
-        r.rank[lead] += kernels.rank_counts(p, o, x_min=r.rank_level)
-        ranked = sort_members([p[i] for i in range(m)], self.tmp[:n])
-        r.det.add_counts(lead, o, ranked, self.work)
+            pf = p[i].reshape(nl, -1)
+            for j in range(nl):
+                r.var[l0 + j] += cv2.norm(pf[j], flat[j], cv2.NORM_L2SQR)
+        r.mean.add_counts(l0, o, [mean[0]], buf.masks)
+        r.rank[l0] += kernels.rank_counts(p, o, x_min=r.rank_level)
+        ranked = sort_members([p[i] for i in range(m)], buf.tmp)
+        r.det.add_counts(l0, o, ranked, buf.masks)
         for i, x in enumerate(ranked):
             if r.weights[i]:
-                r.pair[lead] += r.weights[i] * cv2.sumElems(x.reshape(n, -1))[0]
+                xf = x.reshape(nl, -1)
+                for j in range(nl):
+                    r.pair[l0 + j] += r.weights[i] * cv2.sumElems(xf[j])[0]
 
-    def fss(self, lead: int, obs: np.ndarray, targets) -> None:
+    def fss(self, l0: int, obs: np.ndarray, targets, masks) -> None:
         """FSS sums of every forecast; the observed window counts are made once per threshold."""
         r = self.run
-        n = obs.shape[0]
-        if n not in self.fss_masks:
-            shape = (n, 1, *obs.shape[1:])
-            self.fss_masks[n] = (kernels.EventMasks(shape, r.gap), kernels.EventMasks(shape, r.gap))
-        om, pm = self.fss_masks[n]
-        shape = om.shape
+        nl, h = obs.shape[0], obs.shape[-2]
+        om, pm = masks
         for k, level in enumerate(r.levels.tolist()):
-            om.compare(obs[:, None], level)
+            om.compare(obs, level)
             obox = {s: kernels.box_counts(om.image(), s) for s in r.fss_scales}
+            osq = dict.fromkeys(r.fss_scales)
             for det, x in targets:
                 for i in range(x.shape[0]):
-                    pm.compare(x[i][:, None], level)
+                    pm.compare(x[i], level)
                     for s in r.fss_scales:
-                        sums = kernels.fss_lead_sums(kernels.box_counts(pm.image(), s), obox[s], shape, r.gap)
-                        det.fss[s][lead, k] += sums[0] / float(s) ** 4
+                        sums, osq[s] = kernels.fss_group_sums(kernels.box_counts(pm.image(), s), obox[s], nl, h, r.gap,
+                                                              osq[s])
+                        det.fss[s][l0 : l0 + nl, k] += sums / float(s) ** 4
 
 
 class _Run:
@@ -255,7 +272,14 @@ class _Run:
         self.obs, self.pred, self.levels = obs, pred, levels
         self.m, self.b, n_lead = pred.shape[:3]
         npix = int(np.prod(obs.shape[2:]))
+        # chunks: all samples of a few leads, or a few samples of one lead, ~CHUNK_PIXELS each
         self.bs = max(1, min(self.b, CHUNK_PIXELS // npix))
+        self.nl = max(1, min(n_lead, CHUNK_PIXELS // (npix * self.b))) if self.bs == self.b else 1
+        self.chunks = [
+            (l0, min(self.nl, n_lead - l0), b0, min(self.bs, self.b - b0))
+            for l0 in range(0, n_lead, self.nl)
+            for b0 in range(0, self.b, self.bs)
+        ]
         self.fss_scales, self.ssim, self.rank_level = tuple(fss_scales), ssim, rank_level
         self.gap = kernels.fss_gap(fss_scales)
         self.det = _Det(obs.shape, self.m, levels, pool_sizes, fss_scales, ssim)
@@ -263,7 +287,7 @@ class _Run:
             self.mean = _Det(obs.shape, 1, levels, pool_sizes, fss_scales, ssim)
             self.pair = np.zeros(n_lead)
             self.var = np.zeros(n_lead)
-            self.rank = np.zeros((n_lead, self.m + 1))
+            self.rank = np.zeros((n_lead, self.m + 1))  # at each chunk's first lead
             self.weights = [2.0 * (2 * (i + 1) - self.m - 1) for i in range(self.m)]
 
 
@@ -315,12 +339,17 @@ def update_sums(
     run = _Run(obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level)
     m, b, n_lead = pred.shape[:3]
     npix = int(np.prod(obs.shape[2:]))
-    threads = max(1, min(int(threads), n_lead))
+    # chunks cover disjoint leads (or disjoint samples of one lead: those go to one worker)
+    by_lead: dict[int, list] = {}
+    for chunk in run.chunks:
+        by_lead.setdefault(chunk[0], []).append(chunk)
+    groups = list(by_lead.values())
+    threads = max(1, min(int(threads), len(groups)))
     if threads == 1:
-        _Worker(run).leads(range(n_lead))
+        _Worker(run).chunks(run.chunks)
     else:
         with ThreadPoolExecutor(threads) as pool:
-            jobs = [pool.submit(_Worker(run).leads, range(t, n_lead, threads)) for t in range(threads)]
+            jobs = [pool.submit(_Worker(run).chunks, [c for g in groups[t::threads] for c in g]) for t in range(threads)]
             for job in jobs:
                 job.result()  # re-raises a worker's ValueError
     out = run.det.finish("det", scale)

@@ -305,40 +305,39 @@ def box_counts(image: np.ndarray, scale: int) -> np.ndarray:
                          borderType=cv2.BORDER_CONSTANT)
 
 
-def fss_lead_sums(f: np.ndarray, o: np.ndarray, shape: tuple[int, ...], gap: int) -> np.ndarray:
-    """``sum f^2``, ``sum f o``, ``sum o^2`` per lead time from window counts (exact integers).
+def fss_group_sums(
+    f: np.ndarray, o: np.ndarray, groups: int, h: int, gap: int, o_sq: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sum f^2``, ``sum f o``, ``sum o^2`` per group of planes from window counts (exact integers).
 
     Parameters
     ----------
     f, o : ndarray
-        :func:`box_counts` of the forecast ``(M * B, L, C, H + gap, W)`` and observed
-        ``(B, L, C, H + gap, W)`` event stacks, as returned (2-D).
-    shape : tuple
-        ``(M * B, L, C, H, W)``.
+        :func:`box_counts` (2-D) of a forecast and an observed stack of ``groups`` equal
+        groups of ``H + gap``-row planes (:class:`EventMasks` of ``(groups, n, C, H, W)``).
+    h, gap : int
+        Plane height and gap rows (excluded from the sums).
+    o_sq : ndarray, optional
+        ``sum o^2`` per group from an earlier call with the same ``o`` (saves a pass).
 
     Returns
     -------
-    ndarray
-        ``(L, 3)`` float64 in counts^2 (divide by ``scale^4`` for fractions).
+    (ndarray, ndarray)
+        ``(groups, 3)`` float64 sums in counts^2 (divide by ``scale^4`` for fractions), and
+        ``sum o^2`` ``(groups,)`` for reuse.
     """
-    n, n_lead, c, h, w = shape
-    ff = f.reshape(n, n_lead, c, -1)[..., : h * w]
-    oo = o.reshape(-1, n_lead, c, ff.shape[-1] + gap * w)[..., : h * w]
-    b = oo.shape[0]
-    m = n // b
-    out = np.zeros((n_lead, 3))
+    w = f.shape[-1]
+    ff = f.reshape(groups, -1, (h + gap) * w)[..., : h * w]
+    oo = o.reshape(groups, -1, (h + gap) * w)[..., : h * w]
     l2 = cv2.NORM_L2SQR
-    for lead in range(n_lead):
-        for ch in range(c):
-            ol = oo[:, lead, ch]
-            so = cv2.norm(ol, l2)
-            for i in range(m):
-                fl = ff[i * b : (i + 1) * b, lead, ch]
-                sf = cv2.norm(fl, l2)
-                out[lead, 0] += sf
-                out[lead, 1] += (sf + so - cv2.norm(fl, ol, l2)) / 2.0  # f.o = (|f|^2 + |o|^2 - |f-o|^2) / 2
-            out[lead, 2] += so * m
-    return out
+    if o_sq is None:
+        o_sq = np.array([cv2.norm(oo[g], l2) for g in range(groups)])
+    out = np.empty((groups, 3))
+    for g in range(groups):
+        sf = cv2.norm(ff[g], l2)
+        sd = cv2.norm(ff[g], oo[g], l2)
+        out[g] = (sf, (sf + o_sq[g] - sd) / 2.0, o_sq[g])  # f.o = (|f|^2 + |o|^2 - |f - o|^2) / 2
+    return out, o_sq
 
 
 # ---------------------------------------------------------------------------- ensembles

@@ -124,16 +124,18 @@ def test_matches_reference_on_edge_cases(bench, monkeypatch):
 def test_chunking_and_strides_do_not_change_results(monkeypatch, radar_like):
     y, p = radar_like((4, 3, 1, 20, 20), seed=26)
     ens = _ensemble(y, 3, seed=27)
-    whole = Evaluator(THR, fss_scales=(4,), backend="opencv")
+    whole = Evaluator(THR, fss_scales=(4,), backend="opencv")  # one chunk: all leads and samples
     whole.update(y, ens)
-    monkeypatch.setattr(chunked, "CHUNK_PIXELS", 1)  # one sample per chunk
-    strided = Evaluator(THR, fss_scales=(4,), backend="opencv")
     # non-contiguous views of the same values
     y_t = torch.from_numpy(np.ascontiguousarray(y.transpose(1, 0, 2, 3, 4))).transpose(0, 1)
     e_t = torch.from_numpy(np.ascontiguousarray(ens.transpose(2, 0, 1, 3, 4, 5))).permute(1, 2, 0, 3, 4, 5)
-    strided.update(y_t, e_t)
-    for name, v in whole.state_dict().items():
-        torch.testing.assert_close(strided.state_dict()[name], v, rtol=1e-12, atol=0, equal_nan=True, msg=name)
+    # one sample of one lead per chunk; and 2 leads of all samples per chunk (3 leads: 2 + 1)
+    for chunk_pixels in (1, 2 * 4 * 20 * 20):
+        monkeypatch.setattr(chunked, "CHUNK_PIXELS", chunk_pixels)
+        strided = Evaluator(THR, fss_scales=(4,), backend="opencv")
+        strided.update(y_t, e_t)
+        for name, v in whole.state_dict().items():
+            torch.testing.assert_close(strided.state_dict()[name], v, rtol=1e-12, atol=0, equal_nan=True, msg=name)
 
 
 @pytest.mark.parametrize("where", ["y_true", "y_pred"])
