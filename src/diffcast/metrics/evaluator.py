@@ -25,6 +25,11 @@ same scores computed on the ensemble mean are under ``ensemble_mean``. CRPS (sta
 and fair estimators), Brier score, reliability, rank histogram and spread-skill ratio are
 computed over all members.
 
+Computation: for CPU tensors the sums come from NumPy + OpenCV kernels walking the batch in
+cache-sized chunks (:mod:`.chunked`, :mod:`.kernels`); elsewhere (or ``backend="torch"``) from
+torch operations on the tensors' device. Both reproduce the protocol's float32 threshold
+test exactly and agree with each other to float32 rounding in the continuous scores.
+
 State is a flat dict of float64 tensors (:meth:`Evaluator.state_dict`); all entries are
 sums, so :meth:`Evaluator.merge` (or summing gathered states) is exact and streaming over
 batches gives the same result as one big batch.
@@ -393,7 +398,7 @@ class Evaluator:
         h, w = obs.shape[-2:]
         ssim = self.ssim and min(h, w) >= WINDOW
         sums = chunked.update_sums(
-            obs.numpy(), pred.numpy(), self._levels, self.scale, self.pool_sizes, self.fss_scales, ssim,
+            obs.detach().numpy(), pred.detach().numpy(), self._levels, self.scale, self.pool_sizes, self.fss_scales, ssim,
             self._rank_level, threads=self.num_threads or torch.get_num_threads(),
         )
         out = {k: torch.from_numpy(v) for k, v in sums.items()}

@@ -279,7 +279,7 @@ def ssim_planes(
             cv2.addWeighted(a, 2.0, a, 0.0, c1, a)  # 2 mu_x mu_y + C1
             cv2.multiply(a, er, a)  # numerator
             cv2.addWeighted(eq, 1.0, b, -1.0, c2, eq)  # sigma_x^2 + sigma_y^2 + C2
-            cv2.add(b, c1, b)  # mu_x^2 + mu_y^2 + C1
+            np.add(b, np.float32(c1), out=b)  # mu_x^2 + mu_y^2 + C1 (cv2.add with a scalar is 2x slower)
             cv2.multiply(b, eq, b)  # denominator
             cv2.divide(a, b, a)
             out[i, start : start + cnt] = finish(a, cnt)

@@ -179,3 +179,17 @@ def test_large_ensemble_rank_histogram_matches_torch(radar_like):
     torch.testing.assert_close(cv["prob.rank"], tr["prob.rank"], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(cv["prob.crps"], tr["prob.crps"], rtol=1e-6, atol=1e-6)
     assert float(cv["prob.rank"].sum()) > 0
+
+
+def test_opencv_path_takes_grad_and_half_precision_tensors(radar_like):
+    y, p = radar_like((2, 2, 1, 16, 16), seed=32)
+    ref = Evaluator(THR, backend="opencv")
+    ref.update(y, p)
+    ev = Evaluator(THR, backend="opencv")
+    ev.update(torch.from_numpy(y).requires_grad_(), torch.from_numpy(p).requires_grad_())
+    assert ev.compute() == ref.compute()
+    half = Evaluator(THR, backend="opencv")
+    half.update(torch.from_numpy(y).half(), torch.from_numpy(p).half())  # rounded to float16 first
+    tr = Evaluator(THR, backend="torch")
+    tr.update(torch.from_numpy(y).half(), torch.from_numpy(p).half())
+    assert half.compute()["events"] == tr.compute()["events"]
