@@ -1,7 +1,8 @@
 """Verification scores: pure torch/numpy, vectorised, with streaming accumulators.
 
 Imports nothing from :mod:`diffcast.models`. The main entry is :class:`Evaluator`
-(the DiffCast protocol plus CRPS, Brier, reliability, rank histogram, spread-skill and FSS).
+(the DiffCast protocol plus CRPS, Brier, reliability, rank histogram, spread-skill and FSS);
+its CPU path runs on NumPy + OpenCV kernels (:mod:`.kernels`, :mod:`.chunked`).
 """
 
 from .contingency import (
