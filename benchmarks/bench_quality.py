@@ -37,10 +37,18 @@ REFERENCE = ("ddim", 250)
 SCORES = (("crps", "lower is better"), ("csi_m", "higher is better"), ("csi_pool16_m", "higher is better"))
 
 
+def split_setting(name: str) -> tuple[str, str | None]:
+    """``"unipc:karras"`` -> ``("unipc", "karras")``; ``"unipc"`` -> ``("unipc", None)``
+    (the model's own timestep spacing)."""
+    sampler, _, spacing = name.partition(":")
+    return sampler, spacing or None
+
+
 def denoiser_calls(model: Any, sampler_name: str, steps: int) -> int:
     """Denoiser evaluations per segment: one per entry of ``sampler.timesteps``
     (Heun lists its correction evaluations there too)."""
-    sampler = model.make_sampler(sampler=sampler_name)
+    name, spacing = split_setting(sampler_name)
+    sampler = model.make_sampler(sampler=name, timestep_spacing=spacing)
     sampler.set_timesteps(steps)
     return len(sampler.timesteps)
 
@@ -71,12 +79,15 @@ def evaluate_grid(
     tolerance: float = 0.02,
     progress: bool = False,
     ref_seeds: int = 1,
+    reference_rows: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Score every (sampler, steps) setting of ``grid`` plus the DDIM-250 reference.
 
     With ``ref_seeds > 1`` the reference is also run with ``ref_seeds - 1`` other seeds
     (other initial noise): how far DDIM-250 moves from itself is the sampling noise of
-    the evaluation, against which the tolerance should be read.
+    the evaluation, against which the tolerance should be read. ``reference_rows`` (the
+    DDIM-250 rows of an earlier call with the same arguments) are used instead of
+    recomputing them.
     """
     import torch
 
@@ -88,14 +99,28 @@ def evaluate_grid(
         raise ValueError(f"{run} holds a deterministic model; the quality table needs a DiffCast run")
     dataset = _dataset_for(nc, split)
     grid = dict(DEFAULT_GRID if grid is None else grid)
-    settings = [(*REFERENCE, seed)] + [(*REFERENCE, seed + k) for k in range(1, ref_seeds)]
-    settings += [(s, n, seed) for s, steps in grid.items() for n in steps if (s, n) != REFERENCE]
     rows: list[dict[str, Any]] = []
+    if reference_rows:
+        for r in reference_rows:
+            if (r["members"], r["sequences"]) != (members, min(limit, len(dataset))):
+                raise ValueError(f"reference rows were computed with {r['members']} members x {r['sequences']} "
+                                 f"sequences, not {members} x {min(limit, len(dataset))}")
+        rows = sorted((dict(r) for r in reference_rows), key=lambda r: r["seed"] != seed)
+        if rows[0]["seed"] != seed:
+            raise ValueError(f"no reference row with seed {seed}")
+        settings = []
+    else:
+        settings = [(*REFERENCE, seed)] + [(*REFERENCE, seed + k) for k in range(1, ref_seeds)]
+    settings += [(s, n, seed) for s, steps in grid.items() for n in steps if (s, n) != REFERENCE]
     for sampler_name, steps, run_seed in settings:
         t0 = time.perf_counter()
+        name, spacing = split_setting(sampler_name)
+        kwargs = {"sampler": name, "steps": steps}
+        if spacing:
+            kwargs["timestep_spacing"] = spacing
         res = evaluate(
             [nc], dataset, members=members, batch_size=batch_size, limit=limit, seed=run_seed,
-            fss_scales=(), progress=progress, sample_kwargs={"sampler": sampler_name, "steps": steps},
+            fss_scales=(), progress=progress, sample_kwargs=kwargs,
         )[nc.name]
         row = {
             "benchmark": "quality",
@@ -176,16 +201,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tolerance", type=float, default=0.02)
     parser.add_argument("--grid", type=str, default=None,
-                        help='JSON mapping sampler -> list of steps, e.g. \'{"ddim": [10, 20]}\'')
+                        help='JSON mapping sampler[:spacing] -> list of steps, e.g. \'{"ddim": [10], "unipc:karras": [8]}\'')
+    parser.add_argument("--reuse-reference", type=Path, default=None,
+                        help="JSON lines of an earlier run with the same run/members/limit/seed: "
+                             "take the DDIM-250 rows from there instead of recomputing them")
     parser.add_argument("--ref-seeds", type=int, default=1,
                         help="run DDIM-250 with this many seeds (the spread is the evaluation's noise)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the Markdown table here")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     grid = {k: tuple(v) for k, v in json.loads(args.grid).items()} if args.grid else None
+    reference_rows = None
+    if args.reuse_reference:
+        reference_rows = [r for r in map(json.loads, args.reuse_reference.read_text().splitlines())
+                          if (r.get("sampler"), r.get("steps")) == REFERENCE]
     rows = evaluate_grid(args.run, grid=grid, members=args.members, limit=args.limit,
                          batch_size=args.batch_size, seed=args.seed, tolerance=args.tolerance,
-                         progress=args.progress, ref_seeds=args.ref_seeds)
+                         progress=args.progress, ref_seeds=args.ref_seeds, reference_rows=reference_rows)
     for row in rows:
         print(json.dumps(row, sort_keys=True), flush=True)
     if args.markdown:

@@ -22,6 +22,8 @@ import os
 import sys
 from typing import Any
 
+from ..sampling import SPACINGS
+
 log = logging.getLogger(__name__)
 
 LPIPS_ENV = "DIFFCAST_LPIPS_WEIGHTS"
@@ -90,6 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="FSS neighbourhood sizes in pixels (empty string to skip)")
     p.add_argument("--sampler", default=None, help="sampler for diffusion models (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps for diffusion models")
+    p.add_argument("--timestep-spacing", default=None, choices=SPACINGS,
+                   help="timestep spacing of the diffusion sampler (default: the model's)")
     p.add_argument("--lpips-weights", default=None, metavar="PATH",
                    help=f"local LPIPS AlexNet weights (.safetensors or torch state dict); default ${LPIPS_ENV}")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -166,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
             nc.name = f"{nc.name}-{seen[nc.name]}"
     lpips_path = args.lpips_weights or os.environ.get(LPIPS_ENV) or None
     lpips, lpips_why = lpips_from_path(lpips_path, device=device)
-    sample_kwargs = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps)) if v is not None}
+    sample_kwargs = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
+                                                 ("timestep_spacing", args.timestep_spacing)) if v is not None}
     results = evaluate(
         nowcasters,
         dataset,

@@ -15,6 +15,7 @@ import sys
 
 from ..inference import BASELINES
 from ..nowcasting import ARRAY_LAYOUTS
+from ..sampling import SPACINGS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,6 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-meta", default=None, metavar="NAME", help="units of image/array input for baselines (default sevir)")
     p.add_argument("--sampler", default=None, help="diffusion sampler name (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="diffusion sampling steps (default: the model's)")
+    p.add_argument("--timestep-spacing", default=None, choices=SPACINGS,
+                   help="timestep spacing of the diffusion sampler (default: the model's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -116,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         t_in=args.t_in,
         t_out=args.t_out,
         data_meta=args.data_meta,
-        sample_kwargs={k: v for k, v in (("sampler", args.sampler), ("steps", args.steps)) if v is not None},
+        sample_kwargs={k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
+                                                 ("timestep_spacing", args.timestep_spacing)) if v is not None},
         progress=not args.no_progress and sys.stderr.isatty(),
         command=["diffcast", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("diffcast") else None,
     )

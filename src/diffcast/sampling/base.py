@@ -28,6 +28,20 @@ itself, never from ``t - T // n``, so nothing is truncated inconsistently.
     ``times = int(linspace(-1, T - 1, n + 1))`` (truncation toward zero),
     reversed, consecutive pairs ``(t, t_next)``; the last pair ends at ``-1``.
     For ``n = 250, T = 1000`` it equals ``"trailing"``.
+``"karras"``
+    Karras et al. 2022 (EDM, eq. 5, ``rho = 7``) in the noise level
+    ``sigma_t = sqrt((1 - abar_t) / abar_t)`` of the training schedule, from
+    ``min(sigma_{T-1}, 80)`` down to ``sigma_0``, each mapped to the training timestep
+    of the nearest ``log sigma``, the first replaced by ``T - 1``: many steps at low
+    noise, where fine detail forms.
+``"logsnr"``
+    Uniform in half log-SNR ``lambda_t = log(sqrt(abar_t / (1 - abar_t)))`` over the
+    same range (the time-uniform grid of DPM-Solver, Lu et al. 2022), nearest training
+    timestep, the first replaced by ``T - 1``.
+
+The last two need the schedule (``alphas_cumprod``); when neighbouring noise levels
+fall on the same training timestep, neighbours are moved apart by one step, so the
+grid stays strictly decreasing.
 """
 
 from __future__ import annotations
@@ -36,7 +50,12 @@ import math
 
 import torch
 
-SPACINGS = ("trailing", "leading", "linspace", "diffcast")
+SPACINGS = ("trailing", "leading", "linspace", "diffcast", "karras", "logsnr")
+#: Karras et al. (2022) rho of the ``"karras"`` spacing.
+KARRAS_RHO = 7.0
+#: Largest noise level of the ``"karras"`` and ``"logsnr"`` grids below ``t = T - 1``
+#: (EDM's ``sigma_max``; the grid itself always starts at ``T - 1``).
+SIGMA_MAX = 80.0
 
 _PREDICTION_ALIASES = {
     "eps": "eps",
@@ -62,7 +81,24 @@ def canonical_prediction_type(name: str) -> str:
         ) from None
 
 
-def respace(spacing: str, num_train_timesteps: int, steps: int) -> tuple[list[int], list[int]]:
+def _nearest_timesteps(log_sigma_train: torch.Tensor, log_sigma: torch.Tensor) -> list[int]:
+    """Training timesteps nearest to the decreasing targets ``log_sigma``, strictly decreasing;
+    the first is always ``T - 1`` (sampling starts from pure noise, the training end point)."""
+    idx = (log_sigma[:, None] - log_sigma_train[None, :]).abs().argmin(dim=1).tolist()
+    idx[0] = len(log_sigma_train) - 1
+    # Ties (several targets on one training step, at either end of a steep schedule): move
+    # the less noisy one down, then lift any step pushed below 0 back up.
+    for i in range(1, len(idx)):
+        idx[i] = min(idx[i], idx[i - 1] - 1)
+    idx[-1] = max(idx[-1], 0)
+    for i in range(len(idx) - 2, -1, -1):
+        idx[i] = max(idx[i], idx[i + 1] + 1)
+    return idx
+
+
+def respace(
+    spacing: str, num_train_timesteps: int, steps: int, alphas_cumprod: torch.Tensor | None = None
+) -> tuple[list[int], list[int]]:
     """Timesteps and the timestep each one steps to (``-1`` = clean data).
 
     Parameters
@@ -73,6 +109,8 @@ def respace(spacing: str, num_train_timesteps: int, steps: int) -> tuple[list[in
         ``T``, the number of training diffusion steps.
     steps : int
         Number of sampling steps, ``1 <= steps <= T``.
+    alphas_cumprod : Tensor, optional
+        ``(T,)`` training schedule; needed by ``"karras"`` and ``"logsnr"``.
 
     Returns
     -------
@@ -96,6 +134,25 @@ def respace(spacing: str, num_train_timesteps: int, steps: int) -> tuple[list[in
         if prev[-1] != -1:
             raise ValueError("diffcast spacing must end at -1")  # cannot happen for steps <= T
         return ts, prev
+    elif spacing in ("karras", "logsnr"):
+        if alphas_cumprod is None or len(alphas_cumprod) != T:
+            raise ValueError(f"timestep_spacing {spacing!r} needs the training schedule (alphas_cumprod of length {T})")
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+        log_sigma = 0.5 * (torch.log1p(-abar) - torch.log(abar))  # increasing in t
+        # Schedules that end at abar ~ 0 (sigmoid, cosine: sigma_{T-1} ~ 1e3-1e4) would spend
+        # half the grid where the signal is already gone; cap the top at EDM's sigma_max.
+        hi = torch.clamp(log_sigma[-1], max=math.log(SIGMA_MAX))
+        lo = log_sigma[0]
+        frac = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+        if spacing == "karras":
+            inv = 1.0 / KARRAS_RHO
+            s_hi, s_lo = hi.exp() ** inv, lo.exp() ** inv
+            target = KARRAS_RHO * torch.log(s_hi + frac * (s_lo - s_hi))
+        else:
+            target = hi + frac * (lo - hi)
+        ts = _nearest_timesteps(log_sigma, target)
+        if ts[0] > T - 1:
+            raise ValueError(f"timestep spacing {spacing!r} cannot place {steps} distinct steps in {T}")
     else:
         raise ValueError(f"unknown timestep_spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}")
     if any(a <= b for a, b in zip(ts[:-1], ts[1:])):
@@ -175,7 +232,7 @@ class Sampler:
     # --------------------------------------------------------------- timesteps
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None) -> None:
         """Choose ``num_inference_steps`` sampling steps; resets the sampler's state."""
-        ts, prev = respace(self.timestep_spacing, self.num_train_timesteps, num_inference_steps)
+        ts, prev = respace(self.timestep_spacing, self.num_train_timesteps, num_inference_steps, self.alphas_cumprod)
         self.num_inference_steps = num_inference_steps
         self._grid, self._prev = ts, prev
         self.timesteps = torch.tensor(self._schedule(ts, prev), dtype=torch.long, device=device)

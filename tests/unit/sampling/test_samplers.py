@@ -54,6 +54,9 @@ def run(name, steps, objective="v", n=40000, seed=0, schedule="sigmoid", standar
         ("dpmpp_3m", 50, {}),
         ("heun", 30, {}),
         ("dpmpp_2m", 50, {"timestep_spacing": "linspace"}),
+        ("dpmpp_2m", 50, {"timestep_spacing": "logsnr"}),
+        ("unipc_3", 30, {"timestep_spacing": "logsnr"}),
+        ("dpmpp_2m", 50, {"timestep_spacing": "karras"}),
     ],
 )
 @pytest.mark.parametrize("objective", ["v", "eps", "x0"])
@@ -187,6 +190,40 @@ def test_respacing():
         respace("trailing", 1000, 0)
     with pytest.raises(ValueError, match="timestep_spacing"):
         respace("nope", 1000, 10)
+
+
+@pytest.mark.parametrize("schedule", ["sigmoid", "linear", "cosine"])
+@pytest.mark.parametrize("spacing", ["karras", "logsnr"])
+def test_noise_level_spacings(schedule, spacing):
+    abar = _abar(schedule).double()
+    log_sigma = 0.5 * torch.log((1 - abar) / abar)
+    for n in (1, 2, 5, 10, 37, 250, 1000):
+        ts, prev = respace(spacing, T, n, abar)
+        assert len(ts) == n and ts[0] == T - 1 and prev == ts[1:] + [-1]
+        assert all(a > b for a, b in zip(ts, ts[1:])) and ts[-1] >= 0
+        if n > 1:
+            assert ts[-1] == 0  # ends at the smallest training noise level
+    # interior points: nearest training step to the target noise levels (independent formula)
+    ts, _ = respace(spacing, T, 10, abar)
+    hi, lo = min(float(log_sigma[-1]), math.log(80.0)), float(log_sigma[0])
+    for i in range(1, 9):
+        f = i / 9
+        if spacing == "logsnr":
+            target = hi + f * (lo - hi)
+        else:
+            target = 7 * math.log(math.exp(hi / 7) + f * (math.exp(lo / 7) - math.exp(hi / 7)))
+        best = int((log_sigma - target).abs().argmin())
+        assert abs(ts[i] - best) <= 1, (i, ts[i], best)
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        respace(spacing, T, 10)
+
+
+def test_logsnr_grid_is_uniform_in_log_snr():
+    abar = _abar("linear").double()  # sigma_{T-1} = 157 > 80: the top is capped
+    ts, _ = respace("logsnr", T, 6, abar)
+    lam = [float(0.5 * torch.log(abar[t] / (1 - abar[t]))) for t in ts[1:]]
+    gaps = [b - a for a, b in zip(lam, lam[1:])]
+    assert max(gaps) - min(gaps) < 0.05 * sum(gaps) / len(gaps)
 
 
 def test_heun_schedule_and_order_enforced():
