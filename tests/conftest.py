@@ -32,3 +32,22 @@ def radar_data(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not found (pysteps radar archives absent)")
     return path
+
+
+@pytest.fixture(scope="session")
+def helper_module():
+    """Load a helper module of another test folder by path: ``helper_module("unit/data/test_data_sevir.py")``.
+
+    The test folders are not packages, so fixture writers such as the SEVIR or ODIM
+    file writers of the data tests are shared this way instead of being copied.
+    """
+    import importlib.util
+
+    def load(rel: str):
+        path = REPO / "tests" / rel
+        spec = importlib.util.spec_from_file_location(f"_diffcast_test_helper_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

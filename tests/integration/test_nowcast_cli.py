@@ -3,7 +3,6 @@ georeferencing of radar input, bad input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -207,17 +206,8 @@ def test_bad_inputs_fail_with_one_line_and_no_output(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- SEVIR files
-def _load_test_module(rel: str):
-    """A helper module of another test folder, loaded by path (the tests folders are not packages)."""
-    path = Path(__file__).resolve().parents[1] / rel
-    spec = importlib.util.spec_from_file_location(f"_nowcast_cli_reuse_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_sevir_hdf5_input(tmp_path, capsys):
-    _load_test_module("unit/data/test_data_sevir.py").write_fixture(tmp_path / "sevir")
+def test_sevir_hdf5_input(tmp_path, capsys, helper_module):
+    helper_module("unit/data/test_data_sevir.py").write_fixture(tmp_path / "sevir")
     h5 = tmp_path / "sevir" / "vil" / "2019" / "B.h5"
     out = tmp_path / "out"
     assert main(["nowcast", "--baseline", "persistence", "--input", str(h5), "--sample-index", "1", "--size", "4", "4",
@@ -337,11 +327,11 @@ def test_radar_forecast_is_georeferenced(tmp_path, radar_data, name):
         assert gm["spatial_ref"] == gm["crs_wkt"] and gm["grid_mapping_name"]
 
 
-def test_odim_files_georeferenced_like_pysteps(tmp_path):
+def test_odim_files_georeferenced_like_pysteps(tmp_path, helper_module):
     from pysteps.io.importers import import_odim_hdf5
     from pysteps.visualization.utils import get_geogrid
 
-    writer = _load_test_module("unit/data/test_data_radar.py")._write_odim  # 16 x 20 DBZH composite
+    writer = helper_module("unit/data/test_data_radar.py")._write_odim  # 16 x 20 DBZH composite
     for t in ("120000", "120500", "121000"):
         writer(tmp_path / f"comp_{t}.h5", t)
     out = tmp_path / "out"

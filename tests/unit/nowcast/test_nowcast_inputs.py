@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.util
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -190,19 +188,10 @@ def test_staged_output_publishes_or_cleans(tmp_path):
 
 
 # ----------------------------------------------------------------------------- array layouts and SEVIR files
-def _load_test_module(rel: str):
-    """A helper module of another test folder, loaded by path (the tests folders are not packages)."""
-    path = Path(__file__).resolve().parents[1] / rel
-    spec = importlib.util.spec_from_file_location(f"_nowcast_reuse_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture()
-def sevir_file(tmp_path):
+def sevir_file(tmp_path, helper_module):
     """The data tests' tiny SEVIR archive: vil (5, 12, 12, 49) uint8, time last, plus id."""
-    _load_test_module("data/test_data_sevir.py").write_fixture(tmp_path)
+    helper_module("unit/data/test_data_sevir.py").write_fixture(tmp_path)
     return tmp_path / "vil" / "2019" / "B.h5"
 
 
