@@ -25,12 +25,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import kernels
+from . import fused, kernels
 from .continuous import PSNR_CAP_DB
 from .kernels import cv2
 
 #: Pixels per member in one chunk (a chunk's float32 buffers stay in the L2 / L3 cache).
 CHUNK_PIXELS = 1 << 17
+
+#: The same for the Numba kernels, which read each frame once from the chunk (bigger chunks:
+#: fewer Python calls; still enough chunks to share the lead times out to threads).
+FUSED_CHUNK_PIXELS = 1 << 18
+
+#: Per-chunk kernels of :func:`update_sums`.
+KERNELS = ("numba", "opencv")
 
 
 def sorting_network(n: int) -> list[tuple[int, int]]:
@@ -82,8 +89,9 @@ class _Det:
     samples ``b0 .. b0 + n``, forecasts ``(M, nl, n, C, H, W)``.
     """
 
-    def __init__(self, shape, members, levels, pool_sizes, fss_scales, ssim):
+    def __init__(self, shape, members, levels, pool_sizes, fss_scales, ssim, kernel="opencv"):
         b, n_lead, c, h, w = shape
+        self.kernel = kernel
         k = len(levels)
         self.shape, self.m, self.levels = shape, members, levels
         self.fss_scales, self.ssim = tuple(fss_scales), ssim
@@ -122,6 +130,58 @@ class _Det:
                     self.sq[i, b0 + t, l0 + j] = cv2.norm(x, y, l2)
                     self.ab[i, b0 + t, l0 + j] = cv2.norm(x, y, l1)
 
+    def add_fused(self, l0, b0, obs, members, counts, ssim):
+        """Everything :meth:`add_pools_and_errors`, :meth:`add_counts` (when ``counts``) and the
+        SSIM add, from one :func:`.fused.stats` call."""
+        nl, n, c, h, w = obs.shape
+        g = members.shape[0]
+        first = min((q for q in self.pool_sizes if q > 1), default=1)
+        st = fused.stats(obs.reshape(-1, h, w), members.reshape(g, -1, h, w), self.levels, pool=first,
+                         counts=counts, ssim=ssim)
+        if counts:
+            self.add_fused_counts(l0, nl, st, n * c)
+        self.sq[:, b0 : b0 + n, l0 : l0 + nl] = st["sq"].reshape(g, nl, n, c).sum(-1).swapaxes(1, 2)
+        self.ab[:, b0 : b0 + n, l0 : l0 + nl] = st["ab"].reshape(g, nl, n, c).sum(-1).swapaxes(1, 2)
+        if ssim:
+            self.ssim_planes[:, b0 : b0 + n, l0 : l0 + nl] = st["ssim"].reshape(g, nl, n, c).swapaxes(1, 2)
+        self._store_pools(l0, b0, obs, members, st, first, (nl, n, c))
+
+    def add_fused_src(self, l0, nl, b0, n, obs, pred, ssim):
+        """:meth:`add_fused` of one forecast read straight from ``(B, L, C, H, W)`` inputs."""
+        c, h, w = obs.shape[2:]
+        first = min((q for q in self.pool_sizes if q > 1), default=1)
+        st = fused.stats_src(obs, pred, b0, n, l0, nl, self.levels, pool=first, ssim=ssim)
+        self.add_fused_counts(l0, nl, st, n * c)
+        self.sq[0, b0 : b0 + n, l0 : l0 + nl] = st["sq"][0].reshape(nl, n, c).sum(-1).T
+        self.ab[0, b0 : b0 + n, l0 : l0 + nl] = st["ab"][0].reshape(nl, n, c).sum(-1).T
+        if ssim:
+            self.ssim_planes[0, b0 : b0 + n, l0 : l0 + nl] = st["ssim"][0].reshape(nl, n, c).swapaxes(0, 1)
+        self._store_pools(l0, b0, None, None, st, first, (nl, n, c))  # sizes: multiples of `first`
+
+    def _store_pools(self, l0, b0, obs, members, st, first, lead_shape):
+        """Keep the pooled frames (first size from the kernel, the rest pooled from it)."""
+        nl, n, c = lead_shape
+        g = st["pool_pred"].shape[0]
+        src = {} if obs is None else {1: (obs, members)}
+        if first > 1:
+            hp, wp = st["pool_obs"].shape[-2:]
+            src[first] = (st["pool_obs"].reshape(nl, n, c, hp, wp), st["pool_pred"].reshape(g, nl, n, c, hp, wp))
+        for p in self.pool_sizes:
+            if p not in src:
+                base = max(q for q in src if p % q == 0)
+                src[p] = (fused.max_pool(src[base][0], p // base), fused.max_pool(src[base][1], p // base))
+            po, pp = src[p]
+            self.pooled[p][0][b0 : b0 + n, l0 : l0 + nl] = po.swapaxes(0, 1)
+            self.pooled[p][1][:, b0 : b0 + n, l0 : l0 + nl] = pp.swapaxes(1, 2)
+
+    def add_fused_counts(self, l0, nl, st, per_lead):
+        """Add :func:`.fused.stats` counts of ``nl`` leads (``per_lead`` frames each)."""
+        k = len(self.levels)
+        g = st["pred_yes"].shape[0]
+        self.obs_yes[l0 : l0 + nl] += st["obs_yes"].reshape(nl, per_lead, k).sum(1)
+        self.pred_yes[l0 : l0 + nl] += st["pred_yes"].reshape(g, nl, per_lead, k).sum(2).transpose(1, 2, 0)
+        self.hits[l0 : l0 + nl] += st["hits"].reshape(g, nl, per_lead, k).sum(2).transpose(1, 2, 0)
+
     def add_counts(self, l0, obs, ranked, work):
         """Event counts; ``ranked`` are the members, or the members sorted per pixel."""
         nl = obs.shape[0]
@@ -153,7 +213,8 @@ class _Det:
         ).astype(np.float64)
         for p in self.pool_sizes:
             po, pp = self.pooled[p]
-            out[f"{prefix}.pool{p}"] = kernels.contingency_counts(po, pp.reshape(-1, *po.shape[1:]), self.levels)
+            counts = fused.contingency_counts if self.kernel == "numba" else kernels.contingency_counts
+            out[f"{prefix}.pool{p}"] = counts(po, pp.reshape(-1, *po.shape[1:]), self.levels)
         for s in self.fss_scales:
             out[f"{prefix}.fss{s}"] = self.fss[s]
         npix = c * h * w
@@ -205,11 +266,22 @@ class _Worker:
         m = r.m
         if (nl, n) not in self.buffers:
             self.buffers[nl, n] = _Buffers(m, nl, n, r.obs.shape[2:], r.gap, bool(r.fss_scales))
+        if r.direct:
+            # one forecast: the kernel reads (and clips) each frame from the inputs, no chunk copy
+            r.det.add_fused_src(l0, nl, b0, n, r.obs, r.pred[0], r.ssim)
+            return
         buf = self.buffers[nl, n]
         o, p = buf.ob, buf.pb
-        _load(r.obs[b0 : b0 + n, l0 : l0 + nl], o, "y_true")
-        for i in range(m):
-            _load(r.pred[i, b0 : b0 + n, l0 : l0 + nl], p[i], "y_pred")
+        if r.kernel == "numba":
+            if fused.load(r.obs, b0, n, l0, nl, o):
+                raise ValueError("y_true contains NaN or inf values")
+            for i in range(m):
+                if fused.load(r.pred[i], b0, n, l0, nl, p[i]):
+                    raise ValueError("y_pred contains NaN or inf values")
+        else:
+            _load(r.obs[b0 : b0 + n, l0 : l0 + nl], o, "y_true")
+            for i in range(m):
+                _load(r.pred[i, b0 : b0 + n, l0 : l0 + nl], p[i], "y_pred")
         targets = [(r.det, p)]
         if m >= 2:
             mean = buf.mb
@@ -218,11 +290,16 @@ class _Worker:
                 mean[0] += p[i]
             mean[0] /= np.float32(m)
             targets.append((r.mean, mean))
-        for det, x in targets:
-            det.add_pools_and_errors(l0, b0, o, x)
+        if r.kernel == "numba":
+            # one pass per frame; the members' counts come from the sorted members below
+            for det, x in targets:
+                det.add_fused(l0, b0, o, x, counts=m < 2 or det is r.mean, ssim=r.ssim)
+        else:
+            for det, x in targets:
+                det.add_pools_and_errors(l0, b0, o, x)
         if r.fss_scales:
             self.fss(l0, o, targets, buf.fss)
-        if r.ssim:
+        if r.ssim and r.kernel != "numba":
             h, w = o.shape[-2:]
             blocks = [x[i].reshape(-1, h, w) for _, x in targets for i in range(x.shape[0])]
             s = kernels.ssim_planes(blocks, o.reshape(-1, h, w)).reshape(len(blocks), nl, n, -1)
@@ -230,17 +307,25 @@ class _Worker:
             if m >= 2:
                 r.mean.ssim_planes[:, b0 : b0 + n, l0 : l0 + nl] = s[m:].swapaxes(1, 2)
         if m < 2:
-            r.det.add_counts(l0, o, [p[0]], buf.masks)
+            if r.kernel != "numba":
+                r.det.add_counts(l0, o, [p[0]], buf.masks)
             return
         flat = mean[0].reshape(nl, -1)
         for i in range(m):
             pf = p[i].reshape(nl, -1)
             for j in range(nl):
                 r.var[l0 + j] += cv2.norm(pf[j], flat[j], cv2.NORM_L2SQR)
-        r.mean.add_counts(l0, o, [mean[0]], buf.masks)
+        if r.kernel != "numba":
+            r.mean.add_counts(l0, o, [mean[0]], buf.masks)
         r.rank[l0] += kernels.rank_counts(p, o, x_min=r.rank_level)
         ranked = sort_members([p[i] for i in range(m)], buf.tmp)
-        r.det.add_counts(l0, o, ranked, buf.masks)
+        if r.kernel == "numba":
+            h, w = o.shape[-2:]
+            st = fused.stats(o.reshape(-1, h, w), np.stack([x.reshape(-1, h, w) for x in ranked]), r.levels,
+                             errors=False, ssim=False)
+            r.det.add_fused_counts(l0, nl, st, int(np.prod(o.shape[1:3])))
+        else:
+            r.det.add_counts(l0, o, ranked, buf.masks)
         for i, x in enumerate(ranked):
             if r.weights[i]:
                 xf = x.reshape(nl, -1)
@@ -268,23 +353,34 @@ class _Worker:
 class _Run:
     """Inputs, configuration and accumulators of one :func:`update_sums` call."""
 
-    def __init__(self, obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level):
+    def __init__(self, obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level, kernel="opencv"):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        if kernel == "numba":  # the Numba loader reads C-ordered float32 / float64 arrays
+            obs, pred = (np.ascontiguousarray(a) for a in (obs, pred))
+        self.kernel = kernel
         self.obs, self.pred, self.levels = obs, pred, levels
         self.m, self.b, n_lead = pred.shape[:3]
         npix = int(np.prod(obs.shape[2:]))
         # chunks: all samples of a few leads, or a few samples of one lead, ~CHUNK_PIXELS each
-        self.bs = max(1, min(self.b, CHUNK_PIXELS // npix))
-        self.nl = max(1, min(n_lead, CHUNK_PIXELS // (npix * self.b))) if self.bs == self.b else 1
+        size = FUSED_CHUNK_PIXELS if kernel == "numba" else CHUNK_PIXELS
+        self.bs = max(1, min(self.b, size // npix))
+        self.nl = max(1, min(n_lead, size // (npix * self.b))) if self.bs == self.b else 1
         self.chunks = [
             (l0, min(self.nl, n_lead - l0), b0, min(self.bs, self.b - b0))
             for l0 in range(0, n_lead, self.nl)
             for b0 in range(0, self.b, self.bs)
         ]
         self.fss_scales, self.ssim, self.rank_level = tuple(fss_scales), ssim, rank_level
+        # one forecast, no FSS, every pool size a multiple of the first: the Numba kernel reads
+        # the inputs directly (the full-resolution frames are never needed again)
+        first = min((q for q in pool_sizes if q > 1), default=1)
+        self.direct = (kernel == "numba" and self.m == 1 and not self.fss_scales
+                       and all(q > 1 and q % first == 0 for q in pool_sizes))
         self.gap = kernels.fss_gap(fss_scales)
-        self.det = _Det(obs.shape, self.m, levels, pool_sizes, fss_scales, ssim)
+        self.det = _Det(obs.shape, self.m, levels, pool_sizes, fss_scales, ssim, kernel)
         if self.m >= 2:
-            self.mean = _Det(obs.shape, 1, levels, pool_sizes, fss_scales, ssim)
+            self.mean = _Det(obs.shape, 1, levels, pool_sizes, fss_scales, ssim, kernel)
             self.pair = np.zeros(n_lead)
             self.var = np.zeros(n_lead)
             self.rank = np.zeros((n_lead, self.m + 1))  # at each chunk's first lead
@@ -301,6 +397,7 @@ def update_sums(
     ssim: bool,
     rank_level: float | None,
     threads: int = 1,
+    kernel: str = "opencv",
 ) -> dict[str, np.ndarray]:
     """All sums of one batch, named as :class:`~diffcast.metrics.Evaluator` state entries.
 
@@ -322,6 +419,9 @@ def update_sums(
         Rank-histogram minimum in ``[0, 1]`` space.
     threads : int
         Worker threads (lead times are shared out; the results do not depend on it).
+    kernel : {"opencv", "numba"}
+        Per-chunk kernels: :mod:`.kernels` (NumPy + OpenCV, a pass over the chunk per score)
+        or :mod:`.fused` (Numba, one pass per frame; needs :func:`.fused.available`).
 
     Returns
     -------
@@ -336,7 +436,7 @@ def update_sums(
     ValueError
         If ``obs`` or ``pred`` contain NaN or inf.
     """
-    run = _Run(obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level)
+    run = _Run(obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level, kernel)
     m, b, n_lead = pred.shape[:3]
     npix = int(np.prod(obs.shape[2:]))
     # chunks cover disjoint leads (or disjoint samples of one lead: those go to one worker)

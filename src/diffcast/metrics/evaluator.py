@@ -25,9 +25,10 @@ same scores computed on the ensemble mean are under ``ensemble_mean``. CRPS (sta
 and fair estimators), Brier score, reliability, rank histogram and spread-skill ratio are
 computed over all members.
 
-Computation: for CPU tensors the sums come from NumPy + OpenCV kernels walking the batch in
-cache-sized chunks (:mod:`.chunked`, :mod:`.kernels`); elsewhere (or ``backend="torch"``) from
-torch operations on the tensors' device. Both reproduce the protocol's float32 threshold
+Computation: for CPU tensors the sums come from a walk over the batch in cache-sized chunks
+(:mod:`.chunked`) with compiled Numba kernels that read each frame once (:mod:`.fused`) or,
+without Numba, NumPy + OpenCV kernels (:mod:`.kernels`); elsewhere (or ``backend="torch"``)
+from torch operations on the tensors' device. All reproduce the protocol's float32 threshold
 test exactly and agree with each other to float32 rounding in the continuous scores.
 
 State is a flat dict of float64 tensors (:meth:`Evaluator.state_dict`); all entries are
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import chunked, kernels
+from . import chunked, fused, kernels
 from .contingency import counts_from_bins, max_pool_frames, scores_from_counts, threshold_bins
 from .continuous import frame_errors
 from .ensemble import crps_terms, rank_histogram_counts, reliability_bin_edges
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 FRAME_SCORES = ("mse", "mae", "rmse", "psnr", "ssim", "lpips")
 
 #: Computation backends of :class:`Evaluator`.
-BACKENDS = ("auto", "opencv", "torch")
+BACKENDS = ("auto", "numba", "opencv", "torch")
 
 
 def threshold_key(value: float) -> str:
@@ -137,13 +138,15 @@ class Evaluator:
         Score given when a denominator is zero (see module docstring).
     lpips_batch : int
         Frames per LPIPS forward pass.
-    backend : {"auto", "opencv", "torch"}
-        ``"opencv"``: NumPy + OpenCV kernels (:mod:`.kernels`), CPU tensors only; ``"torch"``:
-        torch operations on the tensors' device; ``"auto"``: OpenCV for CPU tensors when it
-        is installed, else torch. Both give the same numbers (integer counts are identical,
-        float scores agree to ~1e-7).
+    backend : {"auto", "numba", "opencv", "torch"}
+        ``"numba"``: compiled kernels that compute every per-frame score in one pass
+        (:mod:`.fused`), CPU tensors only; ``"opencv"``: NumPy + OpenCV kernels
+        (:mod:`.kernels`), CPU tensors only; ``"torch"``: torch operations on the tensors'
+        device; ``"auto"``: for CPU tensors Numba when it works here (compiled once, then
+        cached on disk), else OpenCV, else torch; torch for other devices. All give the same
+        numbers (integer counts are identical, float scores agree to ~1e-7).
     num_threads : int, optional
-        Worker threads of the OpenCV path (lead times are shared out; results do not depend
+        Worker threads of the CPU paths (lead times are shared out; results do not depend
         on it); default ``torch.get_num_threads()``, the process's torch setting. OpenCV's own
         thread pool (``cv2.setNumThreads``) is left as the user set it.
 
@@ -188,8 +191,10 @@ class Evaluator:
             raise ValueError(f"n_bins must be >= 1, got {n_bins}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
-        if backend == "opencv" and not kernels.available():
-            raise ValueError("backend 'opencv' needs OpenCV (pip install opencv-python-headless)")
+        if backend in ("opencv", "numba") and not kernels.available():
+            raise ValueError(f"backend {backend!r} needs OpenCV (pip install opencv-python-headless)")
+        if backend == "numba" and not fused.available():
+            raise ValueError("backend 'numba' needs a working Numba (pip install numba); see the log for why it failed")
         self.thresholds = tuple(thr)
         self.scale = float(scale)
         self.pool_sizes = tuple(int(k) for k in pool_sizes)
@@ -381,12 +386,20 @@ class Evaluator:
             self._update_det("mean", obs_code, mean_code)
 
     def _use_opencv(self, x: torch.Tensor) -> bool:
+        """Whether the CPU path (:mod:`.chunked`, with Numba or OpenCV kernels) takes this batch."""
         if self.backend == "torch":
             return False
         on_cpu = x.device.type == "cpu"
-        if self.backend == "opencv" and not on_cpu:
-            raise ValueError(f"backend 'opencv' needs CPU tensors, got {x.device}; use backend='torch' or 'auto'")
+        if self.backend in ("opencv", "numba") and not on_cpu:
+            raise ValueError(
+                f"backend {self.backend!r} needs CPU tensors, got {x.device}; use backend='torch' or 'auto'"
+            )
         return on_cpu and kernels.available()
+
+    def _cpu_kernel(self) -> str:
+        if self.backend in ("numba", "opencv"):
+            return self.backend
+        return "numba" if fused.available() else "opencv"
 
     # ------------------------------------------------------------ OpenCV / NumPy path
     def _opencv_sums(self, obs: torch.Tensor, pred: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -399,7 +412,7 @@ class Evaluator:
         ssim = self.ssim and min(h, w) >= WINDOW
         sums = chunked.update_sums(
             obs.detach().numpy(), pred.detach().numpy(), self._levels, self.scale, self.pool_sizes, self.fss_scales, ssim,
-            self._rank_level, threads=self.num_threads or torch.get_num_threads(),
+            self._rank_level, threads=self.num_threads or torch.get_num_threads(), kernel=self._cpu_kernel(),
         )
         out = {k: torch.from_numpy(v) for k, v in sums.items()}
         hist = out.pop("prob.member_hist", None)

@@ -20,6 +20,7 @@ float64 casts, ``bincount``) run 3-10x slower per element on these arrays.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,6 +58,12 @@ def event_levels(thresholds: Sequence[float], scale: float) -> np.ndarray:
     ndarray
         ``(K,)`` float32; ``-inf`` when every value is an event, ``+inf`` when none is.
     """
+    return _event_levels(tuple(float(t) for t in thresholds), float(scale)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _event_levels(thresholds: tuple[float, ...], scale: float) -> np.ndarray:
+    """:func:`event_levels`, computed once per thresholds and scale (a Python bisection)."""
     s = np.float32(scale)
     one = int(np.float32(1.0).view(np.uint32))
     out = np.empty(len(thresholds), np.float32)
