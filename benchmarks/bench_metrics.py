@@ -116,13 +116,17 @@ def _fields(shape, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _time(fn, repeats: int) -> float:
-    best = float("inf")
+def _times(fn, repeats: int) -> list[float]:
+    out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _time(fn, repeats: int) -> float:
+    return min(_times(fn, repeats))
 
 
 def _set_threads(n: int) -> None:
@@ -132,52 +136,61 @@ def _set_threads(n: int) -> None:
     cv2.setNumThreads(n)
 
 
-def run(quick: bool = False, threads: tuple[int, ...] | None = None) -> list[dict]:
+def run(quick: bool = False, threads: tuple[int, ...] | None = None, repeats: int | None = None) -> list[dict]:
     """Time Evaluator.update+compute vs the reference loop; returns JSON-able rows.
 
-    One row per thread count (default: 1 and torch's default), with both torch and OpenCV
-    set to it, and, when CUDA is present, one with the tensors on the GPU. ``speedup`` =
-    loop time / Evaluator time on the same data; the loop is timed once, before the rows,
-    with the process's default settings. Then the ensemble rows (4 members, without and
-    with FSS) per thread count.
+    One row per thread count (default: 1 and torch's default) and CPU backend (``numba``,
+    the default, and ``opencv``), with both torch and OpenCV set to that thread count, and,
+    when CUDA is present, one with the tensors on the GPU. ``speedup`` = loop time /
+    Evaluator time on the same data, both the best of their repeats (``*_median_s``: the
+    medians, for noisy machines); the loop is timed before the rows, with the process's
+    default settings. Then the ensemble rows (4 members, without and with FSS) per thread
+    count.
     """
-    from diffcast.metrics import Evaluator
+    from diffcast.metrics import Evaluator, fused
 
     shape = (2, 20, 1, 128, 128) if quick else (8, 20, 1, 128, 128)
-    repeats = 1 if quick else 5
+    if repeats is None:
+        repeats = 1 if quick else 20
     y, p = _fields(shape)
     yt, pt = torch.from_numpy(y), torch.from_numpy(p)
 
-    def fast(device: str = "cpu") -> dict:
-        ev = Evaluator(SEVIR_THRESHOLDS, scale=255.0, pool_sizes=(4, 16))
+    def fast(device: str = "cpu", backend: str = "auto") -> dict:
+        ev = Evaluator(SEVIR_THRESHOLDS, scale=255.0, pool_sizes=(4, 16), backend=backend)
         ev.update(yt.to(device), pt.to(device))
         return ev.compute()
 
-    t_ref = _time(lambda: reference_protocol(y, p), 1 if quick else 2)
+    loop = _times(lambda: reference_protocol(y, p), 1 if quick else 5)
+    t_ref = min(loop)
     ref = reference_protocol(y, p)
     keys = ("csi_m", "hss_m", "csi_pool4_m", "csi_pool16_m", "mse", "ssim")
     default_threads, default_cv2 = torch.get_num_threads(), cv2.getNumThreads()
     if threads is None:
         threads = (1, default_threads) if default_threads > 1 else (1,)
-    settings = [(n, "cpu") for n in threads]
+    backends = (["numba"] if fused.available() else []) + ["opencv"]
+    settings = [(n, "cpu", b) for b in backends for n in threads]
     if torch.cuda.is_available():
-        settings.append((default_threads, "cuda"))
+        settings.append((default_threads, "cuda", "torch"))
     rows = []
     try:
-        for n, device in settings:
+        for n, device, backend in settings:
             _set_threads(n)
-            got = fast(device)
+            got = fast(device, backend)
             if device == "cuda":
                 torch.cuda.synchronize()
-            t_fast = _time(lambda d=device: fast(d), repeats)
+            times = _times(lambda d=device, b=backend: fast(d, b), repeats)
+            t_fast = min(times)
             rows.append(
                 {
                     "name": "evaluator_vs_loop",
                     "shape": list(shape),
                     "device": device,
+                    "backend": backend,
                     "threads": n,
                     "loop_s": round(t_ref, 4),
+                    "loop_median_s": round(float(np.median(loop)), 4),
                     "evaluator_s": round(t_fast, 4),
+                    "evaluator_median_s": round(float(np.median(times)), 4),
                     "speedup": round(t_ref / t_fast, 2),
                     "max_abs_diff": max(abs(ref[k] - got[k]) for k in keys),
                 }
@@ -218,6 +231,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small batch, one repeat")
     parser.add_argument("--threads", type=int, nargs="+", help="thread counts to time (default: 1 and torch's default)")
+    parser.add_argument("--repeats", type=int, help="timed Evaluator runs per row (default 20; the loop: 5)")
     args = parser.parse_args()
-    for row in run(quick=args.quick, threads=None if args.threads is None else tuple(args.threads)):
+    for row in run(quick=args.quick, threads=None if args.threads is None else tuple(args.threads), repeats=args.repeats):
         print(json.dumps(row))

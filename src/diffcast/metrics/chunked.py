@@ -21,6 +21,7 @@ thread count, so the results do not depend on it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -102,10 +103,14 @@ class _Det:
         self.sq = np.zeros((members, b, n_lead))
         self.ab = np.zeros((members, b, n_lead))
         self.ssim_planes = np.zeros((members, b, n_lead, c))
-        # pooled frames are kept (1/16 of the data and less) and counted once at the end
         self.pool_sizes = tuple(sorted(pool_sizes))
+        # Numba, sizes a chain of multiples: the kernel counts the pooled frames as it goes
+        # (per lead and size: observed events once, forecast events and hits over forecasts)
+        self.chain = fused.pool_chain(self.pool_sizes) if kernel == "numba" else None
+        self.pool_counts = {p: np.zeros((n_lead, 3, k), np.int64) for p in self.pool_sizes}
+        # otherwise pooled frames are kept (1/16 of the data and less) and counted once at the end
         self.pooled = {}
-        for p in self.pool_sizes:
+        for p in self.pool_sizes if self.chain is None else ():
             hp, wp = -(-h // p), -(-w // p)
             self.pooled[p] = (np.empty((b, n_lead, c, hp, wp), np.float32),
                               np.empty((members, b, n_lead, c, hp, wp), np.float32))
@@ -132,47 +137,43 @@ class _Det:
 
     def add_fused(self, l0, b0, obs, members, counts, ssim):
         """Everything :meth:`add_pools_and_errors`, :meth:`add_counts` (when ``counts``) and the
-        SSIM add, from one :func:`.fused.stats` call."""
+        SSIM add do, from one :func:`.fused.stats` call on a chunk ``(nl, n, C, H, W)``."""
         nl, n, c, h, w = obs.shape
         g = members.shape[0]
-        first = min((q for q in self.pool_sizes if q > 1), default=1)
-        st = fused.stats(obs.reshape(-1, h, w), members.reshape(g, -1, h, w), self.levels, pool=first,
-                         counts=counts, ssim=ssim)
+        st = fused.stats(obs.reshape(-1, h, w), members.reshape(g, -1, h, w), self.levels,
+                         pool_steps=self.chain or (), counts=counts, ssim=ssim)
+        self._add_fused(l0, b0, nl, n, c, st, counts, ssim)
+        if self.chain is None:
+            for p in self.pool_sizes:
+                self.pooled[p][0][b0 : b0 + n, l0 : l0 + nl] = fused.max_pool(obs, p).swapaxes(0, 1)
+                self.pooled[p][1][:, b0 : b0 + n, l0 : l0 + nl] = fused.max_pool(members, p).swapaxes(1, 2)
+
+    def add_fused_src(self, l0, nl, b0, n, obs, pred, ssim):
+        """:meth:`add_fused` of one forecast read straight from ``(B, L, C, H, W)`` inputs
+        (needs a pool chain: the full-resolution frames are not kept)."""
+        st = fused.stats_src(obs, pred, b0, n, l0, nl, self.levels, pool_steps=self.chain, ssim=ssim)
+        self._add_fused(l0, b0, nl, n, obs.shape[2], st, True, ssim)
+
+    def _add_fused(self, l0, b0, nl, n, c, st, counts, ssim):
+        """Add :func:`.fused.stats` outputs of lead-major frames ``(nl, n, c)``."""
+        g = st["sq"].shape[0]
         if counts:
             self.add_fused_counts(l0, nl, st, n * c)
         self.sq[:, b0 : b0 + n, l0 : l0 + nl] = st["sq"].reshape(g, nl, n, c).sum(-1).swapaxes(1, 2)
         self.ab[:, b0 : b0 + n, l0 : l0 + nl] = st["ab"].reshape(g, nl, n, c).sum(-1).swapaxes(1, 2)
         if ssim:
             self.ssim_planes[:, b0 : b0 + n, l0 : l0 + nl] = st["ssim"].reshape(g, nl, n, c).swapaxes(1, 2)
-        self._store_pools(l0, b0, obs, members, st, first, (nl, n, c))
-
-    def add_fused_src(self, l0, nl, b0, n, obs, pred, ssim):
-        """:meth:`add_fused` of one forecast read straight from ``(B, L, C, H, W)`` inputs."""
-        c, h, w = obs.shape[2:]
-        first = min((q for q in self.pool_sizes if q > 1), default=1)
-        st = fused.stats_src(obs, pred, b0, n, l0, nl, self.levels, pool=first, ssim=ssim)
-        self.add_fused_counts(l0, nl, st, n * c)
-        self.sq[0, b0 : b0 + n, l0 : l0 + nl] = st["sq"][0].reshape(nl, n, c).sum(-1).T
-        self.ab[0, b0 : b0 + n, l0 : l0 + nl] = st["ab"][0].reshape(nl, n, c).sum(-1).T
-        if ssim:
-            self.ssim_planes[0, b0 : b0 + n, l0 : l0 + nl] = st["ssim"][0].reshape(nl, n, c).swapaxes(0, 1)
-        self._store_pools(l0, b0, None, None, st, first, (nl, n, c))  # sizes: multiples of `first`
-
-    def _store_pools(self, l0, b0, obs, members, st, first, lead_shape):
-        """Keep the pooled frames (first size from the kernel, the rest pooled from it)."""
-        nl, n, c = lead_shape
-        g = st["pool_pred"].shape[0]
-        src = {} if obs is None else {1: (obs, members)}
-        if first > 1:
-            hp, wp = st["pool_obs"].shape[-2:]
-            src[first] = (st["pool_obs"].reshape(nl, n, c, hp, wp), st["pool_pred"].reshape(g, nl, n, c, hp, wp))
-        for p in self.pool_sizes:
-            if p not in src:
-                base = max(q for q in src if p % q == 0)
-                src[p] = (fused.max_pool(src[base][0], p // base), fused.max_pool(src[base][1], p // base))
-            po, pp = src[p]
-            self.pooled[p][0][b0 : b0 + n, l0 : l0 + nl] = po.swapaxes(0, 1)
-            self.pooled[p][1][:, b0 : b0 + n, l0 : l0 + nl] = pp.swapaxes(1, 2)
+        if self.chain is not None:
+            k = len(self.levels)
+            s = len(self.pool_sizes)
+            obs_yes = st["pool_obs_yes"].reshape(nl, n * c, s, k).sum(1)
+            pred_yes = st["pool_pred_yes"].reshape(g, nl, n * c, s, k).sum(axis=(0, 2))
+            hits = st["pool_hits"].reshape(g, nl, n * c, s, k).sum(axis=(0, 2))
+            for i, p in enumerate(self.pool_sizes):
+                acc = self.pool_counts[p][l0 : l0 + nl]
+                acc[:, 0] += obs_yes[:, i]
+                acc[:, 1] += pred_yes[:, i]
+                acc[:, 2] += hits[:, i]
 
     def add_fused_counts(self, l0, nl, st, per_lead):
         """Add :func:`.fused.stats` counts of ``nl`` leads (``per_lead`` frames each)."""
@@ -212,6 +213,14 @@ class _Det:
             [hits, obs_yes - hits, pred_yes - hits, n_points - obs_yes - pred_yes + hits], axis=-1
         ).astype(np.float64)
         for p in self.pool_sizes:
+            if self.chain is not None:
+                pc = self.pool_counts[p]
+                npool = m * b * c * (-(-h // p)) * (-(-w // p))
+                o_yes, p_yes, hit = pc[:, 0] * m, pc[:, 1], pc[:, 2]
+                out[f"{prefix}.pool{p}"] = np.stack(
+                    [hit, o_yes - hit, p_yes - hit, npool - o_yes - p_yes + hit], axis=-1
+                ).astype(np.float64)
+                continue
             po, pp = self.pooled[p]
             counts = fused.contingency_counts if self.kernel == "numba" else kernels.contingency_counts
             out[f"{prefix}.pool{p}"] = counts(po, pp.reshape(-1, *po.shape[1:]), self.levels)
@@ -350,10 +359,27 @@ class _Worker:
                         det.fss[s][l0 : l0 + nl, k] += sums / float(s) ** 4
 
 
+_POOL: dict[str, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide executor with at least ``threads - 1`` workers (made once, then reused:
+    starting threads for every batch cost about a millisecond)."""
+    with _POOL_LOCK:
+        pool = _POOL.get("pool")
+        if pool is None or _POOL["size"] < threads - 1:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = ThreadPoolExecutor(max(1, threads - 1), thread_name_prefix="diffcast-metrics")
+            _POOL.update(pool=pool, size=max(1, threads - 1))
+        return pool
+
+
 class _Run:
     """Inputs, configuration and accumulators of one :func:`update_sums` call."""
 
-    def __init__(self, obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level, kernel="opencv"):
+    def __init__(self, obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level, kernel="opencv", threads=1):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         if kernel == "numba":  # the Numba loader reads C-ordered float32 / float64 arrays
@@ -361,22 +387,24 @@ class _Run:
         self.kernel = kernel
         self.obs, self.pred, self.levels = obs, pred, levels
         self.m, self.b, n_lead = pred.shape[:3]
+        self.fss_scales, self.ssim, self.rank_level = tuple(fss_scales), ssim, rank_level
+        # one forecast, no FSS, pool sizes a chain of multiples: the Numba kernel reads the
+        # inputs directly (the full-resolution frames are never needed again)
+        self.direct = (kernel == "numba" and self.m == 1 and not self.fss_scales
+                       and fused.pool_chain(pool_sizes) is not None)
         npix = int(np.prod(obs.shape[2:]))
-        # chunks: all samples of a few leads, or a few samples of one lead, ~CHUNK_PIXELS each
-        size = FUSED_CHUNK_PIXELS if kernel == "numba" else CHUNK_PIXELS
-        self.bs = max(1, min(self.b, size // npix))
-        self.nl = max(1, min(n_lead, size // (npix * self.b))) if self.bs == self.b else 1
+        if self.direct:  # no buffers: one chunk of all samples per thread's share of the leads
+            self.bs = self.b
+            self.nl = -(-n_lead // max(1, min(int(threads), n_lead)))
+        else:  # chunks: all samples of a few leads, or a few samples of one lead, ~CHUNK_PIXELS each
+            size = FUSED_CHUNK_PIXELS if kernel == "numba" else CHUNK_PIXELS
+            self.bs = max(1, min(self.b, size // npix))
+            self.nl = max(1, min(n_lead, size // (npix * self.b))) if self.bs == self.b else 1
         self.chunks = [
             (l0, min(self.nl, n_lead - l0), b0, min(self.bs, self.b - b0))
             for l0 in range(0, n_lead, self.nl)
             for b0 in range(0, self.b, self.bs)
         ]
-        self.fss_scales, self.ssim, self.rank_level = tuple(fss_scales), ssim, rank_level
-        # one forecast, no FSS, every pool size a multiple of the first: the Numba kernel reads
-        # the inputs directly (the full-resolution frames are never needed again)
-        first = min((q for q in pool_sizes if q > 1), default=1)
-        self.direct = (kernel == "numba" and self.m == 1 and not self.fss_scales
-                       and all(q > 1 and q % first == 0 for q in pool_sizes))
         self.gap = kernels.fss_gap(fss_scales)
         self.det = _Det(obs.shape, self.m, levels, pool_sizes, fss_scales, ssim, kernel)
         if self.m >= 2:
@@ -436,7 +464,7 @@ def update_sums(
     ValueError
         If ``obs`` or ``pred`` contain NaN or inf.
     """
-    run = _Run(obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level, kernel)
+    run = _Run(obs, pred, levels, pool_sizes, fss_scales, ssim, rank_level, kernel, threads)
     m, b, n_lead = pred.shape[:3]
     npix = int(np.prod(obs.shape[2:]))
     # chunks cover disjoint leads (or disjoint samples of one lead: those go to one worker)
@@ -448,8 +476,12 @@ def update_sums(
     if threads == 1:
         _Worker(run).chunks(run.chunks)
     else:
-        with ThreadPoolExecutor(threads) as pool:
-            jobs = [pool.submit(_Worker(run).chunks, [c for g in groups[t::threads] for c in g]) for t in range(threads)]
+        pool = _pool(threads)
+        # the calling thread takes the first share (one thread start fewer per call)
+        jobs = [pool.submit(_Worker(run).chunks, [c for g in groups[t::threads] for c in g]) for t in range(1, threads)]
+        try:
+            _Worker(run).chunks([c for g in groups[0::threads] for c in g])
+        finally:
             for job in jobs:
                 job.result()  # re-raises a worker's ValueError
     out = run.det.finish("det", scale)

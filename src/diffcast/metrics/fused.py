@@ -72,15 +72,21 @@ if numba is not None:
 
     @_jit(fastmath=_REDUCE)
     def _count6_block(x, y, l0, l1, l2, l3, l4, l5):  # pragma: no cover - compiled
-        """``#{x >= l}``, ``#{min(x, y) >= l}``, ``#{y >= l}`` for six levels, as float32 sums."""
+        """``#{x >= l}``, ``#{min(x, y) >= l}``, ``#{y >= l}`` for six levels, as float32 sums,
+        and the float64 sums of ``(x - y)^2`` and ``|x - y|`` (cheap next to the compares)."""
         one = np.float32(1.0)
         z = np.float32(0.0)
         c0, c1, c2, c3, c4, c5 = z, z, z, z, z, z
         h0, h1, h2, h3, h4, h5 = z, z, z, z, z, z
         o0, o1, o2, o3, o4, o5 = z, z, z, z, z, z
+        s2 = 0.0
+        s1 = 0.0
         for p in range(x.shape[0]):
             a = x[p]
             b = y[p]
+            d = np.float64(a) - np.float64(b)
+            s2 += d * d
+            s1 += abs(d)
             m = a if a < b else b
             c0 += one if a >= l0 else z
             c1 += one if a >= l1 else z
@@ -100,28 +106,40 @@ if numba is not None:
             o3 += one if b >= l3 else z
             o4 += one if b >= l4 else z
             o5 += one if b >= l5 else z
-        return (c0, c1, c2, c3, c4, c5), (h0, h1, h2, h3, h4, h5), (o0, o1, o2, o3, o4, o5)
+        counts = ((c0, c1, c2, c3, c4, c5), (h0, h1, h2, h3, h4, h5), (o0, o1, o2, o3, o4, o5))
+        return counts, s2, s1
 
     @_jit()
     def _count6(x, y, lv, out):  # pragma: no cover - compiled
         """Add the counts of :func:`_count6_block` for the six levels ``lv`` to ``out`` ``(3, 6)``
-        int64 (exact: float32 sums of 0 / 1 over blocks of fewer than 2^24 points)."""
+        int64 (exact: float32 sums of 0 / 1 over blocks of fewer than 2^24 points); returns the
+        error sums."""
+        s2 = 0.0
+        s1 = 0.0
         for s in range(0, x.shape[0], _COUNT_BLOCK):
-            c, h, o = _count6_block(x[s : s + _COUNT_BLOCK], y[s : s + _COUNT_BLOCK],
-                                    lv[0], lv[1], lv[2], lv[3], lv[4], lv[5])
+            (c, h, o), e2, e1 = _count6_block(x[s : s + _COUNT_BLOCK], y[s : s + _COUNT_BLOCK],
+                                              lv[0], lv[1], lv[2], lv[3], lv[4], lv[5])
+            s2 += e2
+            s1 += e1
             for k in range(LEVELS_PER_PASS):
                 out[0, k] += np.int64(c[k])
                 out[1, k] += np.int64(h[k])
                 out[2, k] += np.int64(o[k])
+        return s2, s1
 
     @_jit()
     def _counts(x, y, groups, work, pred_yes, hits, obs_yes):  # pragma: no cover - compiled
         """Counts at every level (``groups`` ``(P, 6)``: the levels padded with +inf) into
-        ``pred_yes``, ``hits`` and, when it has entries, ``obs_yes`` ``(K,)``."""
+        ``pred_yes``, ``hits`` and, when it has entries, ``obs_yes`` ``(K,)``; returns the error
+        sums (from the first pass)."""
         n_k = pred_yes.shape[0]
+        s2 = 0.0
+        s1 = 0.0
         for gi in range(groups.shape[0]):
             work[:] = 0
-            _count6(x, y, groups[gi], work)
+            e2, e1 = _count6(x, y, groups[gi], work)
+            if gi == 0:
+                s2, s1 = e2, e1
             for t in range(LEVELS_PER_PASS):
                 k = gi * LEVELS_PER_PASS + t
                 if k < n_k:
@@ -129,33 +147,44 @@ if numba is not None:
                     hits[k] = work[1, t]
                     if obs_yes.shape[0]:
                         obs_yes[k] = work[2, t]
+        return s2, s1
 
     @_jit()
     def _pool(x, h, w, k, out, rowmax):  # pragma: no cover - compiled
-        """Max over ``k x k`` blocks of the ``h x w`` plane ``x`` (flat, values >= 0, zero padding)."""
+        """Max over ``k x k`` blocks of the ``h x w`` plane ``x`` (flat, values >= 0, zero padding);
+        ``rowmax`` holds ``2 w`` floats of work space."""
         hp, wp = out.shape
+        rm = rowmax[:w]
+        pair = rowmax[w : 2 * w]
         for bi in range(hp):
-            rowmax[:] = 0.0
-            for i in range(bi * k, min(h, bi * k + k)):
-                row = x[i * w : (i + 1) * w]
+            i0 = bi * k
+            if k == 4 and i0 + 4 <= h:  # the common case in one pass over four rows
+                r0, r1 = x[i0 * w : (i0 + 1) * w], x[(i0 + 1) * w : (i0 + 2) * w]
+                r2, r3 = x[(i0 + 2) * w : (i0 + 3) * w], x[(i0 + 3) * w : (i0 + 4) * w]
                 for j in range(w):
-                    v = row[j]
-                    rowmax[j] = v if v > rowmax[j] else rowmax[j]
+                    a = r0[j] if r0[j] > r1[j] else r1[j]
+                    b = r2[j] if r2[j] > r3[j] else r3[j]
+                    rm[j] = a if a > b else b
+            else:
+                rm[:] = 0.0
+                for i in range(i0, min(h, i0 + k)):
+                    row = x[i * w : (i + 1) * w]
+                    for j in range(w):
+                        v = row[j]
+                        rm[j] = v if v > rm[j] else rm[j]
             o = out[bi]
-            if k == 4 and w % 4 == 0:  # constant stride: vectorised with shuffles
+            if k == 4 and w % 4 == 0:  # maxima of neighbours, then of neighbouring pairs
+                for j in range(w - 1):
+                    a, b = rm[j], rm[j + 1]
+                    pair[j] = a if a > b else b
                 for bj in range(wp):
-                    a = rowmax[4 * bj]
-                    b = rowmax[4 * bj + 1]
-                    c = rowmax[4 * bj + 2]
-                    d = rowmax[4 * bj + 3]
-                    a = a if a > b else b
-                    c = c if c > d else d
-                    o[bj] = a if a > c else c
+                    a, b = pair[4 * bj], pair[4 * bj + 2]
+                    o[bj] = a if a > b else b
             else:
                 for bj in range(wp):
                     m = np.float32(0.0)
                     for j in range(bj * k, min(w, bj * k + k)):
-                        v = rowmax[j]
+                        v = rm[j]
                         m = v if v > m else m
                     o[bj] = m
 
@@ -163,7 +192,7 @@ if numba is not None:
     def _pool_frames(x, k, out):  # pragma: no cover - compiled
         """:func:`_pool` of every ``(H, W)`` plane of ``x`` ``(F, H, W)`` into ``out`` ``(F, Hp, Wp)``."""
         n_f, h, w = x.shape
-        rowmax = np.empty(w, np.float32)
+        rowmax = np.empty(2 * w, np.float32)
         for f in range(n_f):
             _pool(x[f].reshape(-1), h, w, k, out[f], rowmax)
 
@@ -193,22 +222,36 @@ if numba is not None:
                       + g2 * (a[p + w2] + a[p + w8]) + g1 * (a[p + w1] + a[p + w9]) + g0 * (a[p] + a[p + w10]))
 
     @_jit(fastmath=_CONTRACT)
-    def _hssim(vx, vy, vq, vr, n, g, c1, c2, ratio):  # pragma: no cover - compiled
-        """Row pass of the four column-filtered maps and the SSIM ratio at flat positions ``p < n``."""
+    def _hssim(vx, vy, vq, vr, hv, w, wv, g, c1, c2, acc):  # pragma: no cover - compiled
+        """Row pass of the four column-filtered maps (``hv`` rows of ``w``, flat, padded by
+        ``WINDOW - 1``), the SSIM ratio, and its mean over the ``hv x wv`` valid positions.
+
+        Whole rows of ``w`` are computed (full SIMD width); the last ``WINDOW - 1`` columns
+        read into the next row and are left out of the mean.
+        """
         g0, g1, g2, g3, g4, g5 = g[0], g[1], g[2], g[3], g[4], g[5]
         two = np.float32(2.0)
-        for p in range(n):
-            mx = (g5 * vx[p + 5] + g4 * (vx[p + 4] + vx[p + 6]) + g3 * (vx[p + 3] + vx[p + 7])
-                  + g2 * (vx[p + 2] + vx[p + 8]) + g1 * (vx[p + 1] + vx[p + 9]) + g0 * (vx[p] + vx[p + 10]))
-            my = (g5 * vy[p + 5] + g4 * (vy[p + 4] + vy[p + 6]) + g3 * (vy[p + 3] + vy[p + 7])
-                  + g2 * (vy[p + 2] + vy[p + 8]) + g1 * (vy[p + 1] + vy[p + 9]) + g0 * (vy[p] + vy[p + 10]))
-            eq = (g5 * vq[p + 5] + g4 * (vq[p + 4] + vq[p + 6]) + g3 * (vq[p + 3] + vq[p + 7])
-                  + g2 * (vq[p + 2] + vq[p + 8]) + g1 * (vq[p + 1] + vq[p + 9]) + g0 * (vq[p] + vq[p + 10]))
-            er = (g5 * vr[p + 5] + g4 * (vr[p + 4] + vr[p + 6]) + g3 * (vr[p + 3] + vr[p + 7])
-                  + g2 * (vr[p + 2] + vr[p + 8]) + g1 * (vr[p + 1] + vr[p + 9]) + g0 * (vr[p] + vr[p + 10]))
-            a = mx * my
-            b = mx * mx + my * my
-            ratio[p] = ((two * a + c1) * (two * (er - a) + c2)) / ((b + c1) * (eq - b + c2))
+        acc[:] = 0.0
+        for i in range(hv):
+            o = i * w
+            ax, ay = vx[o : o + w + WINDOW - 1], vy[o : o + w + WINDOW - 1]
+            aq, ar = vq[o : o + w + WINDOW - 1], vr[o : o + w + WINDOW - 1]
+            for p in range(w):
+                mx = (g5 * ax[p + 5] + g4 * (ax[p + 4] + ax[p + 6]) + g3 * (ax[p + 3] + ax[p + 7])
+                      + g2 * (ax[p + 2] + ax[p + 8]) + g1 * (ax[p + 1] + ax[p + 9]) + g0 * (ax[p] + ax[p + 10]))
+                my = (g5 * ay[p + 5] + g4 * (ay[p + 4] + ay[p + 6]) + g3 * (ay[p + 3] + ay[p + 7])
+                      + g2 * (ay[p + 2] + ay[p + 8]) + g1 * (ay[p + 1] + ay[p + 9]) + g0 * (ay[p] + ay[p + 10]))
+                eq = (g5 * aq[p + 5] + g4 * (aq[p + 4] + aq[p + 6]) + g3 * (aq[p + 3] + aq[p + 7])
+                      + g2 * (aq[p + 2] + aq[p + 8]) + g1 * (aq[p + 1] + aq[p + 9]) + g0 * (aq[p] + aq[p + 10]))
+                er = (g5 * ar[p + 5] + g4 * (ar[p + 4] + ar[p + 6]) + g3 * (ar[p + 3] + ar[p + 7])
+                      + g2 * (ar[p + 2] + ar[p + 8]) + g1 * (ar[p + 1] + ar[p + 9]) + g0 * (ar[p] + ar[p + 10]))
+                a = mx * my
+                b = mx * mx + my * my
+                acc[p] += ((two * a + c1) * (two * (er - a) + c2)) / ((b + c1) * (eq - b + c2))
+        s = 0.0
+        for j in range(wv):
+            s += acc[j]
+        return s / (hv * wv)
 
     @_jit(fastmath=_CONTRACT)
     def _products(x, y, q, r):  # pragma: no cover - compiled
@@ -219,79 +262,87 @@ if numba is not None:
             r[p] = a * b
 
     @_jit()
-    def _ssim_mean(ratio, hv, w, wv, acc):  # pragma: no cover - compiled
-        for j in range(w):
-            acc[j] = 0.0
-        for i in range(hv):
-            row = ratio[i * w : (i + 1) * w]
-            for j in range(w):
-                acc[j] += row[j]
-        s = 0.0
-        for j in range(wv):
-            s += acc[j]
-        return s / (hv * wv)
-
-    @_jit()
-    def _scratch(h, w, levels):  # pragma: no cover - compiled
-        """Work arrays of :func:`_frames` for ``h x w`` frames."""
+    def _scratch(h, w, levels, steps):  # pragma: no cover - compiled
+        """Work arrays of :func:`_frames` for ``h x w`` frames and the pool chain ``steps``."""
         npx = h * w
         nv = max(h - (WINDOW - 1), 0) * w
         n_k = levels.shape[0]
         groups = np.full((-(-n_k // LEVELS_PER_PASS), LEVELS_PER_PASS), np.inf, np.float32)
         groups.reshape(-1)[:n_k] = levels
-        maps = np.zeros((5, nv), np.float32)  # vx, vy, vq, vr, ratio (last WINDOW - 1 entries stay 0)
+        maps = np.zeros((4, nv + WINDOW - 1), np.float32)  # vx, vy, vq, vr (+ padding, stays 0)
+        # pooled planes of the chain, one after the other: (rows, cols, offset) per step
+        shapes = np.zeros((steps.shape[0], 3), np.int64)
+        hs, ws, off = h, w, 0
+        for s in range(steps.shape[0]):
+            hs, ws = -(-hs // steps[s]), -(-ws // steps[s])
+            shapes[s, 0], shapes[s, 1], shapes[s, 2] = hs, ws, off
+            off += hs * ws
         return (groups, np.zeros((3, LEVELS_PER_PASS), np.int64), np.empty((2, npx), np.float32), maps,
-                np.empty(w, np.float64), np.empty(w, np.float32))
+                np.empty(w, np.float64), np.empty(2 * w, np.float32), shapes, np.empty((2, max(off, 1)), np.float32))
 
     @_jit()
-    def _frames(obs, preds, pool, do_counts, do_errors, do_ssim, g, c1, c2, scratch,
-                obs_yes, pred_yes, hits, sq, ab, ssim, pool_obs, pool_pred):  # pragma: no cover
+    def _pool_chain(x, h, w, steps, shapes, out, rowmax):  # pragma: no cover - compiled
+        """Pool ``x`` by each factor of ``steps`` in turn, the planes into ``out`` (flat)."""
+        src, hs, ws = x, h, w
+        for s in range(steps.shape[0]):
+            rows, cols, off = shapes[s, 0], shapes[s, 1], shapes[s, 2]
+            dst = out[off : off + rows * cols]
+            _pool(src, hs, ws, steps[s], dst.reshape((rows, cols)), rowmax)
+            src, hs, ws = dst, rows, cols
+
+    @_jit()
+    def _frames(obs, preds, steps, do_counts, do_errors, do_ssim, g, c1, c2, scratch,
+                obs_yes, pred_yes, hits, sq, ab, ssim, pobs_yes, ppred_yes, phits):  # pragma: no cover
         """The body of :func:`frame_stats`, with its work arrays from :func:`_scratch`."""
         n_g, n_f, h, w = preds.shape
         hv, wv = h - (WINDOW - 1), w - (WINDOW - 1)
-        nv = max(hv, 0) * w
-        nr = max(nv - (WINDOW - 1), 0)
-        groups, work, qr, maps, acc, rowmax = scratch
+        groups, work, qr, maps, acc, rowmax, shapes, chain = scratch
         q, r = qr[0], qr[1]
-        vx, vy, vq, vr, ratio = maps[0], maps[1], maps[2], maps[3], maps[4]
+        vx, vy, vq, vr = maps[0], maps[1], maps[2], maps[3]
+        n_s = steps.shape[0]
         no_obs = obs_yes[0, :0]
         for f in range(n_f):
             y = obs[f].reshape(-1)
-            if pool > 1:
-                _pool(y, h, w, pool, pool_obs[f], rowmax)
+            if n_s:
+                _pool_chain(y, h, w, steps, shapes, chain[0], rowmax)
             if do_ssim:
                 _vpass(y, w, hv, g, vy)
             for i in range(n_g):
                 x = preds[i, f].reshape(-1)
-                if do_counts:
-                    _counts(x, y, groups, work, pred_yes[i, f], hits[i, f], obs_yes[f] if i == 0 else no_obs)
-                if do_errors:
+                if do_counts:  # with the error sums in the same pass
+                    s2, s1 = _counts(x, y, groups, work, pred_yes[i, f], hits[i, f], obs_yes[f] if i == 0 else no_obs)
+                elif do_errors:
                     s2, s1 = _errors(x, y)
+                if do_errors:
                     sq[i, f] = s2
                     ab[i, f] = s1
-                if pool > 1:
-                    _pool(x, h, w, pool, pool_pred[i, f], rowmax)
+                if n_s:
+                    _pool_chain(x, h, w, steps, shapes, chain[1], rowmax)
+                    for s in range(n_s):
+                        lo, hi = shapes[s, 2], shapes[s, 2] + shapes[s, 0] * shapes[s, 1]
+                        _counts(chain[1, lo:hi], chain[0, lo:hi], groups, work, ppred_yes[i, f, s], phits[i, f, s],
+                                pobs_yes[f, s] if i == 0 else no_obs)
                 if do_ssim:
                     _products(x, y, q, r)
                     _vpass(x, w, hv, g, vx)
                     _vpass(q, w, hv, g, vq)
                     _vpass(r, w, hv, g, vr)
-                    _hssim(vx, vy, vq, vr, nr, g, c1, c2, ratio)
-                    ssim[i, f] = _ssim_mean(ratio, hv, w, wv, acc)
+                    ssim[i, f] = _hssim(vx, vy, vq, vr, hv, w, wv, g, c1, c2, acc)
 
     @_jit()
-    def frame_stats(obs, preds, levels, pool, do_counts, do_errors, do_ssim, g, c1, c2,
-                    obs_yes, pred_yes, hits, sq, ab, ssim, pool_obs, pool_pred):  # pragma: no cover
+    def frame_stats(obs, preds, levels, steps, do_counts, do_errors, do_ssim, g, c1, c2,
+                    obs_yes, pred_yes, hits, sq, ab, ssim, pobs_yes, ppred_yes, phits):  # pragma: no cover
         """Per-frame scores of ``G`` forecasts ``preds`` ``(G, F, H, W)`` against ``obs`` ``(F, H, W)``.
 
         Outputs (filled where the flag is set): ``obs_yes`` ``(F, K)``, ``pred_yes`` and
-        ``hits`` ``(G, F, K)`` int64; ``sq``, ``ab``, ``ssim`` ``(G, F)`` float64;
-        ``pool_obs`` ``(F, Hp, Wp)`` and ``pool_pred`` ``(G, F, Hp, Wp)`` float32 when
-        ``pool > 1``. ``g`` holds the first six taps of the symmetric 11-tap Gaussian.
+        ``hits`` ``(G, F, K)`` int64; ``sq``, ``ab``, ``ssim`` ``(G, F)`` float64; the same
+        counts of the max-pooled frames ``pobs_yes`` ``(F, S, K)``, ``ppred_yes`` and ``phits``
+        ``(G, F, S, K)``, pooled by ``steps[0]``, then that by ``steps[1]``, and so on.
+        ``g`` holds the first six taps of the symmetric 11-tap Gaussian.
         """
-        scratch = _scratch(obs.shape[1], obs.shape[2], levels)
-        _frames(obs, preds, pool, do_counts, do_errors, do_ssim, g, c1, c2, scratch,
-                obs_yes, pred_yes, hits, sq, ab, ssim, pool_obs, pool_pred)
+        scratch = _scratch(obs.shape[1], obs.shape[2], levels, steps)
+        _frames(obs, preds, steps, do_counts, do_errors, do_ssim, g, c1, c2, scratch,
+                obs_yes, pred_yes, hits, sq, ab, ssim, pobs_yes, ppred_yes, phits)
 
     @_jit(fastmath=_REDUCE)
     def _load_plane(s, d):  # pragma: no cover - compiled
@@ -307,8 +358,8 @@ if numba is not None:
         return 0 if acc == 0 else 1
 
     @_jit()
-    def frame_stats_src(src_obs, src_pred, b0, n, l0, nl, levels, pool, do_counts, do_errors, do_ssim, g,
-                        c1, c2, obs_yes, pred_yes, hits, sq, ab, ssim, pool_obs, pool_pred):  # pragma: no cover
+    def frame_stats_src(src_obs, src_pred, b0, n, l0, nl, levels, steps, do_counts, do_errors, do_ssim, g,
+                        c1, c2, obs_yes, pred_yes, hits, sq, ab, ssim, pobs_yes, ppred_yes, phits):  # pragma: no cover
         """:func:`frame_stats` of one forecast read straight from the inputs.
 
         ``src_obs`` ``(B, L, C, H, W)`` and ``src_pred`` (the same shape) in C order, any float
@@ -317,7 +368,7 @@ if numba is not None:
         of NaN / inf values met (outputs are then undefined).
         """
         c_n, h, w = src_obs.shape[2], src_obs.shape[3], src_obs.shape[4]
-        scratch = _scratch(h, w, levels)
+        scratch = _scratch(h, w, levels, steps)
         yb = np.empty((1, h, w), np.float32)
         xb = np.empty((1, 1, h, w), np.float32)
         bad = 0
@@ -329,9 +380,10 @@ if numba is not None:
                     bad += _load_plane(src_pred[b0 + t, l0 + j, c].reshape(-1), xb.reshape(-1))
                     if bad:
                         return bad
-                    _frames(yb, xb, pool, do_counts, do_errors, do_ssim, g, c1, c2, scratch,
+                    _frames(yb, xb, steps, do_counts, do_errors, do_ssim, g, c1, c2, scratch,
                             obs_yes[f : f + 1], pred_yes[:, f : f + 1], hits[:, f : f + 1], sq[:, f : f + 1],
-                            ab[:, f : f + 1], ssim[:, f : f + 1], pool_obs[f : f + 1], pool_pred[:, f : f + 1])
+                            ab[:, f : f + 1], ssim[:, f : f + 1], pobs_yes[f : f + 1], ppred_yes[:, f : f + 1],
+                            phits[:, f : f + 1])
         return bad
 
     @_jit()
@@ -350,14 +402,14 @@ def _compile() -> None:
     levels = np.array([0.25, 0.5], np.float32)
     rng = np.random.default_rng(0)
     obs = rng.random((1, 12, 13), dtype=np.float32)
-    got = stats(obs, obs[None].copy(), levels, pool=4)
+    got = stats(obs, obs[None].copy(), levels, pool_steps=(4, 2))
     if not abs(got["ssim"][0, 0] - 1.0) < 1e-6:  # SSIM of a frame with itself
         raise RuntimeError(f"self-check failed: SSIM(x, x) = {got['ssim'][0, 0]}")
     buf = np.empty((1, 1, 1, 12, 13), np.float32)
     for dtype in (np.float32, np.float64):
         src = obs.astype(dtype).reshape(1, 1, 1, 12, 13)
         load(src, 0, 1, 0, 1, buf)
-        stats_src(src, src, 0, 1, 0, 1, levels, pool=4)
+        stats_src(src, src, 0, 1, 0, 1, levels, pool_steps=(4,))
     max_pool(obs, 2)
 
 
@@ -376,7 +428,7 @@ def available() -> bool:
     return bool(_STATE["ok"])
 
 
-_NAMES = ("obs_yes", "pred_yes", "hits", "sq", "ab", "ssim", "pool_obs", "pool_pred")
+_NAMES = ("obs_yes", "pred_yes", "hits", "sq", "ab", "ssim", "pool_obs_yes", "pool_pred_yes", "pool_hits")
 #: SSIM constants of values in [0, 1] (data range 1).
 _C1, _C2 = np.float32(0.01**2), np.float32(0.03**2)
 
@@ -386,17 +438,33 @@ def ssim_taps() -> np.ndarray:
     return np.ascontiguousarray(gaussian_window().reshape(-1)[: (WINDOW + 1) // 2])
 
 
-def _outputs(n_g: int, n_f: int, n_k: int, h: int, w: int, pool: int) -> tuple[np.ndarray, ...]:
-    hp, wp = (-(-h // pool), -(-w // pool)) if pool > 1 else (1, 1)
+def pool_chain(pool_sizes) -> tuple[int, ...] | None:
+    """Factors that pool ``pool_sizes`` one from the other (``(4, 16) -> (4, 4)``), or ``None``
+    when the sizes are not a chain of multiples (or include 1)."""
+    sizes = sorted(int(p) for p in pool_sizes)
+    if any(p < 2 for p in sizes) or any(b <= a or b % a for a, b in zip(sizes, sizes[1:])):
+        return None
+    return tuple(b // a for a, b in zip([1] + sizes, sizes))
+
+
+def _outputs(n_g: int, n_f: int, n_k: int, n_s: int) -> tuple[np.ndarray, ...]:
     return (
         np.zeros((n_f, n_k), np.int64), np.zeros((n_g, n_f, n_k), np.int64), np.zeros((n_g, n_f, n_k), np.int64),
         np.zeros((n_g, n_f)), np.zeros((n_g, n_f)), np.zeros((n_g, n_f)),
-        np.empty((n_f, hp, wp), np.float32), np.empty((n_g, n_f, hp, wp), np.float32),
+        np.zeros((n_f, n_s, n_k), np.int64), np.zeros((n_g, n_f, n_s, n_k), np.int64),
+        np.zeros((n_g, n_f, n_s, n_k), np.int64),
     )
 
 
-def stats(obs: np.ndarray, preds: np.ndarray, levels: np.ndarray, pool: int = 1, counts: bool = True,
-          errors: bool = True, ssim: bool = True, data_range: float = 1.0) -> dict[str, np.ndarray]:
+def _steps(pool_steps) -> np.ndarray:
+    steps = np.array([int(k) for k in pool_steps], np.int64)
+    if (steps < 2).any():
+        raise ValueError(f"pool steps must be >= 2, got {tuple(pool_steps)}")
+    return steps
+
+
+def stats(obs: np.ndarray, preds: np.ndarray, levels: np.ndarray, pool_steps=(), counts: bool = True,
+          errors: bool = True, ssim: bool = True) -> dict[str, np.ndarray]:
     """:func:`frame_stats` with allocated outputs, as a dict.
 
     Parameters
@@ -407,34 +475,39 @@ def stats(obs: np.ndarray, preds: np.ndarray, levels: np.ndarray, pool: int = 1,
         ``(G, F, H, W)`` float32 in ``[0, 1]``, C order.
     levels : ndarray
         ``(K,)`` float32 event levels (:func:`.kernels.event_levels`).
-    pool : int
-        Block size of the returned max-pooled frames (1: none).
+    pool_steps : sequence of int
+        Pooling factors applied one after the other (:func:`pool_chain`); the pooled frames'
+        counts are returned per step.
     counts, errors, ssim : bool
-        Which scores to compute (SSIM needs frames of at least 11 x 11).
+        Which full-resolution scores to compute (SSIM needs frames of at least 11 x 11).
 
     Returns
     -------
     dict
         ``obs_yes`` ``(F, K)``, ``pred_yes`` / ``hits`` ``(G, F, K)``, ``sq`` / ``ab`` / ``ssim``
-        ``(G, F)``, ``pool_obs`` ``(F, Hp, Wp)`` and ``pool_pred`` ``(G, F, Hp, Wp)``.
+        ``(G, F)``, ``pool_obs_yes`` ``(F, S, K)``, ``pool_pred_yes`` / ``pool_hits``
+        ``(G, F, S, K)``.
     """
     n_g, n_f, h, w = preds.shape
     if obs.shape != (n_f, h, w):
         raise ValueError(f"obs {obs.shape} does not match preds {preds.shape}")
-    if h * w >= 2**31:
-        raise ValueError(f"frames of {h} x {w} pixels are too large for the int32 counters")
-    if ssim and min(h, w) < WINDOW:
-        raise ValueError(f"SSIM needs frames of at least {WINDOW} x {WINDOW}, got {h} x {w}")
-    out = _outputs(n_g, n_f, len(levels), h, w, pool)
-    c1 = np.float32((0.01 * data_range) ** 2)
-    c2 = np.float32((0.03 * data_range) ** 2)
-    frame_stats(obs, preds, np.asarray(levels, np.float32), int(pool), bool(counts), bool(errors), bool(ssim),
-                ssim_taps(), c1, c2, *out)
+    _check_frame(h, w, ssim)
+    steps = _steps(pool_steps)
+    out = _outputs(n_g, n_f, len(levels), len(steps))
+    frame_stats(obs, preds, np.asarray(levels, np.float32), steps, bool(counts), bool(errors), bool(ssim),
+                ssim_taps(), _C1, _C2, *out)
     return dict(zip(_NAMES, out))
 
 
+def _check_frame(h: int, w: int, ssim: bool) -> None:
+    if h * w >= 2**31:
+        raise ValueError(f"frames of {h} x {w} pixels are too large for the kernels' int32 indexing")
+    if ssim and min(h, w) < WINDOW:
+        raise ValueError(f"SSIM needs frames of at least {WINDOW} x {WINDOW}, got {h} x {w}")
+
+
 def stats_src(src_obs: np.ndarray, src_pred: np.ndarray, b0: int, n: int, l0: int, nl: int, levels: np.ndarray,
-              pool: int = 1, counts: bool = True, errors: bool = True, ssim: bool = True) -> dict[str, np.ndarray]:
+              pool_steps=(), counts: bool = True, errors: bool = True, ssim: bool = True) -> dict[str, np.ndarray]:
     """:func:`stats` of frames ``[b0, b0 + n) x [l0, l0 + nl)`` read straight from
     ``(B, L, C, H, W)`` inputs (C order, float32 or float64; clipped on the way, no copy of
     the chunk). Frames are ordered lead-major, ``G = 1``.
@@ -445,11 +518,11 @@ def stats_src(src_obs: np.ndarray, src_pred: np.ndarray, b0: int, n: int, l0: in
         If a frame read contains NaN or inf (``y_true`` or ``y_pred`` named by which).
     """
     _, _, c, h, w = src_obs.shape
-    if ssim and min(h, w) < WINDOW:
-        raise ValueError(f"SSIM needs frames of at least {WINDOW} x {WINDOW}, got {h} x {w}")
-    out = _outputs(1, nl * n * c, len(levels), h, w, pool)
+    _check_frame(h, w, ssim)
+    steps = _steps(pool_steps)
+    out = _outputs(1, nl * n * c, len(levels), len(steps))
     bad = frame_stats_src(src_obs, src_pred, int(b0), int(n), int(l0), int(nl), np.asarray(levels, np.float32),
-                          int(pool), bool(counts), bool(errors), bool(ssim), ssim_taps(), _C1, _C2, *out)
+                          steps, bool(counts), bool(errors), bool(ssim), ssim_taps(), _C1, _C2, *out)
     if bad:
         obs_bad = not np.isfinite(src_obs[b0 : b0 + n, l0 : l0 + nl]).all()
         raise ValueError(f"{'y_true' if obs_bad else 'y_pred'} contains NaN or inf values")
@@ -477,13 +550,19 @@ def contingency_counts(obs: np.ndarray, pred: np.ndarray, levels: np.ndarray) ->
     """
     b, n_lead, c, h, w = obs.shape
     m = pred.shape[0] // b
-    k = len(levels)
     o = np.ascontiguousarray(obs.swapaxes(0, 1)).reshape(-1, h, w)  # lead-major frames
     p = np.ascontiguousarray(pred.reshape(m, b, n_lead, c, h, w).swapaxes(1, 2)).reshape(m, -1, h, w)
     st = stats(o, p, levels, errors=False, ssim=False)
-    obs_yes = st["obs_yes"].reshape(n_lead, -1, k).sum(1) * m
-    pred_yes = st["pred_yes"].reshape(m, n_lead, -1, k).sum(axis=(0, 2))
-    hits = st["hits"].reshape(m, n_lead, -1, k).sum(axis=(0, 2))
-    n_points = m * b * c * h * w
-    table = np.stack([hits, obs_yes - hits, pred_yes - hits, n_points - obs_yes - pred_yes + hits], axis=-1)
-    return table.astype(np.float64)
+    return table(st["obs_yes"], st["pred_yes"], st["hits"], n_lead, m * b * c * h * w)
+
+
+def table(obs_yes: np.ndarray, pred_yes: np.ndarray, hits: np.ndarray, n_lead: int, n_points: int) -> np.ndarray:
+    """``(L, K, 4)`` float64 contingency table from per-frame counts of lead-major frames:
+    ``obs_yes`` ``(F, K)`` (once per frame), ``pred_yes`` / ``hits`` ``(G, F, K)``;
+    ``n_points`` = forecasts x frames per lead x pixels."""
+    g, n_f, k = pred_yes.shape
+    obs_l = obs_yes.reshape(n_lead, -1, k).sum(1) * g
+    pred_l = pred_yes.reshape(g, n_lead, -1, k).sum(axis=(0, 2))
+    hits_l = hits.reshape(g, n_lead, -1, k).sum(axis=(0, 2))
+    out = np.stack([hits_l, obs_l - hits_l, pred_l - hits_l, n_points - obs_l - pred_l + hits_l], axis=-1)
+    return out.astype(np.float64)

@@ -42,13 +42,13 @@ def _ref_ssim(x, y):
     return np.array(out)
 
 
-@pytest.mark.parametrize("shape,pool", [((5, 13, 29), 3), ((4, 32, 48), 4), ((3, 11, 11), 16)])
-def test_stats_match_numpy(shape, pool):
+@pytest.mark.parametrize("shape,steps", [((5, 13, 29), (3,)), ((4, 32, 48), (4, 4)), ((3, 11, 11), (16,))])
+def test_stats_match_numpy(shape, steps):
     y, x = _frames(shape, seed=1)
     x2 = np.clip(x[::-1] * 1.1, 0, 1).astype(np.float32)  # a second forecast
     # seven levels: two passes of six; levels that no value / every value reaches
     levels = np.array([-np.inf, 0.0, 0.05, 0.25, 0.5, 0.9, np.inf], np.float32)
-    st = fused.stats(y, np.stack([x, x2]), levels, pool=pool)
+    st = fused.stats(y, np.stack([x, x2]), levels, pool_steps=steps)
     for i, p in enumerate((x, x2)):
         for k, lv in enumerate(levels):
             np.testing.assert_array_equal(st["pred_yes"][i, :, k], (p >= lv).sum(axis=(1, 2)))
@@ -56,14 +56,30 @@ def test_stats_match_numpy(shape, pool):
         d = p.astype(np.float64) - y
         np.testing.assert_allclose(st["sq"][i], (d**2).sum(axis=(1, 2)), rtol=1e-13)
         np.testing.assert_allclose(st["ab"][i], np.abs(d).sum(axis=(1, 2)), rtol=1e-13)
-        np.testing.assert_array_equal(st["pool_pred"][i], _ref_pool(p, pool))
         np.testing.assert_allclose(st["ssim"][i], _ref_ssim(p, y), atol=1e-6)  # float32 vs float64
         # the OpenCV kernels' float32 SSIM, to round-off
         np.testing.assert_allclose(st["ssim"][i], kernels.ssim_planes([p], y)[0], atol=1e-6)
+        # pooled frames: pooled by steps[0], that by steps[1], ... (= pooled by the product)
+        size = 1
+        for s, step in enumerate(steps):
+            size *= step
+            po, pp = _ref_pool(y, size), _ref_pool(p, size)
+            for k, lv in enumerate(levels):
+                assert (st["pool_pred_yes"][i, :, s, k] == (pp >= lv).sum(axis=(1, 2))).all()
+                assert (st["pool_hits"][i, :, s, k] == ((pp >= lv) & (po >= lv)).sum(axis=(1, 2))).all()
+                assert (st["pool_obs_yes"][:, s, k] == (po >= lv).sum(axis=(1, 2))).all()
     for k, lv in enumerate(levels):
         np.testing.assert_array_equal(st["obs_yes"][:, k], (y >= lv).sum(axis=(1, 2)))
-    np.testing.assert_array_equal(st["pool_obs"], _ref_pool(y, pool))
-    np.testing.assert_array_equal(fused.max_pool(x, pool), _ref_pool(x, pool))
+    for k in (2, 3, 4, 16):
+        np.testing.assert_array_equal(fused.max_pool(x, k), _ref_pool(x, k))
+
+
+def test_pool_chain():
+    assert fused.pool_chain((4, 16)) == (4, 4)
+    assert fused.pool_chain((16, 2, 4)) == (2, 2, 4)
+    assert fused.pool_chain(()) == ()
+    for sizes in ((4, 6), (1, 4), (4, 4)):
+        assert fused.pool_chain(sizes) is None
 
 
 def test_identical_frames_give_ssim_one_and_zero_errors():
@@ -87,11 +103,11 @@ def test_reading_the_inputs_directly_clips_and_checks():
     src_o = rng.normal(0.5, 0.5, (3, 4, 2, 16, 18))  # float64, outside [0, 1]
     src_p = rng.normal(0.5, 0.5, (3, 4, 2, 16, 18))
     levels = kernels.event_levels((16, 74, 133), 255.0)
-    got = fused.stats_src(src_o, src_p, 1, 2, 1, 3, levels, pool=4)
+    got = fused.stats_src(src_o, src_p, 1, 2, 1, 3, levels, pool_steps=(4,))
     # the same frames, clipped to float32, lead-major
     o = np.clip(src_o[1:3, 1:4], 0, 1).astype(np.float32).swapaxes(0, 1).reshape(-1, 16, 18)
     p = np.clip(src_p[1:3, 1:4], 0, 1).astype(np.float32).swapaxes(0, 1).reshape(-1, 16, 18)
-    want = fused.stats(o, p[None], levels, pool=4)
+    want = fused.stats(o, p[None], levels, pool_steps=(4,))
     for name, v in want.items():
         np.testing.assert_array_equal(got[name], v, err_msg=name)
     src_p[2, 3, 1, 5, 5] = np.nan
