@@ -2,7 +2,9 @@
 
 Imports nothing from :mod:`diffcast.models`. The main entry is :class:`Evaluator`
 (the DiffCast protocol plus CRPS, Brier, reliability, rank histogram, spread-skill and FSS);
-its CPU path runs on NumPy + OpenCV kernels (:mod:`.kernels`, :mod:`.chunked`).
+its CPU path walks the batch by lead times (:mod:`.chunked`) with compiled Numba kernels that
+score each frame in one pass (:mod:`.fused`), or NumPy + OpenCV kernels (:mod:`.kernels`)
+where Numba does not work.
 """
 
 from .contingency import (

@@ -4,7 +4,11 @@ The batch is walked in chunks of one lead time and a few samples (about 2^17 pix
 member), copied (and clipped) once into small contiguous float32 buffers; every score then
 reads the chunk from the cache, and counts land directly in their lead time. On a full
 ``(8, 20, 1, 128, 128)`` batch this replaces ~20 passes over 10 MB arrays in main memory
-by one. The arithmetic is in :mod:`.kernels`.
+by one. The arithmetic is in :mod:`.fused` (Numba: each frame scored in one call, the
+default) or :mod:`.kernels` (NumPy + OpenCV, one pass over the chunk per score). With the
+Numba kernels a single forecast (no FSS, pool sizes a chain of multiples) is not copied at
+all: the kernel clips each frame into a one-frame buffer straight from the input, and the
+pooled frames are counted as they are made.
 
 Ensembles: the members of a chunk are also sorted per pixel (a Batcher network of
 element-wise min / max). Sums of events over members do not change under that permutation,
@@ -14,14 +18,14 @@ the reliability diagram, and the sorted values the CRPS pair term
 ``sum_ij |x_i - x_j| = 2 sum_k x_(k) (2k - M - 1)``.
 
 Lead times are independent, so with ``threads > 1`` they are shared out to worker threads
-(NumPy and OpenCV release the GIL); every lead is summed in the same order whatever the
+(Numba, NumPy and OpenCV release the GIL; the threads are kept between calls); every lead is summed in the same order whatever the
 thread count, so the results do not depend on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np

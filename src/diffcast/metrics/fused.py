@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 
@@ -419,9 +420,13 @@ def available() -> bool:
         return False
     with _LOCK:
         if "ok" not in _STATE:
+            t0 = time.perf_counter()
             try:
                 _compile()
                 _STATE["ok"] = True
+                took = time.perf_counter() - t0
+                if took > 2.0:  # a first run (or a changed numba): say where the seconds went
+                    log.info("compiled the Evaluator's Numba kernels in %.1f s (cached for later runs)", took)
             except Exception as err:  # noqa: BLE001 - any failure means: use the OpenCV kernels
                 log.warning("Numba kernels unavailable (%s: %s); the Evaluator uses OpenCV", type(err).__name__, err)
                 _STATE["ok"] = False
