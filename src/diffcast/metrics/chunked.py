@@ -18,8 +18,8 @@ the reliability diagram, and the sorted values the CRPS pair term
 ``sum_ij |x_i - x_j| = 2 sum_k x_(k) (2k - M - 1)``.
 
 Lead times are independent, so with ``threads > 1`` they are shared out to worker threads
-(Numba, NumPy and OpenCV release the GIL; the threads are kept between calls); every lead is summed in the same order whatever the
-thread count, so the results do not depend on it.
+(Numba, NumPy and OpenCV release the GIL; the threads are kept between calls); every lead
+is summed in the same order whatever the thread count, so the results do not depend on it.
 """
 
 from __future__ import annotations
@@ -277,12 +277,12 @@ class _Worker:
     def chunk(self, l0: int, nl: int, b0: int, n: int) -> None:
         r = self.run
         m = r.m
-        if (nl, n) not in self.buffers:
-            self.buffers[nl, n] = _Buffers(m, nl, n, r.obs.shape[2:], r.gap, bool(r.fss_scales))
         if r.direct:
             # one forecast: the kernel reads (and clips) each frame from the inputs, no chunk copy
             r.det.add_fused_src(l0, nl, b0, n, r.obs, r.pred[0], r.ssim)
             return
+        if (nl, n) not in self.buffers:
+            self.buffers[nl, n] = _Buffers(m, nl, n, r.obs.shape[2:], r.gap, bool(r.fss_scales))
         buf = self.buffers[nl, n]
         o, p = buf.ob, buf.pb
         if r.kernel == "numba":
