@@ -46,9 +46,20 @@ _LOCK = threading.Lock()
 
 
 def _jit(**flags):
-    opts = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-    opts.update(flags)
-    return numba.njit(**opts)
+    """``numba.njit`` with the kernels' options, caching the machine code on disk where
+    Numba finds a writable cache folder (else compiling in every process)."""
+    opts = dict(nogil=True, boundscheck=False, error_model="numpy", **flags)
+
+    def decorate(fn):
+        try:
+            return numba.njit(cache=True, **opts)(fn)
+        except RuntimeError as err:  # "cannot cache function ...: no locator available"
+            if "cannot cache" not in str(err):
+                raise
+            _STATE["uncached"] = str(err)
+            return numba.njit(cache=False, **opts)(fn)
+
+    return decorate
 
 
 if numba is not None:
@@ -425,7 +436,10 @@ def available() -> bool:
                 _compile()
                 _STATE["ok"] = True
                 took = time.perf_counter() - t0
-                if took > 2.0:  # a first run (or a changed numba): say where the seconds went
+                if "uncached" in _STATE:
+                    log.warning("compiled the Evaluator's Numba kernels in %.1f s; they are compiled again in "
+                                "every process (%s; set NUMBA_CACHE_DIR to a writable folder)", took, _STATE["uncached"])
+                elif took > 2.0:  # a first run (or a changed numba): say where the seconds went
                     log.info("compiled the Evaluator's Numba kernels in %.1f s (cached for later runs)", took)
             except Exception as err:  # noqa: BLE001 - any failure means: use the OpenCV kernels
                 log.warning("Numba kernels unavailable (%s: %s); the Evaluator uses OpenCV", type(err).__name__, err)

@@ -134,3 +134,22 @@ def test_evaluator_falls_back_to_opencv_without_numba(monkeypatch, caplog):
     ref = Evaluator((16.0, 74.0), backend="numba")
     ref.update(y, x)
     assert ev.compute()["events"] == ref.compute()["events"]
+
+
+@pytest.mark.slow
+def test_kernels_work_where_numba_cannot_cache():
+    # a read-only install without a user cache folder: numba refuses cache=True at decoration
+    code = (
+        "import logging, numba.core.caching as c\n"
+        "for cls in c.CacheImpl._locator_classes:\n"
+        "    cls.from_function = classmethod(lambda cls, f, p: None)\n"
+        "import diffcast.metrics.fused as f\n"
+        "print('available', f.available(), 'uncached' in f._STATE)\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "available True True" in out.stdout
+    assert "compiled again in every process" in out.stderr
