@@ -111,7 +111,7 @@ class _Det:
         # Numba, sizes a chain of multiples: the kernel counts the pooled frames as it goes
         # (per lead and size: observed events once, forecast events and hits over forecasts)
         self.chain = fused.pool_chain(self.pool_sizes) if kernel == "numba" else None
-        self.pool_counts = {p: np.zeros((n_lead, 3, k), np.int64) for p in self.pool_sizes}
+        self.pool_counts = {p: np.zeros((n_lead, 3, k), np.int64) for p in self.pool_sizes if self.chain is not None}
         # otherwise pooled frames are kept (1/16 of the data and less) and counted once at the end
         self.pooled = {}
         for p in self.pool_sizes if self.chain is None else ():
@@ -149,8 +149,8 @@ class _Det:
         self._add_fused(l0, b0, nl, n, c, st, counts, ssim)
         if self.chain is None:
             for p in self.pool_sizes:
-                self.pooled[p][0][b0 : b0 + n, l0 : l0 + nl] = fused.max_pool(obs, p).swapaxes(0, 1)
-                self.pooled[p][1][:, b0 : b0 + n, l0 : l0 + nl] = fused.max_pool(members, p).swapaxes(1, 2)
+                self.pooled[p][0][b0 : b0 + n, l0 : l0 + nl] = kernels.max_pool(obs, p).swapaxes(0, 1)
+                self.pooled[p][1][:, b0 : b0 + n, l0 : l0 + nl] = kernels.max_pool(members, p).swapaxes(1, 2)
 
     def add_fused_src(self, l0, nl, b0, n, obs, pred, ssim):
         """:meth:`add_fused` of one forecast read straight from ``(B, L, C, H, W)`` inputs
@@ -226,8 +226,7 @@ class _Det:
                 ).astype(np.float64)
                 continue
             po, pp = self.pooled[p]
-            counts = fused.contingency_counts if self.kernel == "numba" else kernels.contingency_counts
-            out[f"{prefix}.pool{p}"] = counts(po, pp.reshape(-1, *po.shape[1:]), self.levels)
+            out[f"{prefix}.pool{p}"] = kernels.contingency_counts(po, pp.reshape(-1, *po.shape[1:]), self.levels)
         for s in self.fss_scales:
             out[f"{prefix}.fss{s}"] = self.fss[s]
         npix = c * h * w

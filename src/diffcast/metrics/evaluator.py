@@ -366,10 +366,10 @@ class Evaluator:
         if self.members is not None and m != self.members:
             raise ValueError(f"expected {self.members} ensemble member(s), got {m}; use one Evaluator per ensemble size")
         pred = pred.to(obs.device)
-        if self._use_opencv(obs):
-            sums = self._opencv_sums(obs, pred)  # validates before any state changes
+        if self._use_cpu_kernels(obs):
+            sums = self._cpu_sums(obs, pred)  # validates before any state changes
             self._allocate_for(n_lead, m)
-            self._update_opencv(obs, pred, sums)
+            self._update_cpu(obs, pred, sums)
             return
         obs01 = _clip01(obs, "y_true")
         pred01 = _clip01(pred, "y_pred")
@@ -385,7 +385,7 @@ class Evaluator:
             mean_code = pred_code.mean(dim=0)
             self._update_det("mean", obs_code, mean_code)
 
-    def _use_opencv(self, x: torch.Tensor) -> bool:
+    def _use_cpu_kernels(self, x: torch.Tensor) -> bool:
         """Whether the CPU path (:mod:`.chunked`, with Numba or OpenCV kernels) takes this batch."""
         if self.backend == "torch":
             return False
@@ -401,8 +401,8 @@ class Evaluator:
             return self.backend
         return "numba" if fused.available() else "opencv"
 
-    # ------------------------------------------------------------ OpenCV / NumPy path
-    def _opencv_sums(self, obs: torch.Tensor, pred: torch.Tensor) -> dict[str, torch.Tensor]:
+    # ------------------------------------------------------------ CPU path (Numba or OpenCV kernels)
+    def _cpu_sums(self, obs: torch.Tensor, pred: torch.Tensor) -> dict[str, torch.Tensor]:
         """State increments of one batch from :func:`.chunked.update_sums` (validates the data)."""
         if obs.dtype not in (torch.float32, torch.float64):
             obs = obs.to(torch.float32)
@@ -427,7 +427,7 @@ class Evaluator:
             out["prob.reliability"] = rel
         return out
 
-    def _update_opencv(self, obs: torch.Tensor, pred: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
+    def _update_cpu(self, obs: torch.Tensor, pred: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
         h, w = obs.shape[-2:]
         if not (self.ssim and min(h, w) >= WINDOW):
             self._note_ssim_skipped(h, w)

@@ -2,9 +2,10 @@
 
 :func:`frame_stats` takes a block of observed frames and one or more forecasts of them
 (ensemble members, the ensemble mean) and returns, per frame, the contingency counts at
-every event level, the squared and absolute error sums, the max-pooled frame of the first
-pool size and the SSIM, reading each frame from the cache instead of making one pass over
-main memory per score. The rules are those of :mod:`.kernels` (whose OpenCV versions remain
+every event level, the squared and absolute error sums, the same counts of the frame
+max-pooled by a chain of sizes (4, then 16 from that) and the SSIM, reading each frame from
+the cache instead of making one pass over main memory per score; :func:`frame_stats_src`
+does so reading the frames straight from the ``(B, L, C, H, W)`` inputs. The rules are those of :mod:`.kernels` (whose OpenCV versions remain
 the fallback when Numba is missing):
 
 - events ``x >= level`` on the clipped ``[0, 1]`` float32 values, one float32 level per
@@ -199,14 +200,6 @@ if numba is not None:
                         v = rm[j]
                         m = v if v > m else m
                     o[bj] = m
-
-    @_jit()
-    def _pool_frames(x, k, out):  # pragma: no cover - compiled
-        """:func:`_pool` of every ``(H, W)`` plane of ``x`` ``(F, H, W)`` into ``out`` ``(F, Hp, Wp)``."""
-        n_f, h, w = x.shape
-        rowmax = np.empty(2 * w, np.float32)
-        for f in range(n_f):
-            _pool(x[f].reshape(-1), h, w, k, out[f], rowmax)
 
     @_jit(fastmath=_CONTRACT)
     def _vpass(a, w, hv, g, out):  # pragma: no cover - compiled
@@ -422,7 +415,6 @@ def _compile() -> None:
         src = obs.astype(dtype).reshape(1, 1, 1, 12, 13)
         load(src, 0, 1, 0, 1, buf)
         stats_src(src, src, 0, 1, 0, 1, levels, pool_steps=(4,))
-    max_pool(obs, 2)
 
 
 def available() -> bool:
@@ -546,42 +538,3 @@ def stats_src(src_obs: np.ndarray, src_pred: np.ndarray, b0: int, n: int, l0: in
         obs_bad = not np.isfinite(src_obs[b0 : b0 + n, l0 : l0 + nl]).all()
         raise ValueError(f"{'y_true' if obs_bad else 'y_pred'} contains NaN or inf values")
     return dict(zip(_NAMES, out))
-
-
-def max_pool(x: np.ndarray, k: int) -> np.ndarray:
-    """Max over non-overlapping ``k x k`` blocks of the last two axes (values ``>= 0``, zero
-    padding at the bottom / right edge), as :func:`.kernels.max_pool`."""
-    if k == 1:
-        return x
-    *lead, h, w = x.shape
-    planes = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, h, w)
-    out = np.empty((planes.shape[0], -(-h // k), -(-w // k)), np.float32)
-    _pool_frames(planes, int(k), out)
-    return out.reshape(*lead, *out.shape[1:])
-
-
-def contingency_counts(obs: np.ndarray, pred: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """:func:`.kernels.contingency_counts` with the Numba counters.
-
-    ``obs`` ``(B, L, C, H, W)``, ``pred`` ``(M * B, L, C, H, W)`` (members stacked
-    member-major) float32 in ``[0, 1]``; returns ``(L, K, 4)`` float64 hits, misses, false
-    alarms and correct negatives summed over members, samples and pixels.
-    """
-    b, n_lead, c, h, w = obs.shape
-    m = pred.shape[0] // b
-    o = np.ascontiguousarray(obs.swapaxes(0, 1)).reshape(-1, h, w)  # lead-major frames
-    p = np.ascontiguousarray(pred.reshape(m, b, n_lead, c, h, w).swapaxes(1, 2)).reshape(m, -1, h, w)
-    st = stats(o, p, levels, errors=False, ssim=False)
-    return table(st["obs_yes"], st["pred_yes"], st["hits"], n_lead, m * b * c * h * w)
-
-
-def table(obs_yes: np.ndarray, pred_yes: np.ndarray, hits: np.ndarray, n_lead: int, n_points: int) -> np.ndarray:
-    """``(L, K, 4)`` float64 contingency table from per-frame counts of lead-major frames:
-    ``obs_yes`` ``(F, K)`` (once per frame), ``pred_yes`` / ``hits`` ``(G, F, K)``;
-    ``n_points`` = forecasts x frames per lead x pixels."""
-    g, n_f, k = pred_yes.shape
-    obs_l = obs_yes.reshape(n_lead, -1, k).sum(1) * g
-    pred_l = pred_yes.reshape(g, n_lead, -1, k).sum(axis=(0, 2))
-    hits_l = hits.reshape(g, n_lead, -1, k).sum(axis=(0, 2))
-    out = np.stack([hits_l, obs_l - hits_l, pred_l - hits_l, n_points - obs_l - pred_l + hits_l], axis=-1)
-    return out.astype(np.float64)
