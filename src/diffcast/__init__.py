@@ -7,3 +7,7 @@ so that the forecast is ``y = mu + r``.
 """
 
 __version__ = "0.1.0"
+
+from .api import nowcast  # noqa: E402  (numpy only at import; torch and pysteps load on first call)
+
+__all__ = ["__version__", "nowcast"]

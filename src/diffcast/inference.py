@@ -25,7 +25,9 @@ from .models.factory import build_model
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("persistence", "extrapolation")
+BASELINES = ("persistence", "extrapolation", "sprog", "steps")
+#: Baselines built from pysteps' cascade methods: they need the data's units, time step and pixel size.
+PYSTEPS_BASELINES = ("sprog", "steps")
 
 
 @dataclass
@@ -117,10 +119,25 @@ class Nowcaster:
         meta: DatasetMeta | str = "sevir",
         **kwargs: Any,
     ) -> Nowcaster:
-        """A parameter-free baseline (``persistence`` or ``extrapolation``) by name."""
+        """A parameter-free baseline by name (one of :data:`BASELINES`).
+
+        ``sprog`` and ``steps`` (pysteps, see
+        :mod:`diffcast.models.backbones.pysteps_methods`) take the intensity mapping,
+        time step and pixel size from ``meta`` unless given in ``kwargs``.
+        """
         if name not in BASELINES:
             raise ValueError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")
         meta = get_meta(meta) if isinstance(meta, str) else meta
+        if name in PYSTEPS_BASELINES:
+            from .models.backbones.pysteps_methods import intensity_of
+
+            kwargs = {
+                "intensity": intensity_of(meta.unit, meta.physical_unit),
+                "scale": float(meta.scale),
+                "timestep": float(meta.timestep_min),
+                "pixel_size": float(meta.pixel_km),
+                **kwargs,
+            }
         mcfg = {
             "type": "backbone",
             "t_in": t_in,
@@ -162,7 +179,8 @@ class Nowcaster:
     # ------------------------------------------------------------------ predict
     @property
     def is_probabilistic(self) -> bool:
-        return is_diffusion_model(self.model)
+        """True for DiffCast models and ensemble baselines (``steps``)."""
+        return is_diffusion_model(self.model) or bool(getattr(self.model, "ensemble", False))
 
     @torch.inference_mode()
     def predict(
@@ -186,6 +204,11 @@ class Nowcaster:
         )
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         x = x.to(device)
+        if getattr(self.model, "ensemble", False):
+            if sample_kwargs:
+                log.debug("%s ignores the diffusion sampling options %s", self.name, sorted(sample_kwargs))
+            fc = self.model.sample_ensemble(x, members, seed)
+            return NowcastResult(forecast=fc, mu=fc.mean(dim=0))
         if self.is_probabilistic:
             gen = torch.Generator(device=device)
             gen.manual_seed(int(seed) if seed is not None else int(torch.seed() % (2**63)))

@@ -8,6 +8,6 @@ from .base import Backbone
 
 BACKBONES = Registry("backbone")
 
-from . import convgru, earthformer, extrapolation, persistence, phydnet, simvp  # noqa: E402,F401
+from . import convgru, earthformer, extrapolation, persistence, phydnet, pysteps_methods, simvp  # noqa: E402,F401
 
 __all__ = ["BACKBONES", "Backbone"]

@@ -9,13 +9,13 @@ Runs in numpy on the CPU, one (sample, channel) at a time.
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 import torch
 
 from . import BACKBONES
 from .base import Backbone
+from .pysteps_methods import motion_field
 
 logger = logging.getLogger(__name__)
 
@@ -93,21 +93,11 @@ class Extrapolation(Backbone):
         ndarray, shape (2, H, W)
             Velocity (u, v) in pixels per time step; zeros where there is no signal.
         """
-        from pysteps import motion
-
         frames = np.nan_to_num(np.asarray(frames, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         signal = frames >= self.threshold
         if signal.sum(axis=(1, 2)).min() < 4:
             return np.zeros((2,) + frames.shape[1:])
-        fields = np.where(signal, frames, 0.0) * 255.0
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                uv = motion.get_method("LK")(fields, verbose=False, **self.lk_kwargs)
-        except Exception as err:  # pysteps/OpenCV can fail on degenerate fields
-            logger.debug("Lucas-Kanade failed (%s); using zero motion", err)
-            return np.zeros((2,) + frames.shape[1:])
-        return np.nan_to_num(np.asarray(uv, dtype=np.float64))
+        return motion_field(np.where(signal, frames, 0.0) * 255.0, **self.lk_kwargs)
 
     def extrapolate(self, frames: np.ndarray) -> np.ndarray:
         """Forecast ``t_out`` frames from one (T_in, H, W) sequence, values in [0, 1]."""

@@ -1,0 +1,186 @@
+"""``diffcast.nowcast``: the call a pysteps user expects (arrays in mm/h in, arrays out).
+
+>>> import diffcast
+>>> fc = diffcast.nowcast(precip, timestep=5, n_leadtimes=12, n_ens_members=8, seed=0, model="steps")
+>>> fc.shape                                  # (8, 12, y, x), mm/h, NaN outside coverage
+
+Baselines (``extrapolation``, ``sprog``, ``steps``, ``persistence``) run in rain rate
+on the native grid with pysteps' documented settings
+(:mod:`diffcast.models.backbones.pysteps_methods`), so their numbers equal pysteps
+called directly with the same settings and seed. Trained models (a model file,
+checkpoint folder or run folder) see the rain rates through their own encoding
+(reflectivity models: ``dBZ = 10 log10(200 R^1.6)`` scaled to ``[0, 1]``) and
+their forecasts are converted back to mm/h.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Model used when ``model=None``.
+DEFAULT_MODEL = "steps"
+#: Names :func:`nowcast` accepts besides model files.
+NOWCAST_BASELINES = ("persistence", "extrapolation", "sprog", "steps")
+#: Relative tolerance when comparing ``pixel_size`` with a model's grid spacing.
+PIXEL_TOL = 0.05
+
+
+def _positive(name: str, value: Any, integer: bool = False) -> float:
+    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.integer, np.floating))
+    if isinstance(value, bool) or not ok or not value > 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+def nowcast(
+    precip: Any,
+    timestep: float = 5,
+    n_leadtimes: int = 12,
+    n_ens_members: int = 8,
+    seed: int | None = None,
+    model: str | os.PathLike[str] | None = None,
+    pixel_size: float = 1.0,
+    **sample_kwargs: Any,
+) -> np.ndarray:
+    """Nowcast rain rate from the latest radar frames.
+
+    Parameters
+    ----------
+    precip : array_like
+        ``(t, y, x)`` rain rate in mm/h, oldest frame first, the last frame at the
+        analysis time, ``timestep`` minutes apart; NaN where there is no radar
+        coverage. Baselines take any ``y, x`` (tested from 64 to 1024);
+        ``extrapolation`` needs ``t >= 2`` frames, ``sprog`` and ``steps`` ``t >= 3``;
+        a trained model needs its ``t_in`` frames on its own grid.
+    timestep : float
+        Minutes between frames (STEPS uses it for its motion perturbations; a
+        trained model takes every ``k``-th frame when its step is ``k`` times this).
+    n_leadtimes : int
+        Number of forecast steps (a trained model: at most its ``t_out``).
+    n_ens_members : int
+        Ensemble size for probabilistic models (``steps`` and DiffCast models);
+        deterministic models return one member.
+    seed : int, optional
+        Seed of the ensemble (same seed, same result); ``None`` draws one.
+    model : str or path, optional
+        A baseline name (``persistence``, ``extrapolation``, ``sprog``, ``steps``) or a
+        model file / checkpoint folder / run folder. Default: :data:`DEFAULT_MODEL`.
+    pixel_size : float
+        Grid spacing in km (STEPS' ``kmperpixel``; checked against a trained model's).
+    **sample_kwargs
+        Diffusion sampling options for trained models (``sampler``, ``steps``, ...).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_ens_members, n_leadtimes, y, x)`` float64 rain rate in mm/h on the input
+        grid (deterministic models: ``n_ens_members = 1``); NaN where the last input
+        frame had no coverage (and, for the pysteps methods, where advection brings in
+        values from outside the domain).
+
+    Raises
+    ------
+    ValueError
+        Bad shapes or values, an unknown model, or a model that cannot take this
+        input (time step, pixel size, grid, units or number of frames).
+    FileNotFoundError
+        A model path that does not exist.
+    """
+    from .models.backbones import pysteps_methods as pm
+
+    _positive("timestep", timestep)
+    _positive("pixel_size", pixel_size)
+    _positive("n_leadtimes", n_leadtimes, integer=True)
+    _positive("n_ens_members", n_ens_members, integer=True)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    spec = DEFAULT_MODEL if model is None else model
+    r = pm.check_precip(precip, 1)
+    if min(r.shape[1:]) < 8:
+        raise ValueError(f"precip frames are {r.shape[1]}x{r.shape[2]} pixels; at least 8x8 are needed")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**31))
+    n_lead, n_mem = int(n_leadtimes), int(n_ens_members)
+    if isinstance(spec, str) and spec in NOWCAST_BASELINES:
+        if sample_kwargs:
+            raise ValueError(f"options {', '.join(sorted(sample_kwargs))} apply to diffusion models, not to {spec}")
+        if spec == "persistence":
+            out = np.repeat(r[-1][None, None], n_lead, axis=1)
+        elif spec == "extrapolation":
+            out = pm.extrapolation_nowcast(r, n_lead)[None]
+        elif spec == "sprog":
+            out = pm.sprog_nowcast(r, n_lead)[None]
+        else:
+            out = pm.steps_nowcast(r, n_lead, n_mem, int(seed), timestep=float(timestep), pixel_size=float(pixel_size))
+        return out
+    return _nowcast_model(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), sample_kwargs)
+
+
+def _nowcast_model(
+    r: np.ndarray,
+    spec: str | os.PathLike[str],
+    timestep: float,
+    n_lead: int,
+    n_mem: int,
+    seed: int,
+    pixel_size: float,
+    sample_kwargs: dict[str, Any],
+) -> np.ndarray:
+    """A trained model on rain rates: encode, predict, decode (see :func:`nowcast`)."""
+    import torch
+
+    from .inference import Nowcaster
+    from .models.backbones import pysteps_methods as pm
+
+    if not os.path.exists(os.fspath(spec)):
+        raise ValueError(
+            f"unknown model {os.fspath(spec)!r}: not a baseline ({', '.join(NOWCAST_BASELINES)}) and no such "
+            "model file or folder"
+        )
+    nc = Nowcaster.from_checkpoint(spec)
+    meta = nc.meta
+    label = f"model {nc.name} ({os.fspath(spec)})"
+    if pm.intensity_of(meta.unit, meta.physical_unit) != "rainrate":
+        raise ValueError(
+            f"{label} works in {meta.unit} ({meta.name} data); diffcast.nowcast takes rain rate in mm/h, which "
+            "converts only to reflectivity models: use a radar model or a baseline"
+        )
+    ratio = float(meta.timestep_min) / timestep
+    k = int(round(ratio))
+    if k < 1 or abs(ratio - k) > 1e-6:
+        raise ValueError(
+            f"{label} forecasts in steps of {meta.timestep_min:g} min; frames {timestep:g} min apart can only be "
+            "used when the model step is a whole multiple of theirs"
+        )
+    if abs(pixel_size / float(meta.pixel_km) - 1.0) > PIXEL_TOL:
+        raise ValueError(
+            f"{label} was trained on {meta.pixel_km:g} km pixels, the input has {pixel_size:g} km; resample the "
+            "input to the model's grid spacing (or use a baseline, which takes any)"
+        )
+    if tuple(r.shape[1:]) != (nc.height, nc.width):
+        raise ValueError(
+            f"{label} forecasts {nc.height}x{nc.width} grids; the input is {r.shape[1]}x{r.shape[2]}: cut a "
+            f"{nc.height}x{nc.width} window (or use a baseline, which takes any grid)"
+        )
+    if n_lead > nc.t_out:
+        raise ValueError(f"{label} forecasts {nc.t_out} steps; n_leadtimes={n_lead} asks for more")
+    frames = r[::-1][::k][::-1]
+    if frames.shape[0] < nc.t_in:
+        raise ValueError(
+            f"{label} needs {nc.t_in} frames {meta.timestep_min:g} min apart; precip gives {frames.shape[0]}"
+        )
+    frames = frames[-nc.t_in :]
+    x = pm.from_intensity(frames, "rainrate", float(meta.scale)).astype(np.float32)
+    with torch.inference_mode():
+        res = nc.predict(torch.from_numpy(x)[None, :, None], members=n_mem, seed=seed, **sample_kwargs)
+    fc = res.forecast[:, 0, :n_lead, 0].float().cpu().numpy()
+    out = pm.to_intensity(fc, "rainrate", float(meta.scale))
+    out[..., ~np.isfinite(r[-1])] = np.nan
+    return out

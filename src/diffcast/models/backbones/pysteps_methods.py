@@ -1,0 +1,387 @@
+"""pysteps nowcasting methods as diffcast baselines: extrapolation, S-PROG and STEPS.
+
+Two layers:
+
+1. Functions in rain rate (mm/h, NaN = no radar coverage) that call pysteps the
+   way its documented examples do for 1 km / 5 min composites
+   (``examples/plot_steps_nowcast.py``, ``plot_extrapolation_nowcast.py``; pySTEPS,
+   BSD-3-Clause): rain rate to dBR with :func:`pysteps.utils.transformation.dB_transform`
+   (threshold 0.1 mm/h, ``zerovalue`` -15 dBR, no-data pixels set to the
+   ``zerovalue``), Lucas-Kanade motion (:func:`motion_field`, shared with the
+   model-space ``extrapolation`` backbone), the nowcast in dBR (``precip_thr`` -10
+   dBR, 6 cascade levels, AR(2)), and back to mm/h (values below -10 dBR = 0.1 mm/h
+   become 0). STEPS adds pysteps' nonparametric noise, ``bps`` motion
+   perturbations and the ``incremental`` precipitation mask, seeded. These are what
+   :func:`diffcast.nowcast` runs for ``model="extrapolation" | "sprog" | "steps"``.
+
+2. Model-space wrappers (``(B, T, C, H, W)`` in ``[0, 1]``) registered as the
+   backbones ``sprog`` and ``steps``, so ``diffcast evaluate -m steps`` and
+   ``diffcast nowcast --checkpoint steps`` use them like ``persistence``. They map
+   ``[0, 1]`` values to an intensity through the dataset's metadata (``intensity``):
+   ``"rainrate"`` for reflectivity data (``dBZ = x * scale``, Marshall-Palmer
+   ``Z = 200 R^1.6``, as the radar readers encode rain rates), ``"vil"`` for SEVIR VIL
+   codes (kg m-2 by the SEVIR decoding), ``"linear"`` otherwise (``x * scale``); run
+   the functions of layer 1 and map the result back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...data.transforms import dbz_to_rainrate, kgm2_to_vil_code, rainrate_to_dbz, vil_code_to_kgm2
+from . import BACKBONES
+from .base import Backbone
+
+log = logging.getLogger(__name__)
+
+#: pysteps' documented settings for 1 km / 5 min composites (its STEPS, S-PROG and
+#: extrapolation examples). ``threshold`` is in the input's intensity unit (mm/h).
+PYSTEPS_SETTINGS: dict[str, Any] = {
+    "threshold": 0.1,  # mm/h: rain / no rain of the dB transform
+    "zerovalue": -15.0,  # dBR given to no rain and no data
+    "precip_thr": -10.0,  # dBR: precipitation threshold of the cascade methods
+    "n_cascade_levels": 6,
+    "ar_order": 2,
+    "noise_method": "nonparametric",
+    "vel_pert_method": "bps",
+    "mask_method": "incremental",
+}
+
+#: Intensity mappings of the model-space wrappers (see the module docstring).
+INTENSITIES = ("rainrate", "vil", "linear")
+
+
+# ----------------------------------------------------------------------------- rain rate
+def check_precip(precip: Any, min_frames: int, name: str = "precip") -> np.ndarray:
+    """Validate a ``(t, y, x)`` rain-rate array; return it as float64.
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, too few frames, a non-numeric dtype, negative or infinite values.
+    """
+    arr = np.asarray(precip)
+    if arr.ndim != 3:
+        raise ValueError(f"{name} must be a (t, y, x) array of rain rates, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must hold numbers (mm/h), got dtype {arr.dtype}")
+    if arr.shape[0] < min_frames:
+        raise ValueError(f"{name} has {arr.shape[0]} frame(s); this method needs at least {min_frames}")
+    arr = arr.astype(np.float64)
+    if np.isinf(arr).any():
+        raise ValueError(f"{name} holds infinite values; use NaN for pixels without radar coverage")
+    finite = arr[np.isfinite(arr)]
+    if finite.size and finite.min() < 0:
+        raise ValueError(f"{name} holds negative rain rates (min {finite.min():.3g}); expected mm/h >= 0, NaN = no data")
+    return arr
+
+
+def to_dbr(precip: np.ndarray, threshold: float = 0.1, zerovalue: float = -15.0) -> np.ndarray:
+    """Rain rate (mm/h) to dBR as in pysteps' examples; no-data pixels get ``zerovalue``."""
+    from pysteps.utils import transformation
+
+    dbr, _ = transformation.dB_transform(np.asarray(precip, dtype=np.float64), threshold=threshold, zerovalue=zerovalue)
+    dbr[~np.isfinite(dbr)] = zerovalue
+    return dbr
+
+
+def from_dbr(dbr: np.ndarray, threshold: float = -10.0) -> np.ndarray:
+    """dBR back to rain rate (mm/h); values below ``threshold`` dBR become 0 (pysteps' inverse)."""
+    from pysteps.utils import transformation
+
+    return transformation.dB_transform(np.asarray(dbr, dtype=np.float64), threshold=threshold, inverse=True)[0]
+
+
+def motion_field(fields: np.ndarray, **lk_kwargs: Any) -> np.ndarray:
+    """Lucas-Kanade motion (pysteps ``dense_lucaskanade``) of ``(T, H, W)`` finite fields.
+
+    Returns
+    -------
+    ndarray
+        ``(2, H, W)`` velocity (u, v) in pixels per time step; zeros when pysteps finds
+        no features to track (e.g. a field without rain) or fails on a degenerate field.
+    """
+    from pysteps import motion
+
+    fields = np.asarray(fields, dtype=np.float64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            uv = motion.get_method("LK")(fields, verbose=False, **lk_kwargs)
+    except Exception as err:  # pysteps / OpenCV fail on fields without trackable features
+        log.debug("Lucas-Kanade failed (%s); using zero motion", err)
+        return np.zeros((2,) + fields.shape[1:])
+    return np.nan_to_num(np.asarray(uv, dtype=np.float64))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence pysteps' progress prints (it writes to stdout) and its RuntimeWarnings."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _coverage_nan(forecast: np.ndarray, last: np.ndarray) -> np.ndarray:
+    forecast = np.asarray(forecast, dtype=np.float64)
+    forecast[..., ~np.isfinite(last)] = np.nan
+    return forecast
+
+
+def extrapolation_nowcast(precip: Any, n_leadtimes: int, settings: dict[str, Any] | None = None) -> np.ndarray:
+    """Lagrangian persistence in rain rate, as pysteps' extrapolation example.
+
+    Parameters
+    ----------
+    precip : array_like
+        ``(t, y, x)`` rain rate in mm/h, last frame = analysis time, NaN = no data; ``t >= 2``.
+    n_leadtimes : int
+        Forecast steps.
+    settings : dict, optional
+        Overrides of :data:`PYSTEPS_SETTINGS` (``threshold``, ``zerovalue``, ``precip_thr``).
+
+    Returns
+    -------
+    ndarray
+        ``(n_leadtimes, y, x)`` mm/h; NaN where the last input frame had no data and
+        where pysteps' advection brings in values from outside the domain.
+    """
+    from pysteps import nowcasts
+
+    s = {**PYSTEPS_SETTINGS, **(settings or {})}
+    r = check_precip(precip, 2)
+    dbr = to_dbr(r, s["threshold"], s["zerovalue"])
+    uv = motion_field(dbr)
+    with _quiet():
+        out = nowcasts.get_method("extrapolation")(dbr[-1], uv, int(n_leadtimes))
+    return _coverage_nan(from_dbr(out, s["precip_thr"]), r[-1])
+
+
+def sprog_nowcast(
+    precip: Any, n_leadtimes: int, settings: dict[str, Any] | None = None
+) -> np.ndarray:
+    """S-PROG (Seed 2003) in rain rate with pysteps' documented settings.
+
+    Parameters
+    ----------
+    precip : array_like
+        ``(t, y, x)`` rain rate in mm/h, NaN = no data; ``t >= ar_order + 1`` (3).
+    n_leadtimes : int
+        Forecast steps.
+    settings : dict, optional
+        Overrides of :data:`PYSTEPS_SETTINGS`.
+
+    Returns
+    -------
+    ndarray
+        ``(n_leadtimes, y, x)`` mm/h, NaN where the last input frame had no data.
+    """
+    from pysteps import nowcasts
+
+    s = {**PYSTEPS_SETTINGS, **(settings or {})}
+    r = check_precip(precip, s["ar_order"] + 1)
+    dbr = to_dbr(r, s["threshold"], s["zerovalue"])
+    uv = motion_field(dbr)
+    with _quiet():
+        out = nowcasts.get_method("sprog")(
+            dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), precip_thr=s["precip_thr"],
+            n_cascade_levels=s["n_cascade_levels"], ar_order=s["ar_order"],
+        )
+    return _coverage_nan(from_dbr(out, s["precip_thr"]), r[-1])
+
+
+def steps_nowcast(
+    precip: Any,
+    n_leadtimes: int,
+    n_ens_members: int,
+    seed: int | None,
+    timestep: float = 5.0,
+    pixel_size: float = 1.0,
+    settings: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """STEPS (Bowler et al. 2006, Seed et al. 2013) ensemble in rain rate, pysteps' example settings.
+
+    Parameters
+    ----------
+    precip : array_like
+        ``(t, y, x)`` rain rate in mm/h, NaN = no data; ``t >= ar_order + 1`` (3).
+    n_leadtimes, n_ens_members : int
+        Forecast steps and ensemble members.
+    seed : int or None
+        Seed of pysteps' noise and motion perturbations (same seed, same ensemble).
+    timestep : float
+        Minutes between frames (sets the motion-perturbation statistics).
+    pixel_size : float
+        Grid spacing in km (``kmperpixel``).
+    settings : dict, optional
+        Overrides of :data:`PYSTEPS_SETTINGS`.
+
+    Returns
+    -------
+    ndarray
+        ``(n_ens_members, n_leadtimes, y, x)`` mm/h, NaN where the last input frame had no data.
+    """
+    from pysteps import nowcasts
+
+    s = {**PYSTEPS_SETTINGS, **(settings or {})}
+    r = check_precip(precip, s["ar_order"] + 1)
+    dbr = to_dbr(r, s["threshold"], s["zerovalue"])
+    uv = motion_field(dbr)
+    with _quiet():
+        out = nowcasts.get_method("steps")(
+            dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), int(n_ens_members),
+            n_cascade_levels=s["n_cascade_levels"], precip_thr=s["precip_thr"], kmperpixel=float(pixel_size),
+            timestep=float(timestep), ar_order=s["ar_order"], noise_method=s["noise_method"],
+            vel_pert_method=s["vel_pert_method"], mask_method=s["mask_method"], seed=seed,
+        )
+    return _coverage_nan(from_dbr(out, s["precip_thr"]), r[-1])
+
+
+# ----------------------------------------------------------------------------- model space
+def intensity_of(unit: str, physical_unit: str = "") -> str:
+    """The intensity mapping for a dataset's threshold-space ``unit`` (see :data:`INTENSITIES`)."""
+    if unit.strip().lower() == "dbz":
+        return "rainrate"
+    if unit.upper().startswith("VIL") or physical_unit == "kg m-2":
+        return "vil"
+    return "linear"
+
+
+def to_intensity(x: np.ndarray, intensity: str, scale: float) -> np.ndarray:
+    """``[0, 1]`` model values to an intensity (mm/h, kg m-2 or ``x * scale``); 0 stays 0."""
+    code = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * scale
+    if intensity == "rainrate":
+        return np.where(code > 0, dbz_to_rainrate(code).astype(np.float64), 0.0)
+    if intensity == "vil":
+        return np.asarray(vil_code_to_kgm2(code), dtype=np.float64)
+    return code
+
+
+def from_intensity(r: np.ndarray, intensity: str, scale: float) -> np.ndarray:
+    """Inverse of :func:`to_intensity` (NaN -> 0), clipped to ``[0, 1]``."""
+    r = np.nan_to_num(np.asarray(r, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if intensity == "rainrate":
+        code = np.where(r > 0, rainrate_to_dbz(np.maximum(r, 1e-12)), 0.0)
+    elif intensity == "vil":
+        code = np.asarray(kgm2_to_vil_code(r), dtype=np.float64)
+    else:
+        code = r
+    return np.clip(code / scale, 0.0, 1.0)
+
+
+class _PystepsBaseline(Backbone):
+    """Shared set-up of the model-space pysteps wrappers (no parameters)."""
+
+    trainable = False
+    PRESETS: dict[str, dict] = {}
+
+    def __init__(
+        self,
+        t_in: int,
+        t_out: int,
+        channels: int = 1,
+        height: int = 128,
+        width: int = 128,
+        intensity: str = "rainrate",
+        scale: float = 90.0,
+        timestep: float = 5.0,
+        pixel_size: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise ValueError(
+                f"unknown {type(self).__name__} argument(s) {', '.join(sorted(kwargs))}; valid ones are: "
+                "intensity, pixel_size, scale, timestep"
+            )
+        super().__init__(t_in, t_out, channels, height, width)
+        if t_in < PYSTEPS_SETTINGS["ar_order"] + 1:
+            raise ValueError(f"{type(self).__name__} needs t_in >= {PYSTEPS_SETTINGS['ar_order'] + 1} (AR(2)), got {t_in}")
+        if intensity not in INTENSITIES:
+            raise ValueError(f"unknown intensity {intensity!r}; choose one of: {', '.join(INTENSITIES)}")
+        for key, val in (("scale", scale), ("timestep", timestep), ("pixel_size", pixel_size)):
+            if not float(val) > 0:
+                raise ValueError(f"{key} must be positive, got {val!r}")
+        self.intensity = intensity
+        self.scale = float(scale)
+        self.timestep = float(timestep)
+        self.pixel_size = float(pixel_size)
+
+    def _field(self, x: np.ndarray) -> np.ndarray:
+        return to_intensity(x, self.intensity, self.scale)
+
+    def _back(self, r: np.ndarray) -> np.ndarray:
+        return from_intensity(r, self.intensity, self.scale).astype(np.float32)
+
+
+@BACKBONES.register("sprog")
+class SProg(_PystepsBaseline):
+    """S-PROG on model-space sequences (deterministic; see :func:`sprog_nowcast`).
+
+    Parameters
+    ----------
+    t_in, t_out, channels, height, width : int
+        Frame layout; ``t_in >= 3``.
+    intensity : {"rainrate", "vil", "linear"}
+        How ``[0, 1]`` values map to the intensity pysteps works on (module docstring).
+    scale : float
+        Threshold-space scale of the data (``x * scale``: dBZ, VIL code).
+    timestep, pixel_size : float
+        Minutes between frames, km per pixel (recorded; S-PROG does not use them).
+    """
+
+    def forward(self, x_in: torch.Tensor) -> torch.Tensor:
+        self.check_input(x_in)
+        x = x_in.detach().to("cpu", torch.float64).numpy()
+        out = np.empty((x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
+        for b in range(x.shape[0]):
+            for c in range(x.shape[2]):
+                out[b, :, c] = self._back(sprog_nowcast(self._field(x[b, :, c]), self.t_out))
+        return torch.from_numpy(out).to(device=x_in.device, dtype=x_in.dtype)
+
+
+@BACKBONES.register("steps")
+class Steps(_PystepsBaseline):
+    """STEPS ensembles on model-space sequences (see :func:`steps_nowcast`).
+
+    An ensemble baseline: :class:`~diffcast.inference.Nowcaster` calls
+    :meth:`sample_ensemble`. Used as a plain backbone (``forward``) it returns one
+    member drawn with seed 0.
+
+    Parameters
+    ----------
+    t_in, t_out, channels, height, width : int
+        Frame layout; ``t_in >= 3``.
+    intensity : {"rainrate", "vil", "linear"}
+        How ``[0, 1]`` values map to the intensity pysteps works on (module docstring).
+    scale : float
+        Threshold-space scale of the data (``x * scale``: dBZ, VIL code).
+    timestep, pixel_size : float
+        Minutes between frames and km per pixel, passed to pysteps (motion perturbations).
+    """
+
+    ensemble = True
+
+    def sample_ensemble(self, x_in: torch.Tensor, members: int, seed: int | None) -> torch.Tensor:
+        """``(M, B, T_out, C, H, W)`` members; sample ``b`` of the batch uses seed ``seed + b``."""
+        self.check_input(x_in)
+        x = x_in.detach().to("cpu", torch.float64).numpy()
+        out = np.empty((members, x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
+        for b in range(x.shape[0]):
+            for c in range(x.shape[2]):
+                s = None if seed is None else (int(seed) + b * x.shape[2] + c) % (2**32)
+                fc = steps_nowcast(
+                    self._field(x[b, :, c]), self.t_out, members, s, timestep=self.timestep, pixel_size=self.pixel_size
+                )
+                out[:, b, :, c] = self._back(fc)
+        return torch.from_numpy(out).to(device=x_in.device, dtype=x_in.dtype)
+
+    def forward(self, x_in: torch.Tensor) -> torch.Tensor:
+        return self.sample_ensemble(x_in, 1, 0)[0]

@@ -1,0 +1,235 @@
+"""``diffcast.nowcast``: pysteps' calling convention, checked against pysteps called directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import diffcast
+from diffcast.inference import Nowcaster
+from diffcast.models import build_model
+from diffcast.models.backbones import pysteps_methods as pm
+from diffcast.training.model_io import save_model_file
+
+pysteps = pytest.importorskip("pysteps")
+
+
+def rain_field(t: int = 5, h: int = 96, w: int = 96, seed: int = 0, speed: tuple[float, float] = (1.5, 0.8)) -> np.ndarray:
+    """Moving rain cells with small-scale texture, mm/h (0 outside the cells)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    cells = [(rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.6) * w, rng.uniform(6, 14), rng.uniform(3, 25)) for _ in range(4)]
+    tex = rng.gamma(2.0, 0.5, size=(h, w))
+    out = np.zeros((t, h, w))
+    for k in range(t):
+        for cy, cx, s, a in cells:
+            out[k] += a * np.exp(-((yy - cy - speed[1] * k) ** 2 + (xx - cx - speed[0] * k) ** 2) / (2 * s * s))
+        out[k] *= np.roll(tex, (int(speed[1] * k), int(speed[0] * k)), axis=(0, 1))
+    out[out < 0.05] = 0.0
+    return out
+
+
+def pysteps_direct(method: str, precip: np.ndarray, n: int, members: int = 1, seed: int = 0, kmperpixel: float = 1.0):
+    """pysteps' example recipe, written out here independently of diffcast."""
+    from pysteps import motion, nowcasts
+    from pysteps.utils import transformation
+
+    r_db, _ = transformation.dB_transform(precip.copy(), threshold=0.1, zerovalue=-15.0)
+    r_db[~np.isfinite(r_db)] = -15.0
+    v = motion.get_method("LK")(r_db)
+    if method == "extrapolation":
+        f = nowcasts.get_method("extrapolation")(r_db[-1], v, n)
+    elif method == "sprog":
+        f = nowcasts.get_method("sprog")(r_db[-3:], v, n, n_cascade_levels=6, precip_thr=-10.0)
+    else:
+        f = nowcasts.get_method("steps")(
+            r_db[-3:], v, n, members, n_cascade_levels=6, precip_thr=-10.0, kmperpixel=kmperpixel, timestep=5,
+            noise_method="nonparametric", vel_pert_method="bps", mask_method="incremental", seed=seed,
+        )
+    f = transformation.dB_transform(f, threshold=-10.0, inverse=True)[0]
+    f[..., ~np.isfinite(precip[-1])] = np.nan
+    return f
+
+
+@pytest.mark.parametrize("method", ["extrapolation", "sprog", "steps"])
+def test_baselines_equal_pysteps_called_directly(method):
+    precip = rain_field()
+    precip[:, :10, :] = np.nan  # a strip without coverage
+    fc = diffcast.nowcast(precip, timestep=5, n_leadtimes=4, n_ens_members=3, seed=7, model=method)
+    ref = pysteps_direct(method, precip, 4, members=3, seed=7)
+    if ref.ndim == 3:
+        ref = ref[None]
+    assert fc.shape == ref.shape == ((3 if method == "steps" else 1), 4, 96, 96)
+    np.testing.assert_array_equal(np.isnan(fc), np.isnan(ref))
+    np.testing.assert_allclose(fc, ref, rtol=1e-10, atol=1e-12, equal_nan=True)
+    assert np.nanmax(fc) > 1.0  # a real forecast, not an empty field
+
+
+def test_steps_equals_pysteps_on_real_radar(radar_data):
+    from pysteps.io.importers import import_fmi_pgm
+    from pysteps.utils import conversion
+
+    files = sorted((radar_data / "fmi" / "pgm" / "20160928").glob("*.pgm.gz"))[-4:]
+    if len(files) < 4:
+        pytest.skip("FMI example files not found")
+    frames = []
+    for f in files:
+        data, _, meta = import_fmi_pgm(str(f), gzipped=True)
+        frames.append(data)
+    rate, _ = conversion.to_rainrate(np.array(frames), dict(meta, transform=None, zr_a=223.0, zr_b=1.53, threshold=0.1, zerovalue=0.0))
+    rate = rate[:, 300:428, 300:428]
+    fc = diffcast.nowcast(rate, n_leadtimes=3, n_ens_members=2, seed=3, model="steps")
+    ref = pysteps_direct("steps", rate, 3, members=2, seed=3)
+    np.testing.assert_allclose(fc, ref, rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+def test_shapes_units_mask_and_seed():
+    precip = rain_field(h=64, w=80)
+    precip[-1, 20:30, 40:60] = np.nan
+    fc = diffcast.nowcast(precip, n_leadtimes=3, n_ens_members=4, seed=1, model="steps")
+    assert fc.shape == (4, 3, 64, 80)
+    nan = np.isnan(fc)
+    assert nan[:, :, 20:30, 40:60].all()
+    np.testing.assert_array_equal(diffcast.nowcast(precip, n_leadtimes=3, n_ens_members=4, seed=1, model="steps"), fc)
+    other = diffcast.nowcast(precip, n_leadtimes=3, n_ens_members=4, seed=2, model="steps")
+    assert not np.allclose(np.nan_to_num(other), np.nan_to_num(fc))
+    # members differ from each other (a real ensemble)
+    assert np.nanmean(np.nanstd(fc, axis=0)) > 0
+    # persistence: the last frame, in mm/h, NaN kept
+    pers = diffcast.nowcast(precip, n_leadtimes=2, model="persistence")
+    assert pers.shape == (1, 2, 64, 80)
+    np.testing.assert_array_equal(pers[0, 1], precip[-1])
+    # deterministic models give one member whatever is asked
+    assert diffcast.nowcast(precip, n_leadtimes=2, n_ens_members=5, model="sprog").shape == (1, 2, 64, 80)
+    # the default model is an ensemble of the requested size
+    assert diffcast.nowcast(precip, n_leadtimes=1, n_ens_members=2, seed=0).shape == (2, 1, 64, 80)
+
+
+def test_large_grid_runs():
+    precip = np.tile(rain_field(t=3, h=128, w=128), (1, 8, 8))  # 1024 x 1024
+    fc = diffcast.nowcast(precip, n_leadtimes=1, model="sprog")
+    assert fc.shape == (1, 1, 1024, 1024)
+    assert np.isfinite(fc).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"precip": np.zeros((5, 64))}, r"\(t, y, x\)"),
+        ({"precip": -np.ones((5, 64, 64))}, "negative"),
+        ({"precip": np.full((5, 64, 64), np.inf)}, "infinite"),
+        ({"precip": np.zeros((5, 64, 64), dtype=bool)}, "numbers"),
+        ({"precip": np.zeros((2, 64, 64)), "model": "steps"}, "at least 3"),
+        ({"precip": np.zeros((5, 4, 4))}, "8x8"),
+        ({"timestep": 0}, "timestep"),
+        ({"timestep": "5"}, "timestep"),
+        ({"pixel_size": -1}, "pixel_size"),
+        ({"n_leadtimes": 0}, "n_leadtimes"),
+        ({"n_leadtimes": 2.5}, "n_leadtimes"),
+        ({"n_ens_members": 0}, "n_ens_members"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"model": "no_such_model"}, "unknown model"),
+        ({"model": "steps", "sampler": "ddim"}, "diffusion models"),
+    ],
+)
+def test_errors(kwargs, match):
+    args = {"precip": rain_field(h=64, w=64), "n_leadtimes": 2, "n_ens_members": 2, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        diffcast.nowcast(**args)
+
+
+def test_missing_model_path_is_clear(tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        diffcast.nowcast(rain_field(h=64, w=64), model=str(tmp_path / "absent.safetensors"))
+
+
+def _model_file(tmp_path, data: str = "radar", size: int = 32, t_in: int = 3, t_out: int = 4):
+    mcfg = {"type": "backbone", "t_in": t_in, "t_out": t_out, "channels": 1, "height": size, "width": size,
+            "backbone": {"name": "persistence"}}
+    model = build_model(mcfg)
+    return save_model_file(tmp_path / f"{data}.safetensors", model.state_dict(), {"model": mcfg, "data": {"name": data}})
+
+
+def test_trained_model_file_round_trip(tmp_path):
+    path = _model_file(tmp_path)
+    precip = rain_field(t=4, h=32, w=32)
+    precip[-1, :4] = np.nan
+    fc = diffcast.nowcast(precip, n_leadtimes=3, model=str(path))
+    assert fc.shape == (1, 3, 32, 32)
+    # persistence through the dBZ encoding: rain rates come back (float32 round-off, 0.036 mm/h floor)
+    last = precip[-1]
+    ok = np.isfinite(last) & (last > 0.05)
+    np.testing.assert_allclose(fc[0, 2][ok], last[ok], rtol=1e-4)
+    assert np.isnan(fc[0, :, :4]).all()
+    # a timestep of half the model's: every second frame is used
+    fc2 = diffcast.nowcast(rain_field(t=6, h=32, w=32), timestep=2.5, n_leadtimes=1, model=str(path))
+    assert fc2.shape == (1, 1, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"timestep": 3}, "whole multiple"),
+        ({"pixel_size": 2.0}, "km pixels"),
+        ({"precip": rain_field(t=4, h=48, w=32)}, "32x32 grids"),
+        ({"n_leadtimes": 5}, "forecasts 4 steps"),
+        ({"precip": rain_field(t=2, h=32, w=32)}, "needs 3 frames"),
+    ],
+)
+def test_trained_model_errors(tmp_path, kwargs, match):
+    path = _model_file(tmp_path)
+    args = {"precip": rain_field(t=4, h=32, w=32), "n_leadtimes": 2, "model": str(path), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        diffcast.nowcast(**args)
+
+
+def test_vil_model_refuses_rain_rate(tmp_path):
+    path = _model_file(tmp_path, data="sevir")
+    with pytest.raises(ValueError, match="rain rate in mm/h"):
+        diffcast.nowcast(rain_field(t=4, h=32, w=32), model=str(path))
+
+
+# ----------------------------------------------------------------------------- model-space baselines
+def test_model_space_steps_and_sprog_match_rain_rate_functions():
+    """The registered baselines decode [0, 1] dBZ/90 values to mm/h and run the same pysteps calls."""
+    rate = rain_field(t=5, h=64, w=64)
+    x = pm.from_intensity(rate, "rainrate", 90.0).astype(np.float32)
+    back = pm.to_intensity(x, "rainrate", 90.0)
+    nc = Nowcaster.from_baseline("steps", t_in=5, t_out=3, height=64, width=64, meta="radar")
+    assert nc.is_probabilistic
+    out = nc.predict(torch.from_numpy(x)[None, :, None], members=2, seed=5)
+    assert tuple(out.forecast.shape) == (2, 1, 3, 1, 64, 64)
+    ref = pm.steps_nowcast(back, 3, 2, 5, timestep=5.0, pixel_size=1.0)
+    np.testing.assert_allclose(out.forecast[:, 0, :, 0].numpy(), pm.from_intensity(ref, "rainrate", 90.0), atol=1e-6)
+    sp = Nowcaster.from_baseline("sprog", t_in=5, t_out=3, height=64, width=64, meta="radar")
+    assert not sp.is_probabilistic
+    got = sp.predict(torch.from_numpy(x)[None, :, None]).forecast
+    assert tuple(got.shape) == (1, 1, 3, 1, 64, 64)
+    np.testing.assert_allclose(got[0, 0, :, 0].numpy(), pm.from_intensity(pm.sprog_nowcast(back, 3), "rainrate", 90.0), atol=1e-6)
+
+
+def test_intensity_round_trips():
+    r = np.array([0.0, 0.05, 0.1, 1.0, 10.0, 100.0])
+    np.testing.assert_allclose(pm.to_intensity(pm.from_intensity(r, "rainrate", 90.0), "rainrate", 90.0)[1:], r[1:], rtol=1e-6)
+    codes = np.array([0, 20, 80, 160, 250]) / 255.0
+    np.testing.assert_allclose(pm.from_intensity(pm.to_intensity(codes, "vil", 255.0), "vil", 255.0), codes, atol=1 / 255)
+    assert pm.intensity_of("dBZ") == "rainrate"
+    assert pm.intensity_of("VIL code (0-255)", "kg m-2") == "vil"
+    assert pm.intensity_of("mm/h") == "linear"
+
+
+def test_baseline_argument_errors():
+    with pytest.raises(ValueError, match="t_in >= 3"):
+        Nowcaster.from_baseline("steps", t_in=2, meta="radar")
+    with pytest.raises(ValueError, match="unknown intensity"):
+        Nowcaster.from_baseline("sprog", meta="radar", intensity="foo")
+    with pytest.raises(ValueError, match="unknown Steps argument"):
+        Nowcaster.from_baseline("steps", meta="radar", bogus=1)
+
+
+def test_no_rain_gives_zeros():
+    fc = diffcast.nowcast(np.zeros((4, 64, 64)), n_leadtimes=2, n_ens_members=2, seed=0, model="steps")
+    assert fc.shape == (2, 2, 64, 64)
+    assert np.nanmax(fc) == 0.0
