@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -41,14 +42,56 @@ def _tiny_config():
     }
 
 
+def _original_schedule(timesteps=1000, start=-3, end=3, tau=1):
+    """The 13 buffers of the original DiffCast ``GaussianDiffusion`` (sigmoid schedule, pred_v).
+
+    Written out from the original code (denoising-diffusion-pytorch arithmetic) without
+    calling diffcast: ``sigmoid(start/tau)`` and ``sigmoid(end/tau)`` are float32 0-dim
+    tensors (the default dtype) inside a float64 formula; every buffer is a float64
+    formula stored as float32. Returns ``(buffers, alphas_cumprod_float64)``.
+    """
+    assert torch.get_default_dtype() == torch.float32  # what the original ran under
+    steps = timesteps + 1
+    t = torch.linspace(0, timesteps, steps, dtype=torch.float64) / timesteps
+    v_start = torch.tensor(start / tau).sigmoid()
+    v_end = torch.tensor(end / tau).sigmoid()
+    alphas_cumprod = (-((t * (end - start) + start) / tau).sigmoid() + v_end) / (v_end - v_start)
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    betas = torch.clip(1 - (alphas_cumprod[1:] / alphas_cumprod[:-1]), 0, 0.999)
+
+    alphas = 1.0 - betas
+    alphas_cumprod = torch.cumprod(alphas, dim=0)
+    alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    buffers = {
+        "betas": betas,
+        "alphas_cumprod": alphas_cumprod,
+        "alphas_cumprod_prev": alphas_cumprod_prev,
+        "sqrt_alphas_cumprod": torch.sqrt(alphas_cumprod),
+        "sqrt_one_minus_alphas_cumprod": torch.sqrt(1.0 - alphas_cumprod),
+        "log_one_minus_alphas_cumprod": torch.log(1.0 - alphas_cumprod),
+        "sqrt_recip_alphas_cumprod": torch.sqrt(1.0 / alphas_cumprod),
+        "sqrt_recipm1_alphas_cumprod": torch.sqrt(1.0 / alphas_cumprod - 1),
+        "posterior_variance": posterior_variance,
+        "posterior_log_variance_clipped": torch.log(posterior_variance.clamp(min=1e-20)),
+        "posterior_mean_coef1": betas * torch.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+        "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * torch.sqrt(alphas) / (1.0 - alphas_cumprod),
+        "loss_weight": snr.clone() / (snr + 1),
+    }
+    return {k: v.to(torch.float32) for k, v in buffers.items()}, alphas_cumprod
+
+
 class NotATensor:
     """Something torch.load(weights_only=True) refuses to unpickle."""
 
 
-def _published_layout(sd, path, schedule="sigmoid", extra=None):
+def _published_layout(sd, path, schedule="sigmoid", extra=None, buffers=None):
+    """Write ``sd`` in the published layout; schedule buffers from ``buffers`` or diffcast's ``schedule``."""
     g = torch.Generator().manual_seed(1)
     ema_sd = {k: v + 0.01 * torch.randn(v.shape, generator=g) for k, v in sd.items()}
-    buffers = schedule_buffers(schedule, 1000, "v")
+    if buffers is None:
+        buffers = schedule_buffers(schedule, 1000, "v")
     ckpt = {
         "step": 123456,
         "epoch": 7,
@@ -144,12 +187,90 @@ def test_rejects_pickled_objects_clearly(tmp_path, tiny_ckpt):
         convert_official(src, tmp_path / "o.safetensors", config=cfg)
 
 
-def test_rejects_other_schedule(tmp_path, tiny_ckpt):
+def _with_schedule(cfg, schedule):
+    cfg = json.loads(json.dumps(cfg))
+    if schedule is not None:
+        cfg["model"]["diffusion"]["schedule"] = schedule
+    return cfg
+
+
+@pytest.mark.parametrize("config_schedule", [None, "sigmoid", "sigmoid_official"])
+def test_converts_a_file_with_the_original_schedule_arithmetic(tiny_ckpt, tmp_path, caplog, config_schedule):
+    """Buffers as the original code writes them (float32 sigmoid end points): converted with its exact schedule."""
     cfg, sd, _, _ = tiny_ckpt
-    src = tmp_path / "linear.pt"
-    _published_layout(sd, src, schedule="linear")
-    with pytest.raises(ValueError, match="another noise schedule"):
+    cfg = _with_schedule(cfg, config_schedule)
+    buffers, abar64 = _original_schedule()
+    src = tmp_path / "original.pt"
+    _published_layout(sd, src, buffers=buffers)
+    with caplog.at_level(logging.INFO, logger="diffcast.models.diffusion.convert"):
+        out = convert_official(src, tmp_path / "o.safetensors", config=cfg)
+    switched = config_schedule != "sigmoid_official"
+    assert ("not of the config's" in caplog.text) == switched
+    _, config, _ = load_model_file(out)
+    assert config["model"]["diffusion"]["schedule"] == "sigmoid_official"
+    model = Nowcaster.from_checkpoint(out).model
+    # the model's float64 schedule (what every sampler uses) is the original's, to the last bit
+    assert model.alphas_cumprod.dtype == torch.float64 and torch.equal(model.alphas_cumprod, abar64)
+    assert torch.equal(model.loss_weight, buffers["loss_weight"])
+    sampler = model.make_sampler()
+    assert torch.equal(sampler.alphas_cumprod, abar64)
+    assert torch.equal(sampler._sqrt_a, buffers["sqrt_alphas_cumprod"])
+    assert torch.equal(sampler._sqrt_1ma, buffers["sqrt_one_minus_alphas_cumprod"])
+    # and all 13 buffers recomputed from the written config equal the file's
+    ours = schedule_buffers(config["model"]["diffusion"]["schedule"], 1000, "v")
+    for name, value in buffers.items():
+        assert torch.equal(ours[name], value), name
+
+
+@pytest.mark.parametrize("config_schedule", [None, "sigmoid", "sigmoid_official"])
+def test_converts_a_file_with_our_float64_sigmoid(tiny_ckpt, tmp_path, config_schedule):
+    cfg, sd, _, _ = tiny_ckpt
+    cfg = _with_schedule(cfg, config_schedule)
+    src = tmp_path / "ours.pt"
+    _published_layout(sd, src, schedule="sigmoid")
+    out = convert_official(src, tmp_path / "o.safetensors", config=cfg)
+    _, config, _ = load_model_file(out)
+    assert config["model"]["diffusion"].get("schedule", "sigmoid") == "sigmoid"
+    model = Nowcaster.from_checkpoint(out).model
+    assert torch.equal(model.alphas_cumprod.float(), schedule_buffers("sigmoid", 1000, "v")["alphas_cumprod"])
+
+
+def test_official_config_uses_the_original_schedule_arithmetic():
+    assert OFFICIAL_CONFIG["model"]["diffusion"]["schedule"] == "sigmoid_official"
+
+
+def test_exact_match_wins_when_both_sigmoid_variants_are_within_tolerance(tiny_ckpt, tmp_path):
+    """With 10 steps the two arithmetics agree to ~1e-7: the bit-exact one is chosen."""
+    cfg, sd, _, _ = tiny_ckpt
+    cfg = _with_schedule(cfg, "sigmoid")
+    cfg["model"]["diffusion"]["timesteps"] = 10
+    buffers, abar64 = _original_schedule(10)
+    assert torch.allclose(buffers["betas"], schedule_buffers("sigmoid", 10, "v")["betas"], rtol=1e-5, atol=1e-7)
+    src = tmp_path / "short.pt"
+    _published_layout(sd, src, buffers=buffers)
+    out = convert_official(src, tmp_path / "o.safetensors", config=cfg)
+    _, config, _ = load_model_file(out)
+    assert config["model"]["diffusion"]["schedule"] == "sigmoid_official"
+    assert torch.equal(Nowcaster.from_checkpoint(out).model.alphas_cumprod, abar64)
+
+
+@pytest.mark.parametrize(
+    ("config_schedule", "file_schedule"),
+    [(None, "linear"), ("sigmoid_official", "linear"), ("sigmoid", "cosine"), ("linear", "original")],
+)
+def test_rejects_other_schedule(tmp_path, tiny_ckpt, config_schedule, file_schedule):
+    """A genuinely different schedule is refused, whichever sigmoid arithmetic the config names."""
+    cfg, sd, _, _ = tiny_ckpt
+    cfg = _with_schedule(cfg, config_schedule)
+    src = tmp_path / "other.pt"
+    if file_schedule == "original":
+        _published_layout(sd, src, buffers=_original_schedule()[0])
+    else:
+        _published_layout(sd, src, schedule=file_schedule)
+    expected = config_schedule or "sigmoid"
+    with pytest.raises(ValueError, match=f"'betas' buffer does not match the {expected} schedule.*another noise"):
         convert_official(src, tmp_path / "o.safetensors", config=cfg)
+    assert not (tmp_path / "o.safetensors").exists()
 
 
 def test_alias_resolution():
@@ -220,9 +341,11 @@ def test_paper_size_roundtrip_with_aliases(tmp_path):
         if e["alias_of"]:
             sd[e["key"]] = sd[e["alias_of"]]  # the same tensor, as torch.save stores it
     src = tmp_path / "diffcast_phydnet_sevir128.pt"
-    _published_layout(sd, src)
+    buffers, abar64 = _original_schedule()
+    _published_layout(sd, src, buffers=buffers)
     out = convert_official(src, tmp_path / "paper.safetensors")
     nc = Nowcaster.from_checkpoint(out)
     for k, v in nc.model.state_dict().items():
         assert torch.equal(v, sd[k]), k
     assert nc.model.sampling_steps == 250 and nc.model.timestep_spacing == "diffcast"
+    assert torch.equal(nc.model.alphas_cumprod, abar64)

@@ -10,6 +10,7 @@ import torch
 
 from diffcast.models.diffusion.schedules import (
     BUFFER_NAMES,
+    SCHEDULES,
     loss_weight,
     make_betas,
     objective_target,
@@ -33,6 +34,37 @@ def test_sigmoid_schedule_closed_form():
     assert betas.dtype == torch.float64 and betas.shape == (T,)
     np.testing.assert_allclose(betas.numpy(), ref, rtol=1e-10, atol=1e-13)
     assert betas[-1].item() == pytest.approx(0.999)  # abar(1) = 0: the last beta is clipped
+
+
+def _original_sigmoid_betas(timesteps, start=-3, end=3, tau=1):
+    """The original DiffCast / denoising-diffusion-pytorch code, verbatim (float32 end points)."""
+    assert torch.get_default_dtype() == torch.float32
+    steps = timesteps + 1
+    t = torch.linspace(0, timesteps, steps, dtype=torch.float64) / timesteps
+    v_start = torch.tensor(start / tau).sigmoid()
+    v_end = torch.tensor(end / tau).sigmoid()
+    alphas_cumprod = (-((t * (end - start) + start) / tau).sigmoid() + v_end) / (v_end - v_start)
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    betas = 1 - (alphas_cumprod[1:] / alphas_cumprod[:-1])
+    return torch.clip(betas, 0, 0.999)
+
+
+@pytest.mark.parametrize("T", [1000, 250, 10, 2])
+def test_sigmoid_official_is_the_original_arithmetic_bit_for_bit(T):
+    betas, orig = make_betas("sigmoid_official", T), _original_sigmoid_betas(T)
+    assert "sigmoid_official" in SCHEDULES and betas.dtype == torch.float64 and betas.shape == (T,)
+    assert torch.equal(betas, orig)
+    abar = torch.cumprod(1 - orig, 0)
+    buf = schedule_buffers("sigmoid_official", T, "v")
+    assert torch.equal(buf["betas"], orig.float()) and torch.equal(buf["alphas_cumprod"], abar.float())
+
+
+def test_sigmoid_variants_differ_beyond_the_converter_tolerance():
+    """The float32 end points move beta_998 by ~1.3e-5 relative: more than the converter's rtol."""
+    ours, official = make_betas("sigmoid", 1000), make_betas("sigmoid_official", 1000)
+    rel = ((official[998] - ours[998]) / ours[998]).abs().item()
+    assert 1e-5 < rel < 1e-4
+    assert not torch.allclose(official.float(), ours.float(), rtol=1e-5, atol=1e-7)
 
 
 def test_linear_and_cosine_closed_forms():

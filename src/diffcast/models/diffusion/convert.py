@@ -9,7 +9,11 @@ mapping only
 
 - drops the 13 schedule buffers (after checking that they agree with the
   schedule our config recomputes: a file trained with another schedule is
-  refused rather than silently mis-sampled);
+  refused rather than silently mis-sampled). The sigmoid schedule exists in two
+  arithmetics that differ by ~1e-5 (``sigmoid``: float64 throughout, ours;
+  ``sigmoid_official``: the original's float32 end points); a file whose
+  buffers match the other variant is converted with that one, so the model
+  samples with exactly the file's schedule;
 - resolves PhyDNet's aliased cells (registered twice, under ``phycell`` /
   ``convcell`` and ``encoder.phycell`` / ``encoder.convcell``): aliased tensors
   must be equal; a name our model lacks is dropped, a name only the alias has is
@@ -32,14 +36,15 @@ from typing import Any
 import torch
 
 from ...data.transforms import SEVIR_META
-from .schedules import BUFFER_NAMES, schedule_buffers
+from .schedules import BUFFER_NAMES, SIGMOID_VARIANTS, schedule_buffers
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = ("model", "ema")
 
 #: The published configuration: PhyDNet backbone, SEVIR VIL 5 -> 20 at 128 x 128,
-#: DDIM with 250 steps on the original respacing.
+#: DDIM with 250 steps on the original respacing, and the original's arithmetic of the
+#: sigmoid noise schedule (float32 end points; see ``sigmoid_official_beta_schedule``).
 OFFICIAL_CONFIG: dict[str, Any] = {
     "name": "diffcast_phydnet_sevir128",
     "data": {"name": "sevir"},
@@ -53,6 +58,7 @@ OFFICIAL_CONFIG: dict[str, Any] = {
         "backbone": {"name": "phydnet", "preset": "paper"},
         "diffusion": {
             "preset": "paper",
+            "schedule": "sigmoid_official",
             "sampler": "ddim",
             "sampling_steps": 250,
             "eta": 0.0,
@@ -130,20 +136,70 @@ def extract_weights(ckpt: dict[str, Any], weights: str = "model", src: str = "ch
     return dict(sd)
 
 
-def _check_schedule(sd: dict[str, torch.Tensor], diffusion_cfg: dict[str, Any], src: str) -> None:
+def _diffusion_settings(diffusion_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The diffusion config with its preset's defaults filled in."""
     from .residual import PRESETS
 
-    cfg = {**PRESETS[diffusion_cfg.get("preset", "paper")], **diffusion_cfg}
-    ours = schedule_buffers(cfg["schedule"], int(cfg["timesteps"]), cfg["objective"], cfg["min_snr_gamma"])
-    for name in ("betas", "alphas_cumprod"):
-        if name in sd:
-            theirs = sd[name].detach().float().cpu()
-            if theirs.shape != ours[name].shape or not torch.allclose(theirs, ours[name], rtol=1e-5, atol=1e-7):
-                raise ValueError(
-                    f"{src}: its '{name}' buffer does not match the {cfg['schedule']} schedule with "
-                    f"{cfg['timesteps']} steps of the target config; the checkpoint was trained with "
-                    "another noise schedule"
-                )
+    return {**PRESETS[diffusion_cfg.get("preset", "paper")], **diffusion_cfg}
+
+
+def _check_schedule(sd: dict[str, torch.Tensor], diffusion_cfg: dict[str, Any], src: str) -> str:
+    """The schedule name whose buffers the file carries: the config's or the other sigmoid variant.
+
+    ``betas`` and ``alphas_cumprod`` (where present) are compared, as float32,
+    with those of the config's schedule and, for a sigmoid schedule, of the
+    other sigmoid arithmetic. A bit-exact match wins over a match within
+    ``rtol=1e-5`` (for short schedules the two variants agree that closely);
+    the config's schedule wins ties. A file without these buffers keeps the
+    config's schedule.
+
+    Raises
+    ------
+    ValueError
+        If no candidate matches: the file was trained with another schedule.
+    """
+    cfg = _diffusion_settings(diffusion_cfg)
+    configured = cfg["schedule"]
+    names = [name for name in ("betas", "alphas_cumprod") if name in sd]
+    if not names:
+        return configured
+    candidates = [configured]
+    if configured in SIGMOID_VARIANTS:
+        candidates += [v for v in SIGMOID_VARIANTS if v != configured]
+    theirs = {name: sd[name].detach().float().cpu() for name in names}
+    ours = {
+        c: schedule_buffers(c, int(cfg["timesteps"]), cfg["objective"], cfg["min_snr_gamma"]) for c in candidates
+    }
+
+    def mismatch(candidate: str, exact: bool) -> str | None:
+        """The first buffer that differs from ``candidate``'s, or None."""
+        for name in names:
+            a, b = theirs[name], ours[candidate][name]
+            if a.shape != b.shape or not (
+                torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+            ):
+                return name
+        return None
+
+    for exact in (True, False):
+        for candidate in candidates:
+            if mismatch(candidate, exact) is None:
+                if candidate != configured:
+                    log.info(
+                        "%s: its schedule buffers are those of the %r schedule, not of the config's %r "
+                        "(the two sigmoid arithmetics); converting with %r",
+                        src,
+                        candidate,
+                        configured,
+                        candidate,
+                    )
+                return candidate
+    mismatched = mismatch(configured, exact=False)
+    raise ValueError(
+        f"{src}: its '{mismatched}' buffer does not match the {configured} schedule with "
+        f"{cfg['timesteps']} steps of the target config; the checkpoint was trained with "
+        "another noise schedule"
+    )
 
 
 def map_state_dict(
@@ -229,7 +285,9 @@ def convert_official(
         Which weights to convert; the published evaluation uses ``model``.
     config : dict, optional
         Full config to store (default :func:`official_config`); its ``model``
-        section must describe the network in the file.
+        section must describe the network in the file. If the file's schedule
+        buffers are those of the other sigmoid arithmetic (``sigmoid`` vs
+        ``sigmoid_official``), the stored config names that one instead.
 
     Returns
     -------
@@ -246,7 +304,11 @@ def convert_official(
     config = official_config() if config is None else copy.deepcopy(config)
     ckpt = load_official_checkpoint(src)
     sd = extract_weights(ckpt, weights, str(src))
-    _check_schedule(sd, config["model"].get("diffusion") or {}, str(src))
+    diffusion_cfg = dict(config["model"].get("diffusion") or {})
+    schedule = _check_schedule(sd, diffusion_cfg, str(src))
+    if schedule != _diffusion_settings(diffusion_cfg)["schedule"]:
+        # store the schedule the file was trained with, so the converted model samples with it
+        config["model"]["diffusion"] = {**diffusion_cfg, "schedule": schedule}
     model = build_model(config["model"])
     target = model.state_dict()
     state = map_state_dict(sd, target, str(src), buffers={k for k, _ in model.named_buffers()})

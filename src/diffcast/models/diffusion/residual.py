@@ -173,7 +173,8 @@ class ResidualDiffusion(nn.Module):
     **overrides
         ``dim``, ``dim_mults``, ``segment``, ``groups``, ``attn_heads``,
         ``attn_dim_head``, ``ta_kernel`` (architecture); ``timesteps``,
-        ``schedule`` (linear | cosine | sigmoid), ``objective`` (v | eps | x0),
+        ``schedule`` (linear | cosine | sigmoid | sigmoid_official: the
+        original's arithmetic, for converted checkpoints), ``objective`` (v | eps | x0),
         ``min_snr_gamma`` (None = off) (diffusion); ``alpha`` (weight of the
         diffusion loss, the backbone gets ``1 - alpha``), ``detach_mu`` (no
         gradient from the diffusion loss into the backbone), ``freeze_backbone``

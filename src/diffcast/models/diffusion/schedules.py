@@ -2,9 +2,11 @@
 
 Everything here is recomputed from a few config values (``schedule``,
 ``timesteps``, ``objective``, ``min_snr_gamma``); nothing is ever read back from
-a weights file. Schedules are computed in float64 and handed out as float64
-(the samplers keep float64 internally) or float32 (the 13 buffers of the
-original implementation, see :func:`schedule_buffers`).
+a weights file. Schedules are computed in float64 (``sigmoid_official`` keeps
+the original's two float32 end points, so that converted checkpoints get its
+exact schedule) and handed out as float64 (the samplers keep float64
+internally) or float32 (the 13 buffers of the original implementation, see
+:func:`schedule_buffers`).
 
 Notation: ``abar_t`` = alphas_cumprod[t], ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``
 (DDPM eq. 4), ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans & Ho 2022,
@@ -20,7 +22,7 @@ from torch.nn import functional as F
 
 from ...sampling.base import _PREDICTION_ALIASES
 
-SCHEDULES = ("linear", "cosine", "sigmoid")
+SCHEDULES = ("linear", "cosine", "sigmoid", "sigmoid_official")
 OBJECTIVES = ("eps", "x0", "v")
 
 # diffusers' and lucidrains' names for the objectives: one table, kept with the samplers
@@ -69,32 +71,79 @@ def cosine_beta_schedule(timesteps: int, s: float = 0.008) -> torch.Tensor:
     return torch.clip(1 - abar[1:] / abar[:-1], 0, 0.999)
 
 
+def _sigmoid_betas(
+    timesteps: int, start: float, end: float, tau: float, endpoint_dtype: torch.dtype
+) -> torch.Tensor:
+    """Sigmoid-schedule betas; ``sigmoid(start/tau)`` and ``sigmoid(end/tau)`` and their difference in ``endpoint_dtype``."""
+    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
+    v_start = torch.tensor(start / tau, dtype=endpoint_dtype).sigmoid()
+    v_end = torch.tensor(end / tau, dtype=endpoint_dtype).sigmoid()
+    # The casts are written out: float64 - float64(v_end), divided by float64(v_end - v_start)
+    # with the subtraction done in endpoint_dtype (what torch's type promotion does with 0-dim
+    # float32 tensors in the original).
+    abar = (-((t * (end - start) + start) / tau).sigmoid() + v_end.double()) / (v_end - v_start).double()
+    abar = abar / abar[0]
+    return torch.clip(1 - abar[1:] / abar[:-1], 0, 0.999)
+
+
 def sigmoid_beta_schedule(timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> torch.Tensor:
     """Sigmoid schedule (Jabri et al. 2022, arXiv:2212.11972, fig. 8): DiffCast's schedule.
 
     ``abar(s) = (sigmoid(end/tau) - sigmoid((s (end - start) + start) / tau)) /
     (sigmoid(end/tau) - sigmoid(start/tau))`` on ``s = linspace(0, 1, T+1)``,
     normalised by its first value; ``beta = clip(1 - abar[1:] / abar[:-1], 0, 0.999)``.
-    Computed in float64.
+    Computed in float64 throughout (our default for training). The original
+    DiffCast code evaluates the two end points in float32: see
+    :func:`sigmoid_official_beta_schedule`.
 
     Returns
     -------
     Tensor
         ``(timesteps,)`` float64.
     """
-    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
-    v_start = torch.tensor(start / tau, dtype=torch.float64).sigmoid()
-    v_end = torch.tensor(end / tau, dtype=torch.float64).sigmoid()
-    abar = (-((t * (end - start) + start) / tau).sigmoid() + v_end) / (v_end - v_start)
-    abar = abar / abar[0]
-    return torch.clip(1 - abar[1:] / abar[:-1], 0, 0.999)
+    return _sigmoid_betas(timesteps, start, end, tau, torch.float64)
 
 
-_BETA_FNS = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule, "sigmoid": sigmoid_beta_schedule}
+def sigmoid_official_beta_schedule(
+    timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0
+) -> torch.Tensor:
+    """The sigmoid schedule with the original DiffCast / denoising-diffusion-pytorch arithmetic.
+
+    Same formula as :func:`sigmoid_beta_schedule`, but ``sigmoid(start/tau)``,
+    ``sigmoid(end/tau)`` and their difference are float32 (the original builds
+    them with ``torch.tensor(start / tau).sigmoid()`` under the default float32
+    dtype) inside an otherwise float64 computation. The betas differ from the
+    float64 schedule by up to ~1.3e-5 relative (step 998 of 1000), enough to
+    matter when checking a published checkpoint's buffers; converted official
+    checkpoints use this schedule so they sample exactly as the original.
+    Ported from denoising-diffusion-pytorch (Phil Wang, MIT licence) via DiffCast.
+
+    Returns
+    -------
+    Tensor
+        ``(timesteps,)`` float64.
+    """
+    return _sigmoid_betas(timesteps, start, end, tau, torch.float32)
+
+
+_BETA_FNS = {
+    "linear": linear_beta_schedule,
+    "cosine": cosine_beta_schedule,
+    "sigmoid": sigmoid_beta_schedule,
+    "sigmoid_official": sigmoid_official_beta_schedule,
+}
+
+#: The two arithmetic variants of the sigmoid schedule (the converter accepts a file of either).
+SIGMOID_VARIANTS = ("sigmoid", "sigmoid_official")
 
 
 def make_betas(schedule: str = "sigmoid", timesteps: int = 1000, **kwargs: float) -> torch.Tensor:
-    """Betas ``(timesteps,)`` float64 of a named schedule (``linear``, ``cosine``, ``sigmoid``)."""
+    """Betas ``(timesteps,)`` float64 of a named schedule (one of :data:`SCHEDULES`).
+
+    ``sigmoid`` is computed in float64 throughout; ``sigmoid_official`` is the
+    original DiffCast / denoising-diffusion-pytorch arithmetic (float32 sigmoid
+    end points), used for converted official checkpoints.
+    """
     if schedule not in _BETA_FNS:
         raise ValueError(f"unknown noise schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     if not isinstance(timesteps, int) or timesteps < 2:
