@@ -29,6 +29,8 @@ DEFAULT_MODEL = "steps"
 NOWCAST_BASELINES = ("persistence", "extrapolation", "sprog", "steps")
 #: Relative tolerance when comparing ``pixel_size`` with a model's grid spacing.
 PIXEL_TOL = 0.05
+#: Trained models run on other grids are zero-padded to a multiple of this (UNet down-sampling).
+GRID_MULTIPLE = 16
 
 
 def _positive(name: str, value: Any, integer: bool = False) -> float:
@@ -58,7 +60,9 @@ def nowcast(
         analysis time, ``timestep`` minutes apart; NaN where there is no radar
         coverage. Baselines take any ``y, x`` (tested from 64 to 1024);
         ``extrapolation`` needs ``t >= 2`` frames, ``sprog`` and ``steps`` ``t >= 3``;
-        a trained model needs its ``t_in`` frames on its own grid.
+        a trained model needs its ``t_in`` frames; fully convolutional models (DiffCast
+        on a parameter-free backbone) run on any grid, zero-padded to a multiple of
+        :data:`GRID_MULTIPLE` (no rain outside the domain) and cropped back.
     timestep : float
         Minutes between frames (STEPS uses it for its motion perturbations; a
         trained model takes every ``k``-th frame when its step is ``k`` times this).
@@ -145,6 +149,11 @@ def _nowcast_model(
             "model file or folder"
         )
     nc = Nowcaster.from_checkpoint(spec)
+    h, w = r.shape[1:]
+    if (h, w) != (nc.height, nc.width):
+        # Fully convolutional models run on the input's grid, zero-padded to a multiple of GRID_MULTIPLE.
+        hp, wp = -(-h // GRID_MULTIPLE) * GRID_MULTIPLE, -(-w // GRID_MULTIPLE) * GRID_MULTIPLE
+        nc = Nowcaster.from_checkpoint(spec, grid=(hp, wp))
     meta = nc.meta
     label = f"model {nc.name} ({os.fspath(spec)})"
     if pm.intensity_of(meta.unit, meta.physical_unit) != "rainrate":
@@ -164,11 +173,6 @@ def _nowcast_model(
             f"{label} was trained on {meta.pixel_km:g} km pixels, the input has {pixel_size:g} km; resample the "
             "input to the model's grid spacing (or use a baseline, which takes any)"
         )
-    if tuple(r.shape[1:]) != (nc.height, nc.width):
-        raise ValueError(
-            f"{label} forecasts {nc.height}x{nc.width} grids; the input is {r.shape[1]}x{r.shape[2]}: cut a "
-            f"{nc.height}x{nc.width} window (or use a baseline, which takes any grid)"
-        )
     if n_lead > nc.t_out:
         raise ValueError(f"{label} forecasts {nc.t_out} steps; n_leadtimes={n_lead} asks for more")
     frames = r[::-1][::k][::-1]
@@ -177,10 +181,11 @@ def _nowcast_model(
             f"{label} needs {nc.t_in} frames {meta.timestep_min:g} min apart; precip gives {frames.shape[0]}"
         )
     frames = frames[-nc.t_in :]
-    x = pm.from_intensity(frames, "rainrate", float(meta.scale)).astype(np.float32)
+    x = np.zeros((nc.t_in, nc.height, nc.width), np.float32)  # zero padding = no rain outside the domain
+    x[:, :h, :w] = pm.from_intensity(frames, "rainrate", float(meta.scale))
     with torch.inference_mode():
         res = nc.predict(torch.from_numpy(x)[None, :, None], members=n_mem, seed=seed, **sample_kwargs)
-    fc = res.forecast[:, 0, :n_lead, 0].float().cpu().numpy()
+    fc = res.forecast[:, 0, :n_lead, 0, :h, :w].float().cpu().numpy()
     out = pm.to_intensity(fc, "rainrate", float(meta.scale))
     out[..., ~np.isfinite(r[-1])] = np.nan
     return out

@@ -150,13 +150,38 @@ class Nowcaster:
         return cls(build_model(mcfg), {"model": mcfg, "data": {"name": meta.name}}, meta, name=name)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Nowcaster:
-        """Load a model file, checkpoint folder or run folder."""
+    def from_checkpoint(
+        cls, path: str | Path, map_location: str | torch.device = "cpu", grid: tuple[int, int] | None = None
+    ) -> Nowcaster:
+        """Load a model file, checkpoint folder or run folder.
+
+        ``grid=(H, W)`` builds the network for another frame size than it was trained
+        on; this works for fully convolutional models (DiffCast on a parameter-free
+        backbone), whose weights do not depend on the frame size, and is a
+        ``ValueError`` for the others.
+        """
         from .training.model_io import load_model_file, resolve_model_file
 
         file = resolve_model_file(path)
         state, config, metadata = load_model_file(file)
-        model = build_model(config["model"])
+        if grid is not None and (int(grid[0]), int(grid[1])) != (
+            int(config["model"].get("height", 128)), int(config["model"].get("width", 128))
+        ):
+            import copy
+
+            config = copy.deepcopy(config)
+            trained = (config["model"].get("height", 128), config["model"].get("width", 128))
+            config["model"]["height"], config["model"]["width"] = int(grid[0]), int(grid[1])
+            try:
+                model = build_model(config["model"])
+                model.load_state_dict(state, strict=False)
+            except (ValueError, RuntimeError) as exc:
+                raise ValueError(
+                    f"{file} was trained on {trained[0]}x{trained[1]} frames and cannot run on {grid[0]}x{grid[1]} "
+                    f"(its weights depend on the frame size): {str(exc).splitlines()[0]}"
+                ) from None
+        else:
+            model = build_model(config["model"])
         missing, unexpected = model.load_state_dict(state, strict=False)
         # Non-persistent buffers (schedules) are recomputed, never loaded.
         if unexpected or missing:

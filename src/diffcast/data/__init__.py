@@ -11,7 +11,7 @@ from .transforms import METAS, get_meta
 DATASETS = Registry("dataset")
 
 # Import the modules that register datasets (they use DATASETS above).
-from . import h5seq, images, radar, sevir, synthetic  # noqa: E402,F401
+from . import h5seq, images, radar, radar_train, sevir, synthetic  # noqa: E402,F401
 
 __all__ = [
     "DATASETS",

@@ -118,8 +118,10 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x_in: torch.Tensor, y_true: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.loss(x_in, y_true)
+    def forward(self, x_in: torch.Tensor, y_true: torch.Tensor, mu: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if mu is None:
+            return self.model.loss(x_in, y_true)
+        return self.model.loss(x_in, y_true, mu=mu)
 
 
 class _StopFlag:
@@ -411,9 +413,11 @@ class Trainer:
                         seq = next(batches).to(acc.device, non_blocking=True)
                         micro += 1
                         x_in, y_true = split_sequence(seq[:, : t_in + t_out], t_in, t_out)
+                        # Items of t_in + 2 t_out frames carry the backbone's mu (a backbone cache).
+                        mu = seq[:, t_in + t_out :] if seq.shape[1] == t_in + 2 * t_out else None
                         sync = contextlib.nullcontext() if k == tc.grad_accum - 1 else acc.no_sync(wrapper)
                         with sync:
-                            terms = wrapper(x_in, y_true)
+                            terms = wrapper(x_in, y_true) if mu is None else wrapper(x_in, y_true, mu)
                             if not isinstance(terms, dict) or "loss" not in terms:
                                 raise ValueError(f"{type(model).__name__}.loss must return a dict with a 'loss' entry")
                             acc.backward(terms["loss"] / tc.grad_accum)

@@ -322,7 +322,11 @@ class ResidualDiffusion(nn.Module):
 
     # ------------------------------------------------------------------ training
     def loss(
-        self, x_in: torch.Tensor, y_true: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x_in: torch.Tensor,
+        y_true: torch.Tensor,
+        generator: torch.Generator | None = None,
+        mu: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training loss terms.
 
@@ -334,6 +338,10 @@ class ResidualDiffusion(nn.Module):
             ``(B, T_out, C, H, W)`` in ``[0, 1]``.
         generator : torch.Generator, optional
             Source of the diffusion steps and noise (for reproducible tests).
+        mu : Tensor, optional
+            ``(B, T_out, C, H, W)`` backbone output computed beforehand (a backbone
+            cache, e.g. :class:`~diffcast.data.radar_train.RadarWindows` with a
+            parameter-free backbone); only for backbones that are not trained.
 
         Returns
         -------
@@ -348,7 +356,12 @@ class ResidualDiffusion(nn.Module):
         self._check(x_in, "x_in", self.t_in)
         self._check(y_true, "y_true", self.t_out)
         terms: dict[str, torch.Tensor] = {}
-        if self.backbone_trainable:
+        if mu is not None:
+            if self.backbone_trainable:
+                raise ValueError("a precomputed mu applies only to backbones that are not trained (frozen or parameter-free)")
+            self._check(mu, "mu", self.t_out)
+            bb_terms = {}
+        elif self.backbone_trainable:
             mu, bb_terms = self.backbone_net.forward_with_loss(x_in, y_true)
         else:
             mu, bb_terms = self._backbone_mu(x_in), {}

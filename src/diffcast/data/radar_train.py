@@ -1,0 +1,289 @@
+"""Training windows from radar archives, with the backbone's ``mu`` computed once.
+
+DiffCast over a parameter-free backbone (``extrapolation``: pysteps Lucas-Kanade +
+semi-Lagrangian advection) learns only the residual ``y - mu``; computing ``mu``
+with LK at every training step would dominate the step time. This dataset cuts a
+fixed pool of crops from the radar windows once, computes ``mu`` for each crop
+with the backbone, stores the pool (float16) in a cache file outside the work
+tree, and serves items of ``t_in + 2 t_out`` frames: inputs, observed future and
+``mu``. The trainer passes the last ``t_out`` frames to
+``ResidualDiffusion.loss(..., mu=...)`` (see :mod:`diffcast.training.trainer`).
+
+Policy, all deterministic from ``seed``:
+
+- archives: every folder under ``root`` that holds one radar series (MeteoSwiss,
+  FMI, BoM station/product, ...) with the wanted ``timestep_min`` (5 min by
+  default: series with another step are skipped and logged, never resampled in
+  time);
+- events split by date into train / val / test by
+  :class:`~diffcast.data.radar.RadarArchive` (``split_events`` to choose them);
+- windows of ``t_in + t_out`` consecutive frames every ``stride`` frames inside an event;
+- per window, ``crops_per_window`` crops of ``size`` x ``size`` pixels at native
+  resolution, chosen among ``candidates`` random positions as those with the most
+  rain (fraction of pixels >= ``rain_threshold`` dBZ in the last input frame, at
+  least ``min_rain``) and full radar coverage in every frame;
+- ``mu`` is computed on a ``mu_context`` x ``mu_context`` window around the crop
+  (clipped to the frame) and then cut to the crop, so the motion field sees the
+  rain around it, as it does when a nowcast covers a whole domain;
+- training items get a random rotation by a multiple of 90 degrees and a random
+  flip (the same for inputs, future and ``mu``: advection commutes with them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import DATASETS
+from .radar import DBZ_SCALE, RadarArchive, read_frame
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the pool layout or the crop policy changes (invalidates caches).
+POOL_VERSION = 2
+
+
+def default_cache_dir() -> Path:
+    """``$DIFFCAST_CACHE`` or ``$XDG_CACHE_HOME/diffcast`` (``~/.cache/diffcast``), plus ``radar_windows``."""
+    base = os.environ.get("DIFFCAST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "diffcast"
+    )
+    return Path(base) / "radar_windows"
+
+
+def find_series(root: Path) -> list[Path]:
+    """Folders under ``root`` (itself included, depth <= 3) that each hold exactly one radar series."""
+    from .radar import list_radar_files
+
+    found: list[Path] = []
+
+    def visit(folder: Path, depth: int) -> None:
+        try:
+            list_radar_files(folder)
+        except (ValueError, FileNotFoundError):
+            if depth < 3:
+                for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                    visit(sub, depth + 1)
+            return
+        found.append(folder)
+
+    visit(Path(root), 0)
+    return found
+
+
+@DATASETS.register("radar_windows")
+class RadarWindows(Dataset):
+    """Crops of radar windows with the backbone output, for training DiffCast on radar.
+
+    Parameters
+    ----------
+    root : path
+        Folder of radar archives (searched for series, see :func:`find_series`).
+    split : {"train", "val", "test", "all"}
+    seq_len : int
+        ``t_in + t_out`` (the trainer passes it).
+    t_in : int
+        Observed frames (the rest of ``seq_len`` is the forecast).
+    size : int
+        Crop size in pixels (native resolution).
+    backbone : str or None
+        Parameter-free backbone whose ``mu`` is appended to each item (``extrapolation``,
+        ``persistence``); ``None``: items are plain ``seq_len`` sequences.
+    stride : int
+        Frames between window starts.
+    crops_per_window, candidates : int
+        Crops kept per window, random positions tried.
+    rain_threshold : float
+        dBZ counted as rain when ranking crops.
+    min_rain : float
+        Minimum rain fraction of a kept crop.
+    timestep_min : float
+        Time step of the series to use (others are skipped).
+    mu_context : int
+        Side of the window on which ``mu`` is computed (at least ``size``).
+    split_events : dict, optional
+        Explicit event dates per split (passed to :class:`RadarArchive`).
+    augment : bool or None
+        Random rotations/flips (default: on for ``train`` only).
+    cache_dir : path, optional
+        Where pools are stored (default :func:`default_cache_dir`).
+    seed : int
+        Seed of the crop positions.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "train",
+        seq_len: int = 16,
+        t_in: int = 4,
+        size: int = 128,
+        backbone: str | None = "extrapolation",
+        stride: int = 2,
+        crops_per_window: int = 8,
+        candidates: int = 48,
+        rain_threshold: float = 15.0,
+        min_rain: float = 0.02,
+        timestep_min: float = 5.0,
+        mu_context: int = 256,
+        split_events: dict[str, Any] | None = None,
+        augment: bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not 1 <= t_in < seq_len:
+            raise ValueError(f"t_in must lie in [1, seq_len={seq_len}), got {t_in}")
+        if size < 8 or crops_per_window < 1 or candidates < crops_per_window:
+            raise ValueError("size must be >= 8 and candidates >= crops_per_window >= 1")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"radar folder {self.root} does not exist")
+        self.split = split
+        self.seq_len, self.t_in, self.t_out = int(seq_len), int(t_in), int(seq_len) - int(t_in)
+        self.size = int(size)
+        self.backbone = backbone
+        self.augment = (split == "train") if augment is None else bool(augment)
+        settings = {
+            "version": POOL_VERSION, "split": split, "seq_len": self.seq_len, "t_in": self.t_in, "size": self.size,
+            "backbone": backbone, "stride": int(stride), "crops_per_window": int(crops_per_window),
+            "candidates": int(candidates), "rain_threshold": float(rain_threshold), "min_rain": float(min_rain),
+            "timestep_min": float(timestep_min), "split_events": split_events, "seed": int(seed),
+            "mu_context": max(int(mu_context), int(size)),
+        }
+        series = find_series(self.root)
+        if not series:
+            raise ValueError(f"no radar series found under {self.root}")
+        archives: list[RadarArchive] = []
+        skipped = []
+        for folder in series:
+            kwargs: dict[str, Any] = {"split": split, "seq_len": self.seq_len, "size": None, "stride": int(stride)}
+            if split_events is not None:
+                kwargs["split_events"] = split_events
+            arch = RadarArchive(folder, **kwargs)
+            if abs(arch.timestep_min - float(timestep_min)) > 1e-6:
+                skipped.append(f"{folder.relative_to(self.root) if folder != self.root else folder.name} "
+                               f"({arch.timestep_min:g} min)")
+                continue
+            archives.append(arch)
+        if skipped:
+            log.info("radar_windows: series with another time step than %g min skipped: %s", timestep_min, ", ".join(skipped))
+        self.archives = archives
+        ident = {
+            **settings,
+            "files": [[str(p) for p in a.paths] for a in archives],
+            "windows": [list(map(int, a.windows)) for a in archives],
+        }
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_file = self.cache_dir / f"{split}-{key}.npz"
+        self.pool, self.labels = self._load_or_build(settings)
+        meta = archives[0].meta if archives else None
+        from .transforms import RADAR_DBZ_META
+
+        self.meta = dataclasses.replace(
+            meta or RADAR_DBZ_META,
+            transform=(RADAR_DBZ_META.transform + f"; {self.size}x{self.size} crops at native resolution"),
+        )
+        if len(self) == 0:
+            log.warning("radar_windows split %r of %s has no item (%d series used)", split, self.root, len(archives))
+
+    # ------------------------------------------------------------------ pool
+    def _load_or_build(self, s: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+        if self.cache_file.is_file():
+            with np.load(self.cache_file, allow_pickle=False) as z:
+                log.info("radar_windows: %d items from %s", z["pool"].shape[0], self.cache_file)
+                return z["pool"], [str(v) for v in z["labels"]]
+        pool, labels = self._build(s)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_file.with_name(self.cache_file.name + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, pool=pool, labels=np.asarray(labels))
+        os.replace(tmp, self.cache_file)
+        log.info("radar_windows: wrote %d items to %s", pool.shape[0], self.cache_file)
+        return pool, labels
+
+    def _build(self, s: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+        from tqdm.auto import tqdm
+
+        from ..models.backbones import BACKBONES
+
+        n_frames = self.seq_len + (self.t_out if self.backbone else 0)
+        ctx = int(s["mu_context"])
+        if self.backbone and getattr(BACKBONES.get(self.backbone), "trainable", True):
+            raise ValueError(f"backbone {self.backbone!r} has parameters; only parameter-free backbones are cached")
+        rng = np.random.default_rng(s["seed"])
+        rain_x = s["rain_threshold"] / DBZ_SCALE
+        items: list[np.ndarray] = []
+        labels: list[str] = []
+        total = sum(len(a.windows) for a in self.archives)
+        bar = tqdm(total=total, desc=f"radar_windows {self.split}: crops and {self.backbone or 'no'} backbone",
+                   unit="window", disable=total == 0)
+        for arch in self.archives:
+            cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            for start in arch.windows:
+                idx = range(start, start + self.seq_len)
+                for i in list(cache):
+                    if i < start:
+                        del cache[i]
+                for i in idx:
+                    if i not in cache:
+                        x, valid, _ = read_frame(arch.paths[i], arch.fmt)
+                        cache[i] = (x, valid)
+                frames = np.stack([cache[i][0] for i in idx])
+                valid = np.stack([cache[i][1] for i in idx]).all(axis=0)
+                h, w = frames.shape[1:]
+                bar.update(1)
+                if h < self.size or w < self.size:
+                    continue
+                ys = rng.integers(0, h - self.size + 1, s["candidates"])
+                xs = rng.integers(0, w - self.size + 1, s["candidates"])
+                scored = []
+                for y0, x0 in zip(ys, xs):
+                    win = (slice(y0, y0 + self.size), slice(x0, x0 + self.size))
+                    if valid[win].mean() < 0.999:
+                        continue
+                    rain = float((frames[self.t_in - 1][win] >= rain_x).mean())
+                    if rain >= s["min_rain"]:
+                        scored.append((rain, int(y0), int(x0)))
+                scored.sort(reverse=True)
+                for _, y0, x0 in scored[: s["crops_per_window"]]:
+                    crop = frames[:, y0 : y0 + self.size, x0 : x0 + self.size]
+                    item = np.empty((n_frames, self.size, self.size), np.float16)
+                    item[: self.seq_len] = crop
+                    if self.backbone:
+                        # mu on the context window around the crop, then cut to the crop
+                        cy0 = min(max(y0 + self.size // 2 - ctx // 2, 0), max(h - ctx, 0))
+                        cx0 = min(max(x0 + self.size // 2 - ctx // 2, 0), max(w - ctx, 0))
+                        ch, cw = min(ctx, h), min(ctx, w)
+                        big = np.ascontiguousarray(frames[: self.t_in, cy0 : cy0 + ch, cx0 : cx0 + cw])
+                        bb = BACKBONES.build(self.backbone, t_in=self.t_in, t_out=self.t_out, channels=1, height=ch, width=cw)
+                        with torch.no_grad():
+                            mu = bb(torch.from_numpy(big)[None, :, None])[0, :, 0].clamp(0, 1).numpy()
+                        item[self.seq_len :] = mu[:, y0 - cy0 : y0 - cy0 + self.size, x0 - cx0 : x0 - cx0 + self.size]
+                    items.append(item)
+                    t0 = arch.times[start + self.t_in - 1]
+                    labels.append(f"{arch.root.name} {t0:%Y-%m-%dT%H:%M} y{y0} x{x0}")
+        bar.close()
+        pool = np.stack(items) if items else np.zeros((0, n_frames, self.size, self.size), np.float16)
+        return pool, labels
+
+    # ------------------------------------------------------------------ items
+    def __len__(self) -> int:
+        return int(self.pool.shape[0])
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        item = self.pool[int(idx)].astype(np.float32)
+        if self.augment:
+            k = int(np.random.randint(4))
+            item = np.rot90(item, k, axes=(1, 2))
+            if np.random.randint(2):
+                item = item[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(item))[:, None]

@@ -1,0 +1,160 @@
+"""``radar_windows``: crops of radar windows with a cached backbone ``mu``, and training from it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+h5py = pytest.importorskip("h5py")
+pytest.importorskip("pysteps")
+
+from diffcast.data.radar_train import RadarWindows, find_series  # noqa: E402
+from diffcast.models import build_model  # noqa: E402
+from diffcast.models.backbones import BACKBONES  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def write_odim_archive(folder: Path, starts: list[datetime], n_frames: int, size: int = 64, seed: int = 0) -> None:
+    """Moving rain cells as ODIM DBZH composites, one file per 5 minutes from each start."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    folder.mkdir(parents=True, exist_ok=True)
+    for e, start in enumerate(starts):
+        cells = [(rng.uniform(10, size - 10), rng.uniform(5, 30), rng.uniform(5, 9), rng.uniform(35, 50)) for _ in range(3)]
+        for k in range(n_frames):
+            dbz = np.zeros((size, size))
+            for cy, cx, s, peak in cells:
+                dbz = np.maximum(dbz, peak * np.exp(-((yy - cy - 0.5 * k) ** 2 + (xx - cx - 1.2 * k) ** 2) / (2 * s * s)))
+            code = np.clip(np.round((dbz + 32.0) / 0.5), 1, 254).astype(np.uint8)
+            code[dbz < 5] = 0  # undetect
+            t = start + timedelta(minutes=5 * k)
+            with h5py.File(folder / f"comp_{t:%Y%m%d%H%M}.h5", "w") as f:
+                f.attrs["Conventions"] = np.bytes_("ODIM_H5/V2_2")
+                w = f.create_group("what")
+                w.attrs["date"], w.attrs["time"] = np.bytes_(f"{t:%Y%m%d}"), np.bytes_(f"{t:%H%M%S}")
+                wh = f.create_group("where")
+                wh.attrs["projdef"] = np.bytes_("+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +ellps=WGS84")
+                for key, v in (("LL_lat", 50.0), ("LL_lon", 0.0), ("UR_lat", 50.6), ("UR_lon", 0.9),
+                               ("xscale", 1000.0), ("yscale", 1000.0)):
+                    wh.attrs[key] = v
+                d = f.create_group("dataset1/data1")
+                d.create_dataset("data", data=code)
+                dw = d.create_group("what")
+                dw.attrs["quantity"] = np.bytes_("DBZH")
+                for key, v in (("gain", 0.5), ("offset", -32.0), ("nodata", 255.0), ("undetect", 0.0)):
+                    dw.attrs[key] = v
+        del e
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("radar_archive")
+    days = [datetime(2021, 6, d, 12, 0) for d in (1, 2, 3)]
+    write_odim_archive(root / "odim", days, n_frames=18)
+    return root
+
+
+def _windows(archive: Path, tmp_path: Path, **kw) -> RadarWindows:
+    args = {"split": "all", "seq_len": 10, "t_in": 4, "size": 32, "stride": 2, "crops_per_window": 2, "candidates": 12,
+            "min_rain": 0.01, "cache_dir": tmp_path / "cache", "augment": False, "mu_context": 32}
+    return RadarWindows(archive, **{**args, **kw})
+
+
+def test_series_found_and_items_shaped(archive, tmp_path):
+    assert find_series(archive) == [archive]  # one series (searched recursively)
+    ds = _windows(archive, tmp_path)
+    assert len(ds) > 0
+    item = ds[0]
+    assert item.shape == (10 + 6, 1, 32, 32) and item.dtype == torch.float32
+    assert 0.0 <= float(item.min()) and float(item.max()) <= 1.0
+    assert ds.meta.unit == "dBZ" and ds.meta.timestep_min == 5.0
+
+
+def test_cached_mu_equals_backbone_on_the_fly(archive, tmp_path):
+    """The cache gives the batches that computing the backbone at each step would give."""
+    ds = _windows(archive, tmp_path)
+    bb = BACKBONES.build("extrapolation", t_in=4, t_out=6, channels=1, height=32, width=32)
+    for i in range(min(len(ds), 4)):
+        item = ds[i]
+        with torch.no_grad():
+            mu = bb(item[None, :4])[0]
+        # the pool stores float16: mu to 1e-3, the inputs the same way
+        np.testing.assert_allclose(item[10:].numpy(), mu.clamp(0, 1).numpy(), atol=2e-3)
+    # a second construction reads the cache file instead of recomputing
+    again = _windows(archive, tmp_path)
+    assert again.cache_file == ds.cache_file and ds.cache_file.is_file()
+    np.testing.assert_array_equal(again.pool, ds.pool)
+
+
+def test_mu_on_a_larger_context_window(archive, tmp_path):
+    """With mu_context > size, mu is the backbone on the window around the crop, cut to the crop."""
+    ds = _windows(archive, tmp_path, mu_context=64, crops_per_window=1)
+    lab = ds.labels[0]
+    y0, x0 = (int(tok[1:]) for tok in lab.split()[-2:])
+    from diffcast.data.radar import RadarArchive, read_frame
+
+    arch = RadarArchive(archive, split="all", seq_len=10, size=None, stride=2)
+    start = arch.windows[0]
+    frames = np.stack([read_frame(arch.paths[start + i], arch.fmt)[0] for i in range(4)])
+    bb = BACKBONES.build("extrapolation", t_in=4, t_out=6, channels=1, height=64, width=64)
+    with torch.no_grad():
+        mu = bb(torch.from_numpy(frames)[None, :, None])[0, :, 0].clamp(0, 1).numpy()
+    np.testing.assert_allclose(ds[0][10:, 0].numpy(), mu[:, y0 : y0 + 32, x0 : x0 + 32], atol=2e-3)
+
+
+def test_loss_with_cached_mu_equals_loss_on_the_fly(archive, tmp_path):
+    ds = _windows(archive, tmp_path)
+    batch = torch.stack([ds[i] for i in range(2)])
+    mcfg = {"type": "diffcast", "t_in": 4, "t_out": 6, "channels": 1, "height": 32, "width": 32,
+            "backbone": {"name": "extrapolation"},
+            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4, "attn_heads": 1,
+                          "attn_dim_head": 8, "ta_kernel": 7, "train_segments": "random"}}
+    torch.manual_seed(0)
+    model = build_model(mcfg)
+    x_in, y_true, mu = batch[:, :4], batch[:, 4:10], batch[:, 10:]
+    with torch.no_grad():
+        mu_live = model.backbone_net(x_in).clamp(0, 1)
+    cached = model.loss(x_in, y_true, generator=torch.Generator().manual_seed(1), mu=mu)
+    live = model.loss(x_in, y_true, generator=torch.Generator().manual_seed(1), mu=mu_live)
+    assert float(cached["loss"].detach()) == pytest.approx(float(live["loss"].detach()), rel=1e-3)
+    with pytest.raises(ValueError, match="mu must have shape"):
+        model.loss(x_in, y_true, mu=mu[:, :3])
+
+
+def test_augmentation_is_consistent(archive, tmp_path):
+    ds = _windows(archive, tmp_path, augment=True)
+    np.random.seed(3)
+    a = ds[0]
+    plain = torch.from_numpy(ds.pool[0].astype(np.float32))[:, None]
+    # some rotation/flip of the stored item, the same for every frame
+    candidates = []
+    for k in range(4):
+        r = torch.rot90(plain, k, dims=(2, 3))
+        candidates += [r, torch.flip(r, dims=(3,))]
+    assert any(torch.equal(a, c) for c in candidates)
+
+
+def test_train_config_runs_a_few_steps(archive, tmp_path):
+    """configs/radar_diffcast_extrapolation.yaml, shrunk, trains through `diffcast train`."""
+    from diffcast.cli import main
+
+    out = tmp_path / "run"
+    rc = main([
+        "train", "--config", str(REPO / "configs" / "radar_diffcast_extrapolation.yaml"), "--out", str(out),
+        "--set", f"data.kwargs.root={archive}", "--set", f"data.kwargs.cache_dir={tmp_path / 'cache'}",
+        "--set", "data.kwargs.size=32", "--set", "data.kwargs.mu_context=32", "--set", "data.kwargs.split_events=null",
+        "--set", "data.train_split=all",
+        "--set", "data.kwargs.candidates=8", "--set", "data.kwargs.min_rain=0.01",
+        "--set", "model.height=32", "--set", "model.width=32", "--set", "model.diffusion.dim=8",
+        "--set", "train.max_steps=3", "--set", "train.batch_size=2", "--set", "train.ckpt_every=3",
+        "--set", "train.log_every=1", "--set", "train.warmup_steps=1", "--set", "train.ema_start=1",
+    ])
+    assert rc in (0, None)
+    assert (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+    log = (out / "log.csv").read_text().splitlines()
+    assert len(log) >= 2 and "diffusion" in log[0]
