@@ -23,8 +23,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: Model used when ``model=None``.
-DEFAULT_MODEL = "steps"
+#: Model used when ``model=None`` and no shipped model is installed.
+FALLBACK_MODEL = "steps"
 #: Names :func:`nowcast` accepts besides model files.
 NOWCAST_BASELINES = ("persistence", "extrapolation", "sprog", "steps")
 #: Relative tolerance when comparing ``pixel_size`` with a model's grid spacing.
@@ -74,8 +74,11 @@ def nowcast(
     seed : int, optional
         Seed of the ensemble (same seed, same result); ``None`` draws one.
     model : str or path, optional
-        A baseline name (``persistence``, ``extrapolation``, ``sprog``, ``steps``) or a
-        model file / checkpoint folder / run folder. Default: :data:`DEFAULT_MODEL`.
+        A baseline name (``persistence``, ``extrapolation``, ``sprog``, ``steps``), the
+        name of a shipped model (``diffcast models`` lists them) or a model file /
+        checkpoint folder / run folder. Default: the shipped radar model
+        (:data:`diffcast.shipped.DEFAULT_SHIPPED`), or :data:`FALLBACK_MODEL` when it
+        is not installed.
     pixel_size : float
         Grid spacing in km (STEPS' ``kmperpixel``; checked against a trained model's).
     **sample_kwargs
@@ -105,7 +108,9 @@ def nowcast(
     _positive("n_ens_members", n_ens_members, integer=True)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    spec = DEFAULT_MODEL if model is None else model
+    from .shipped import default_model
+
+    spec = default_model(FALLBACK_MODEL) if model is None else model
     r = pm.check_precip(precip, 1)
     if min(r.shape[1:]) < 8:
         raise ValueError(f"precip frames are {r.shape[1]}x{r.shape[2]} pixels; at least 8x8 are needed")
@@ -142,11 +147,12 @@ def _nowcast_model(
 
     from .inference import Nowcaster
     from .models.backbones import pysteps_methods as pm
+    from .shipped import shipped_file, shipped_models
 
-    if not os.path.exists(os.fspath(spec)):
+    if not os.path.exists(os.fspath(spec)) and shipped_file(os.fspath(spec)) is None:
         raise ValueError(
-            f"unknown model {os.fspath(spec)!r}: not a baseline ({', '.join(NOWCAST_BASELINES)}) and no such "
-            "model file or folder"
+            f"unknown model {os.fspath(spec)!r}: not a baseline ({', '.join(NOWCAST_BASELINES)}), not a shipped model "
+            f"({', '.join(shipped_models()) or 'none installed'}) and no such model file or folder"
         )
     nc = Nowcaster.from_checkpoint(spec)
     h, w = r.shape[1:]

@@ -97,7 +97,8 @@ def load_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 def resolve_model_file(path: str | os.PathLike[str]) -> Path:
     """Find the model file for a path given by a user.
 
-    Accepts a ``.safetensors`` file; a checkpoint folder (``ema.safetensors``
+    Accepts a ``.safetensors`` file; the name of a shipped model
+    (:mod:`diffcast.shipped`); a checkpoint folder (``ema.safetensors``
     preferred over ``model.safetensors``); or a run folder (its
     ``checkpoints/best``, else the newest ``checkpoints/step_*``).
     """
@@ -105,7 +106,13 @@ def resolve_model_file(path: str | os.PathLike[str]) -> Path:
     if p.is_file():
         return p
     if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
+        from ..shipped import shipped_file, shipped_models
+
+        shipped = shipped_file(str(path))
+        if shipped is not None:
+            return shipped
+        names = ", ".join(shipped_models()) or "none"
+        raise FileNotFoundError(f"checkpoint {p} does not exist (and is not a shipped model; shipped: {names})")
     for name in ("ema.safetensors", "model.safetensors"):
         if (p / name).is_file():
             return p / name
