@@ -60,7 +60,8 @@ def build_dataset(
     Raises
     ------
     ValueError
-        Unknown dataset, or a dataset that needs ``data_root`` when none is given.
+        Unknown dataset, a dataset that needs ``data_root`` when none is given, or
+        an empty split (the dataset's ``empty_reason`` when it has one).
     """
     from .data import DATASETS
 
@@ -78,7 +79,13 @@ def build_dataset(
             kw[first.name] = str(data_root)
     elif first is not None and first.default is inspect.Parameter.empty and first.name not in kw:
         raise ValueError(f"dataset {name!r} needs a data location: pass --data-root PATH")
-    return DATASETS.build(name, **kw)
+    ds = DATASETS.build(name, **kw)
+    if len(ds) == 0:  # a clear error here, not an IndexError at the first item
+        raise ValueError(
+            getattr(ds, "empty_reason", None)
+            or f"dataset {name!r} split {split!r}{f' of {data_root}' if data_root else ''} has no sequence of {seq_len} frames"
+        )
+    return ds
 
 
 def lpips_from_path(path: str | os.PathLike[str] | None, device: str | torch.device = "cpu") -> tuple[Any, str | None]:

@@ -7,6 +7,8 @@ diffcast data preview synthetic --out preview.png --n 3 --frames 6
 diffcast data preview ../shared/data/sevir_demo --out demo.png
 diffcast data preview ../shared/data/radar/mch --out mch.png --split test
 diffcast data info /data/sevir/CATALOG.csv --set preset=earthformer --set stride=5
+diffcast data info ../shared/data/radar/mch --seq-len 25
+diffcast data info ../shared/data/radar/bom/prcp-c10 --set 'split_events={"test": ["2020-10-31"]}'
 """
 
 from __future__ import annotations
@@ -180,7 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pv.add_argument(
         "--frames", type=int, default=8, help="frames drawn per sequence, evenly spaced (default 8)"
     )
-    pv.add_argument("--split", choices=SPLITS, default="train")
+    pv.add_argument("--split", choices=(*SPLITS, "all"), default="train",
+                    help="split to draw from (default train; 'all': every event of a radar archive)")
     pv.add_argument(
         "--seed",
         type=int,
@@ -222,7 +225,7 @@ def run_preview(args: argparse.Namespace) -> int:
         kw.setdefault("seed", args.seed)
     ds = open_source(args.source, args.split, kind=args.kind, **kw)
     if len(ds) == 0:
-        raise ValueError(f"split {args.split!r} of {args.source} has no sequences")
+        raise ValueError(getattr(ds, "empty_reason", None) or f"split {args.split!r} of {args.source} has no sequences")
     n = min(args.n, len(ds))
     if kind == "synthetic":
         idx = list(range(n))
@@ -243,7 +246,12 @@ def run_preview(args: argparse.Namespace) -> int:
 
 
 def describe(source: str, kind: str | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Sequences per split, item shape and metadata of a source (``diffcast data info``)."""
+    """Sequences per split, item shape and metadata of a source (``diffcast data info``).
+
+    Radar archives also list their events (``events``: date, split, frames) and,
+    per split, the number of events and, when it has no window, why
+    (``split_details``).
+    """
     kind_, _ = resolve_source(source, kind)
     splits = ("all",) if kind_ == "sevir-file" else SPLITS
     info: dict[str, Any] = {"source": source, "kind": kind_, "splits": {}}
@@ -255,6 +263,14 @@ def describe(source: str, kind: str | None = None, **kwargs: Any) -> dict[str, A
         meta = ds.meta
         if shape is None and len(ds):
             shape = list(ds[0].shape)
+        if hasattr(ds, "describe_events"):
+            info["events"] = ds.describe_events()
+            info.setdefault("split_details", {})[split] = {
+                "events": sorted({e["event"] for e in info["events"] if e["split"] == split}),
+                "windows": len(ds),
+                "why_empty": getattr(ds, "why_empty", None),
+            }
+            info["quantity"] = getattr(ds, "quantity", None)
     info["item_shape"] = shape
     info["meta"] = meta.as_dict() if meta is not None else None
     return info
@@ -266,9 +282,25 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     print(f"source: {info['source']} ({info['kind']})")
+    details = info.get("split_details")
+    if details is not None:
+        events = info["events"]
+        print(f"  {len(events)} event(s) (runs of frames without a gap of more than an hour, by UTC date):")
+        for e in events:
+            print(f"    {e['event']}  {e['split']:5s}  {e['frames']:4d} frames  {e['first']} .. {e['last']}")
     for split, n in info["splits"].items():
-        print(f"  {split:5s}: {n} sequence(s)")
+        if details is None:
+            print(f"  {split:5s}: {n} sequence(s)")
+            continue
+        d = details[split]
+        k = len(d["events"])
+        line = f"  {split:5s}: {n} window(s) from {k} event(s)"
+        if n == 0:
+            line = f"  {split:5s}: 0 windows ({d['why_empty']})"
+        print(line)
     print(f"item shape (T, C, H, W): {info['item_shape']}")
+    if info.get("quantity"):
+        print(f"  files hold: {'rain rate (mm/h)' if info['quantity'] == 'mm/h' else 'reflectivity (dBZ)'}")
     for key, value in (info["meta"] or {}).items():
         print(f"  {key}: {value}")
     return 0

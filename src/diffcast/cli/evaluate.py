@@ -76,8 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, choices=DATASETS.names(), help="registered dataset")
     p.add_argument("--data-root", default=None, metavar="PATH", help="dataset location (folder, file or catalog)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="data_set",
-                   help="extra dataset constructor option (JSON value), e.g. --set num_sequences=64")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+                   help="extra dataset constructor option (JSON value), e.g. --set num_sequences=64 or, for radar, "
+                   "--set 'split_events={\"test\": [\"2016-07-11\"]}'")
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                   help="dataset split (default test; 'all': every event of a radar archive)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N sequences only")
     p.add_argument("--members", type=int, default=1, metavar="N", help="ensemble size for probabilistic models")
     p.add_argument("--batch-size", type=int, default=4, metavar="B")

@@ -9,15 +9,23 @@ Supported formats (``fmt``), each with a file-name pattern that gives the time s
 ``bom``       BoM Rainfields NetCDF, ``66_20201031_000000...nc``  ``YYYYmmdd_HHMMSS``
 ``odim``      ODIM HDF5 composites (any name)                   ``/what`` date + time attrs
 ``knmi``      KNMI HDF5, ``RAD_NL25_RAP_NA_201008260000.h5``   ``YYYYmmddHHMM``
+``opera``     OPERA ODIM HDF5 composites (pysteps'             ``/what`` date + time attrs
+              ``import_opera_hdf5``; chosen explicitly)
 ============  ===============================================  ===========================
+
+ODIM files may store ``quantity`` per field (``datasetN/dataM/what``) or per
+dataset (``datasetN/what``, as OPERA composites do); both are read, as pysteps'
+``import_odim_hdf5`` does. Of DBZH, RATE and ACRR the first present is used.
 
 Values are mapped to ``[0, 1]`` through one declared transform
 (:data:`~diffcast.data.transforms.RADAR_DBZ_META`): reflectivity ``x = dBZ / 90``
 clipped to ``[0, 1]``; rain rates (``unit`` mm/h, or mm per ``accutime``
 minutes converted to mm/h) become dBZ by Marshall-Palmer ``Z = 200 R^1.6``
-first. pysteps' ``unit``/``transform`` metadata decide which applies. No-data
-pixels (NaN) are set to 0 and reported in a boolean ``mask`` (True = no data, the
-``numpy.ma`` convention).
+first. pysteps' ``unit``/``transform`` metadata decide which applies, and the
+record keeps what the files held (``quantity``: ``"mm/h"`` for rain rates and
+accumulations, ``"dBZ"`` for reflectivity) so that outputs can be given back in
+it. No-data pixels (NaN) are set to 0 and reported in a boolean ``mask``
+(True = no data, the ``numpy.ma`` convention).
 
 Frames are north-up (row 0 is the top of the grid): files whose pysteps metadata say
 ``yorigin="lower"`` are flipped on reading (and their metadata then say ``"upper"``).
@@ -29,17 +37,24 @@ native resolution (zero-padded, masked, if the image is smaller).
 
 Time series are never bridged across gaps: a sequence only contains frames
 exactly one time step apart (the time step is the most common spacing).
+
+:class:`RadarSeries` indexes files by time from their names (ODIM: the ``/what``
+attributes) and decodes a frame only when it is used, so a nowcast from a long
+folder reads just the frames it needs. :class:`RadarArchive` splits an archive
+by event (runs of frames without a gap longer than an hour, labelled by the UTC
+date of their first frame), never by frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -98,27 +113,66 @@ def _import_bom(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[s
     return data, meta
 
 
-def _import_odim(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
-    import h5py
-    from pysteps.io.importers import import_odim_hdf5
+#: ODIM quantities read, in order of preference.
+ODIM_QUANTITIES = ("DBZH", "RATE", "ACRR")
 
+
+def _attr_text(value: Any) -> str:
+    return value.decode() if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def odim_quantities(fh: Any) -> set[str]:
+    """Quantities of the ``datasetN/dataM`` fields of an open ODIM HDF5 file.
+
+    A field's quantity is that of its own ``what`` group, else that of its
+    ``datasetN/what`` group (ODIM allows either; OPERA composites use the dataset
+    level). This is the rule of pysteps' ``import_odim_hdf5``, including its
+    reading of a field ``what`` group without ``quantity`` as ``QIND``.
+    """
+    found: set[str] = set()
+    for name, ds in fh.items():
+        if not name.startswith("dataset") or not hasattr(ds, "items"):
+            continue
+        ds_qty = None
+        if "what" in ds and "quantity" in ds["what"].attrs:
+            ds_qty = _attr_text(ds["what"].attrs["quantity"])
+        for gname, g in ds.items():
+            if not gname.startswith("data") or not hasattr(g, "keys"):
+                continue
+            if "what" in g:
+                attrs = g["what"].attrs
+                found.add(_attr_text(attrs["quantity"]) if "quantity" in attrs else "QIND")
+            elif ds_qty is not None:
+                found.add(ds_qty)
+    return found
+
+
+def _import_odim_like(path: Path, importer: Callable[..., Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    import h5py
+
+    # Messages name no file: read_frame adds the path once.
     with h5py.File(path, "r") as fh:
-        qtys = {
-            bytes(g["what"].attrs["quantity"]).decode()
-            if isinstance(g["what"].attrs["quantity"], bytes)
-            else str(g["what"].attrs["quantity"])
-            for name, ds in fh.items()
-            if name.startswith("dataset")
-            for gname, g in ds.items()
-            if gname.startswith("data") and "what" in g and "quantity" in g["what"].attrs
-        }
-    for qty in ("DBZH", "RATE", "ACRR"):
+        qtys = odim_quantities(fh)
+    for qty in ODIM_QUANTITIES:
         if qty in qtys:
-            data, _, meta = import_odim_hdf5(str(path), qty=qty)
+            data, _, meta = importer(str(path), qty=qty)
             return data, meta
     raise ValueError(
-        f"{path}: ODIM file holds none of the quantities DBZH, RATE, ACRR (found {sorted(qtys)})"
+        f"ODIM file holds none of the quantities {', '.join(ODIM_QUANTITIES)} (found {sorted(qtys)}) "
+        "in datasetN/dataM/what or datasetN/what"
     )
+
+
+def _import_odim(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    from pysteps.io.importers import import_odim_hdf5
+
+    return _import_odim_like(path, import_odim_hdf5)
+
+
+def _import_opera(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    from pysteps.io.importers import import_opera_hdf5
+
+    return _import_odim_like(path, import_opera_hdf5)
 
 
 def _import_knmi(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -225,6 +279,13 @@ RADAR_FORMATS: dict[str, RadarFormat] = {
             None,
             _import_odim,
             "ODIM HDF5 composite (.h5/.hdf5/.hdf) with /what date and time",
+        ),
+        RadarFormat(  # never detected (odim matches the same files first): chosen with fmt="opera"
+            "opera",
+            re.compile(r"^.*\.(h5|hdf5|hdf)$", re.IGNORECASE),
+            None,
+            _import_opera,
+            "OPERA ODIM HDF5 composite (.h5/.hdf5/.hdf) read by pysteps' import_opera_hdf5",
         ),
     )
 }
@@ -367,12 +428,11 @@ def read_frame(
     f = RADAR_FORMATS[fmt]
     try:
         data, meta = f.importer(path, f.match(path))
-    except (FileNotFoundError, ValueError) as exc:
-        raise ValueError(f"cannot read {fmt} radar file {path}: {exc}") from exc
     except Exception as exc:  # importers raise OSError, KeyError, IndexError, ... on corrupt files
-        raise ValueError(
-            f"cannot read {fmt} radar file {path}: {type(exc).__name__}: {exc}"
-        ) from exc
+        detail = str(exc) if isinstance(exc, (FileNotFoundError, ValueError)) else f"{type(exc).__name__}: {exc}"
+        # Some importer messages name the file already: name it once.
+        where = "" if str(path) in detail else f" {path}"
+        raise ValueError(f"cannot read {fmt} radar file{where}: {detail}") from exc
     if data is None or np.ndim(data) != 2:
         raise ValueError(
             f"{path}: expected a 2-D field, got {None if data is None else np.shape(data)}"
@@ -406,6 +466,9 @@ class RadarFrames:
     mask : numpy.ndarray
         ``(T, H, W)`` bool, True where there are NO data (``numpy.ma`` convention; such
         pixels are 0 in ``data``).
+    quantity : str
+        What the files hold (see :func:`radar_quantity`): ``"mm/h"`` (rain rate or
+        accumulation) or ``"dBZ"`` (reflectivity). ``data`` is dBZ / 90 either way.
     """
 
     data: np.ndarray
@@ -414,6 +477,7 @@ class RadarFrames:
     meta: DatasetMeta
     source: dict[str, Any] = field(default_factory=dict)
     mask: np.ndarray | None = None
+    quantity: str = "dBZ"
 
     @property
     def files(self) -> list[str]:
@@ -426,28 +490,210 @@ class RadarFrames:
         return self.meta.pixel_km
 
 
+def _check_order(times: Sequence[datetime], paths: Sequence[Path]) -> None:
+    """Raise unless ``times`` increase strictly (files in time order, no duplicates)."""
+    for i in range(1, len(times)):
+        if times[i] <= times[i - 1]:
+            raise ValueError(
+                f"radar time stamps are not increasing: {paths[i].name} ({times[i]:%Y-%m-%d %H:%M}) "
+                f"follows {paths[i - 1].name} ({times[i - 1]:%Y-%m-%d %H:%M}); pass the files in time order without duplicates"
+            )
+
+
+def _time_step(times: Sequence[datetime], timestep_min: float | None) -> float:
+    """The time step: ``timestep_min`` when given, else the shortest spacing (a gap is never shorter)."""
+    if timestep_min:
+        return float(timestep_min)
+    if len(times) < 2:
+        return 5.0
+    return min((b - a).total_seconds() / 60.0 for a, b in zip(times[:-1], times[1:]))
+
+
 def _check_times(
     times: Sequence[datetime], paths: Sequence[Path], timestep_min: float | None = None
 ) -> float:
     """Check strictly increasing, gap-free times; return the time step in minutes."""
-    if len(times) < 2:
-        return float(timestep_min or 5.0)
-    diffs = [(b - a).total_seconds() / 60.0 for a, b in zip(times[:-1], times[1:])]
-    for i, d in enumerate(diffs):
-        if d <= 0:
-            raise ValueError(
-                f"radar time stamps are not increasing: {paths[i + 1].name} ({times[i + 1]:%Y-%m-%d %H:%M}) "
-                f"follows {paths[i].name} ({times[i]:%Y-%m-%d %H:%M}); pass the files in time order without duplicates"
-            )
-    # A gap is never shorter than the time step, so the shortest spacing is the step.
-    step = float(timestep_min) if timestep_min else min(diffs)
-    for i, d in enumerate(diffs):
+    _check_order(times, paths)
+    step = _time_step(times, timestep_min)
+    for i in range(1, len(times)):
+        d = (times[i] - times[i - 1]).total_seconds() / 60.0
         if abs(d - step) > 1e-6:
             raise ValueError(
-                f"gap in the radar time series: {d:g} min between {paths[i].name} and {paths[i + 1].name} "
+                f"gap in the radar time series: {d:g} min between {paths[i - 1].name} and {paths[i].name} "
                 f"(expected {step:g} min); sequences never span missing frames"
             )
     return step
+
+
+class RadarSeries:
+    """Radar files of one series, indexed by time; frames are decoded only when asked for.
+
+    Building the index reads file names only (ODIM and OPERA files: their ``/what``
+    date and time attributes), so a folder of hundreds of composites costs nothing
+    until frames are used; :meth:`frame` decodes one file (once: frames are cached).
+
+    Parameters
+    ----------
+    paths : list of path
+        The files.
+    fmt : str, optional
+        One of :data:`RADAR_FORMATS`; detected from the file names when omitted.
+    timestep_min : float, optional
+        Time step; default: the shortest spacing between the files.
+    sort : bool
+        Sort the files by time (a folder's files); otherwise they must be given in
+        time order.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is missing.
+    ValueError
+        Undetectable format, several series, time stamps out of order or duplicated.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        fmt: str | None = None,
+        timestep_min: float | None = None,
+        *,
+        sort: bool = False,
+    ) -> None:
+        ps = [Path(p) for p in paths]
+        if not ps:
+            raise ValueError("no radar files given")
+        for p in ps:
+            if not p.is_file():
+                raise FileNotFoundError(f"radar file {p} not found")
+        fmt = fmt or detect_format(ps)
+        if fmt not in RADAR_FORMATS:
+            raise ValueError(f"unknown radar format {fmt!r}; choose one of: {', '.join(RADAR_FORMATS)}")
+        kinds = sorted({RADAR_FORMATS[fmt].series(p) for p in ps})
+        if len(kinds) > 1:
+            raise ValueError(
+                f"the radar files mix several series ({', '.join(kinds)}); pass files of one series"
+            )
+        times = [RADAR_FORMATS[fmt].timestamp(p) for p in ps]
+        if sort:
+            order = sorted(range(len(ps)), key=lambda i: (times[i], ps[i].name))
+            ps, times = [ps[i] for i in order], [times[i] for i in order]
+        _check_order(times, ps)
+        self.fmt = fmt
+        self.paths = ps
+        self.times = times
+        self.timestep_min = _time_step(times, timestep_min)
+        self.reads: list[int] = []  # indices decoded, in order
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
+        self._native: tuple[int, int] | None = None
+        self._first: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def frame(self, i: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Frame ``i`` on the native grid: ``(dBZ / 90, no-data mask (True = no data), pysteps metadata)``."""
+        i = range(len(self.paths))[i]
+        if i not in self._cache:
+            x, valid, meta = read_frame(self.paths[i], self.fmt)
+            if self._native is None:
+                self._native, self._first = x.shape, i
+            elif x.shape != self._native:
+                raise ValueError(
+                    f"{self.paths[i]}: grid {x.shape} differs from {self._native} of {self.paths[self._first].name}"
+                )
+            self._cache[i] = (x, ~valid, meta)
+            self.reads.append(i)
+        return self._cache[i]
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the native grid (decodes the last frame when none was read yet)."""
+        if self._native is None:
+            self.frame(len(self.paths) - 1)
+        return self._native  # type: ignore[return-value]
+
+    @property
+    def first_meta(self) -> dict[str, Any]:
+        """pysteps metadata of the first frame decoded (georeferencing, units)."""
+        self.grid_shape  # noqa: B018 - decodes one frame if needed
+        return self._cache[self._first][2]  # type: ignore[index]
+
+    @property
+    def quantity(self) -> str:
+        """``"mm/h"`` or ``"dBZ"``: what the files hold (:func:`radar_quantity`)."""
+        return radar_quantity(self.first_meta)
+
+    @property
+    def meta(self) -> DatasetMeta:
+        """Dataset metadata of the native frames (``RADAR_DBZ_META`` with this time step and pixel size)."""
+        km = _pixel_km(self.first_meta, self.grid_shape, None, "area")
+        return _radar_meta(self.timestep_min, km, self.fmt, "area", None)
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """The ``source`` record of :class:`RadarFrames` for these files (:func:`source_metadata`)."""
+        return source_metadata(self.first_meta, self.fmt, self.paths, self.grid_shape)
+
+    def lazy(self, what: str = "data") -> LazyFrames:
+        """``(T, H, W)`` array-like of the frames (``"data"``) or no-data masks (``"mask"``), decoded on indexing."""
+        return LazyFrames(self, what)
+
+
+class LazyFrames:
+    """``(T, H, W)`` frames of a :class:`RadarSeries` that decodes a file the first time its frame is indexed.
+
+    Indexing (an int, a slice or an integer array along time) returns numpy arrays;
+    ``numpy.asarray`` decodes every frame.
+    """
+
+    ndim = 3
+
+    def __init__(self, series: RadarSeries, what: str = "data") -> None:
+        if what not in ("data", "mask"):
+            raise ValueError(f"what must be 'data' or 'mask', got {what!r}")
+        self.series = series
+        self.what = what
+        self.dtype = np.dtype(np.float32 if what == "data" else bool)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.series), *self.series.grid_shape)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def _one(self, i: int) -> np.ndarray:
+        x, nodata, _ = self.series.frame(int(i))
+        return x if self.what == "data" else nodata
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            return self[key[0]][(slice(None), *key[1:])]
+        idx = np.arange(len(self.series))[key]
+        if idx.ndim == 0:
+            return self._one(int(idx))
+        if idx.size == 0:
+            return np.zeros((0, *self.series.grid_shape), self.dtype)
+        return np.stack([self._one(int(i)) for i in idx])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def radar_quantity(meta: dict[str, Any]) -> str:
+    """What a radar field holds, from its pysteps metadata: ``"mm/h"`` or ``"dBZ"``.
+
+    Rain rates (``unit`` mm/h) and accumulations (mm per ``accutime``, read as mm/h)
+    are ``"mm/h"``; reflectivity (``unit`` dBZ) is ``"dBZ"``.
+    """
+    unit = str(meta.get("unit", "")).strip()
+    if unit.lower() == "dbz":
+        return "dBZ"
+    if unit in ("mm/h", "mm"):
+        return "mm/h"
+    raise ValueError(f"unsupported radar unit {unit!r} (expected dBZ, mm/h or mm)")
 
 
 def _radar_meta(
@@ -518,48 +764,40 @@ def read_radar_files(
         Undetectable format, unreadable file, non-increasing time stamps, a gap,
         or frames of different sizes (all messages name the file).
     """
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("no radar files given")
-    for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"radar file {p} not found")
-    fmt = fmt or detect_format(paths)
-    if fmt not in RADAR_FORMATS:
-        raise ValueError(f"unknown radar format {fmt!r}; choose one of: {', '.join(RADAR_FORMATS)}")
-    kinds = sorted({RADAR_FORMATS[fmt].series(p) for p in paths})
-    if len(kinds) > 1:
-        raise ValueError(
-            f"the radar files mix several series ({', '.join(kinds)}); pass files of one series"
-        )
-    times = [RADAR_FORMATS[fmt].timestamp(p) for p in paths]
-    step = _check_times(times, paths, timestep_min)
+    series = RadarSeries(paths, fmt, timestep_min)
+    step = _check_times(series.times, series.paths, timestep_min)
     sz = _as_size(size)
-    frames, masks, first_meta, native = [], [], {}, None
-    for p in paths:
-        x, m, meta = read_frame(p, fmt, None, resample)
-        if native is None:
-            native, first_meta = x.shape, meta
-        elif x.shape != native:
-            raise ValueError(f"{p}: grid {x.shape} differs from {native} of {paths[0].name}")
-        x, m = regrid(x, m, sz, resample)
+    frames, masks = [], []
+    for i in range(len(series)):
+        x, nodata, _ = series.frame(i)
+        x, valid = regrid(x, ~nodata, sz, resample)
         frames.append(x)
-        masks.append(m)
+        masks.append(~valid)
+    first_meta = series.first_meta
+    native = series.grid_shape
+    return RadarFrames(
+        data=np.stack(frames).astype(np.float32),
+        times=series.times,
+        timestep_min=step,
+        meta=_radar_meta(step, _pixel_km(first_meta, native, sz, resample), series.fmt, resample, sz),
+        source=source_metadata(first_meta, series.fmt, series.paths, native),
+        mask=np.stack(masks),
+        quantity=radar_quantity(first_meta),
+    )
+
+
+def source_metadata(
+    meta: dict[str, Any], fmt: str, paths: Sequence[str | Path], native: Sequence[int]
+) -> dict[str, Any]:
+    """The ``source`` record of :class:`RadarFrames`: plain pysteps metadata plus format, files, grid."""
     # numpy scalars (BoM gives float32 extents) become Python scalars, so the georeferencing survives.
     src = {
         k: v.item() if isinstance(v, np.generic) else v
-        for k, v in first_meta.items()
+        for k, v in meta.items()
         if isinstance(v, (str, int, float, bool, type(None), np.generic))
     }
     src.update(format=fmt, files=[str(p) for p in paths], native_shape=list(native))
-    return RadarFrames(
-        data=np.stack(frames).astype(np.float32),
-        times=times,
-        timestep_min=step,
-        meta=_radar_meta(step, _pixel_km(first_meta, native, sz, resample), fmt, resample, sz),
-        source=src,
-        mask=~np.stack(masks),
-    )
+    return src
 
 
 def list_radar_files(
@@ -635,21 +873,149 @@ def contiguous_runs(times: Sequence[datetime], timestep_min: float) -> list[tupl
     return runs
 
 
+#: Frames more than this many minutes apart belong to different events.
+EVENT_GAP_MIN = 60.0
+#: Splits of a :class:`RadarArchive` (``"all"``: every event).
+RADAR_SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass(frozen=True)
+class RadarEvent:
+    """A maximal run of frames without a gap longer than :data:`EVENT_GAP_MIN`.
+
+    Attributes
+    ----------
+    label : str
+        UTC date (``YYYY-MM-DD``) of the first frame.
+    start, stop : int
+        ``[start, stop)`` indices of its frames in the time-sorted archive.
+    first, last : datetime
+        Valid times of its first and last frames.
+    """
+
+    label: str
+    start: int
+    stop: int
+    first: datetime
+    last: datetime
+
+    @property
+    def n_frames(self) -> int:
+        return self.stop - self.start
+
+
+def find_events(times: Sequence[datetime], gap_min: float = EVENT_GAP_MIN) -> list[RadarEvent]:
+    """Cut sorted ``times`` into events at every spacing longer than ``gap_min`` minutes."""
+    events: list[RadarEvent] = []
+    start = 0
+    for i in range(1, len(times) + 1):
+        if i == len(times) or (times[i] - times[i - 1]).total_seconds() / 60.0 > gap_min:
+            first = times[start]
+            day = first.astimezone(timezone.utc) if first.tzinfo else first
+            events.append(RadarEvent(f"{day:%Y-%m-%d}", start, i, times[start], times[i - 1]))
+            start = i
+    return events
+
+
+def _date_range(text: Any) -> tuple[date, date]:
+    """``"YYYY-MM-DD"`` or ``"YYYY-MM-DD/YYYY-MM-DD"`` (inclusive) as ``(first, last)``."""
+    parts = str(text).strip().split("/")
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        lo, hi = date.fromisoformat(parts[0].strip()), date.fromisoformat(parts[-1].strip())
+    except ValueError:
+        raise ValueError(
+            f"split_events: {text!r} is not a date YYYY-MM-DD or a date range YYYY-MM-DD/YYYY-MM-DD"
+        ) from None
+    if hi < lo:
+        raise ValueError(f"split_events: the range {text!r} ends before it starts")
+    return lo, hi
+
+
+def assign_events(
+    events: Sequence[RadarEvent],
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    split_events: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The split (``"train"``, ``"val"`` or ``"test"``, or ``""``: unused) of each event.
+
+    Without ``split_events``, in time order: with ``n`` events, ``test`` takes the
+    last ``max(1, round(f_test n))``, ``val`` the ``max(1, round(f_val n))`` before
+    them and ``train`` the rest, as long as ``train`` keeps at least one event
+    (``test`` is served first); a zero fraction gives no event. Hence one event:
+    train only; two: train and test; three: one each.
+
+    With ``split_events`` (split -> date or list of dates ``"YYYY-MM-DD"`` and ranges
+    ``"YYYY-MM-DD/YYYY-MM-DD"``, inclusive, matched against the event labels), the
+    named events go to their splits; when ``train`` is not named it takes every
+    event no split names, otherwise such events are unused. Dates that match no
+    event are allowed (one mapping may serve several archives) and logged.
+
+    Raises
+    ------
+    ValueError
+        Unknown split names, malformed dates, or an event named for two splits.
+    """
+    n = len(events)
+    if split_events is None:
+        fr = np.asarray(split_fractions, dtype=float)
+        fr = fr / fr.sum()
+
+        def count(f: float) -> int:
+            return 0 if f <= 0 else max(1, int(np.floor(f * n + 0.5)))
+
+        n_test = min(count(fr[2]), max(n - 1, 0))
+        n_val = min(count(fr[1]), max(n - 1 - n_test, 0))
+        n_train = n - n_val - n_test
+        return ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    if not isinstance(split_events, Mapping):
+        raise ValueError(
+            f"split_events must map split names to dates, e.g. {{\"test\": [\"2016-07-11\"]}}, got {split_events!r}"
+        )
+    out = [""] * n
+    for split, items in split_events.items():
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split_events: unknown split {split!r}; choose train, val or test")
+        items = [items] if isinstance(items, (str, date)) else list(items or [])
+        for item in items:
+            lo, hi = _date_range(item)
+            hits = [i for i, e in enumerate(events) if lo <= date.fromisoformat(e.label) <= hi]
+            if not hits:
+                log.info("split_events: no event on %s (events: %s)", item, ", ".join(e.label for e in events))
+            for i in hits:
+                if out[i] and out[i] != split:
+                    raise ValueError(
+                        f"split_events: the event of {events[i].label} is named for both {out[i]} and {split}"
+                    )
+                out[i] = split
+    if "train" not in split_events:
+        out = [s or "train" for s in out]
+    return out
+
+
 @DATASETS.register("radar")
 class RadarArchive(Dataset):
     """Sequences from a folder of radar composites (any format in :data:`RADAR_FORMATS`).
 
-    All files under ``root`` (recursively) of one format are sorted by time. The
-    timeline is cut into three consecutive blocks by ``split_fractions`` of the
-    frames (train first, test last) so that no frame belongs to two splits; inside
-    a block, windows of ``seq_len`` frames start every ``stride`` frames and never
+    All files under ``root`` (recursively) of one format are sorted by time and cut
+    into events (:func:`find_events`: runs of frames without a gap longer than
+    ``event_gap_min`` minutes, labelled by the UTC date of their first frame).
+    Whole events go to the splits, never single frames (:func:`assign_events`:
+    by ``split_fractions`` of the events in time order, test last, or by
+    ``split_events``); ``split="all"`` takes every event. Inside the events of a
+    split, windows of ``seq_len`` frames start every ``stride`` frames and never
     cross a gap (spacing different from the time step).
+
+    A split without a window is not an error here (``len`` is 0, and
+    :attr:`empty_reason` says why and what to change); code that needs items
+    raises :attr:`empty_reason` as a ``ValueError``.
 
     Parameters
     ----------
     root : path
         Folder with radar files (searched recursively).
-    split : {"train", "val", "test"}
+    split : {"train", "val", "test", "all"}
     seq_len : int
         Frames per item.
     fmt : str, optional
@@ -660,13 +1026,27 @@ class RadarArchive(Dataset):
     stride : int
         Frames between window starts (default: ``seq_len``, no overlap).
     split_fractions : (float, float, float)
-        Fractions of the timeline for train / val / test.
+        Shares of the events for train / val / test.
     timestep_min : float, optional
         Time step; default: the most common spacing.
     cache : bool
         Keep decoded frames in memory (per worker).
     series : str, optional
         Product/station to use when ``root`` holds several (see :func:`list_radar_files`).
+    split_events : dict, optional
+        Split -> event dates ``"YYYY-MM-DD"`` or ranges ``"YYYY-MM-DD/YYYY-MM-DD"``
+        (see :func:`assign_events`); overrides ``split_fractions``.
+    event_gap_min : float
+        Minutes without frames that separate two events (default 60).
+
+    Attributes
+    ----------
+    events : list of RadarEvent
+        Every event of the archive, in time order.
+    event_splits : list of str
+        The split of each event (``""``: unused).
+    quantity : str
+        What the files hold: ``"mm/h"`` or ``"dBZ"`` (:func:`radar_quantity`).
     """
 
     def __init__(
@@ -682,9 +1062,11 @@ class RadarArchive(Dataset):
         timestep_min: float | None = None,
         cache: bool = True,
         series: str | None = None,
+        split_events: Mapping[str, Any] | None = None,
+        event_gap_min: float = EVENT_GAP_MIN,
     ) -> None:
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; choose one of: train, val, test")
+        if split not in RADAR_SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(RADAR_SPLITS)}")
         if resample not in ("area", "crop"):
             raise ValueError(f"unknown resample {resample!r}; choose 'area' or 'crop'")
         if seq_len < 1:
@@ -694,6 +1076,8 @@ class RadarArchive(Dataset):
             raise ValueError(
                 f"split_fractions must be three non-negative numbers, got {split_fractions}"
             )
+        if not event_gap_min > 0:
+            raise ValueError(f"event_gap_min must be positive, got {event_gap_min}")
         self.fmt, items = list_radar_files(root, fmt, series)
         self.root = Path(root)
         self.split = split
@@ -708,31 +1092,78 @@ class RadarArchive(Dataset):
         self.timestep_min = float(
             timestep_min or (Counter(diffs).most_common(1)[0][0] if diffs else 5.0)
         )
-        edges = np.round(np.cumsum(np.concatenate([[0.0], fr / fr.sum()])) * len(items)).astype(int)
-        i = ("train", "val", "test").index(split)
-        block = items[edges[i] : edges[i + 1]]
+        self.events = find_events(times, float(event_gap_min))
+        self.event_splits = assign_events(self.events, tuple(fr), split_events)
+        chosen = [
+            e for e, s in zip(self.events, self.event_splits) if split == "all" or s == split
+        ]
+        block = [items[i] for e in chosen for i in range(e.start, e.stop)]
         self.times = [t for t, _ in block]
         self.paths = [p for _, p in block]
         self.windows: list[int] = []
-        for a, b in contiguous_runs(self.times, self.timestep_min):
+        runs = contiguous_runs(self.times, self.timestep_min)
+        for a, b in runs:
             self.windows.extend(range(a, b - self.seq_len + 1, self.stride))
-        n_runs = len(contiguous_runs(times, self.timestep_min))
+        self.why_empty: str | None = None
+        self.empty_reason: str | None = None
         if not self.windows:
-            log.warning(
-                "radar split %r of %s has no window of %d frames (%d frames in this split, %d gap-free runs overall)",
-                split,
-                root,
-                seq_len,
-                len(block),
-                n_runs,
-            )
-        # pixel size from the first file's metadata (one read; the grid is the same for all)
+            self.why_empty, full = self._why_empty(chosen, runs)
+            self.empty_reason = f"radar split {split!r} of {self.root} has no window of {self.seq_len} frames: {full}"
+            log.info("%s", self.empty_reason)
+        # pixel size and quantity from the first file's metadata (one read; the grid is the same for all)
         x0, _, meta0 = read_frame(items[0][1], self.fmt, None, resample)
         self.native_shape = x0.shape
+        self.quantity = radar_quantity(meta0)
         pixel_km = _pixel_km(meta0, x0.shape, self.size, resample)
         self.meta = _radar_meta(self.timestep_min, pixel_km, self.fmt, resample, self.size)
         self.cache = cache
         self._frames: dict[int, np.ndarray] = {}
+
+    def _why_empty(self, chosen: list[RadarEvent], runs: list[tuple[int, int]]) -> tuple[str, str]:
+        """``(short reason, one-line reason with the fix)`` of a split without a window."""
+        n = len(self.events)
+        events = f"{n} event{'s' if n != 1 else ''}"
+        labels = ", ".join(e.label for e in self.events[:6]) + (", ..." if n > 6 else "")
+        example = json.dumps({"test": [self.events[-1].label]})
+        if not chosen:
+            counts = Counter(s or "none" for s in self.event_splits)
+            where = (
+                f"all in {next(iter(counts))}"
+                if len(counts) == 1
+                else ", ".join(f"{c} in {s}" for s, c in counts.items())
+            )
+            short = f"{events} in the archive: {where}; pass split_events or a longer archive"
+            full = (
+                f"the archive holds {events} ({labels}), {where}; assign events to splits with the dataset "
+                f"option split_events, e.g. split_events={example}, use split 'all', or add events to the archive"
+            )
+            return short, full
+        longest = max((b - a for a, b in runs), default=0)
+        k = len(chosen)
+        mine = f"{k} event{'s' if k != 1 else ''} ({', '.join(e.label for e in chosen[:6])}{', ...' if k > 6 else ''})"
+        short = (
+            f"{mine}, at most {longest} consecutive frames {self.timestep_min:g} min apart; "
+            "lower seq_len or pass split_events"
+        )
+        full = (
+            f"its {mine} have at most {longest} consecutive frames {self.timestep_min:g} min apart; lower "
+            f"seq_len (t_in + t_out) or give the split longer events with split_events (events: {labels})"
+        )
+        return short, full
+
+    def describe_events(self) -> list[dict[str, Any]]:
+        """Every event with its split and frame count (for ``diffcast data info``)."""
+        return [
+            {
+                "event": e.label,
+                "split": s or "unused",
+                "frames": e.n_frames,
+                "first": f"{e.first:%Y-%m-%dT%H:%MZ}",
+                "last": f"{e.last:%Y-%m-%dT%H:%MZ}",
+            }
+            for e, s in zip(self.events, self.event_splits)
+        ]
+
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -751,9 +1182,19 @@ class RadarArchive(Dataset):
             self._frames[i] = x
         return x
 
+    def _start(self, idx: int) -> int:
+        n = len(self.windows)
+        if not -n <= idx < n:
+            # IndexError (the sequence protocol), with the reason when the split is empty
+            raise IndexError(
+                self.empty_reason
+                or f"window {idx} out of range: radar split {self.split!r} of {self.root} has {n} windows"
+            )
+        return self.windows[idx]
+
     def sequence(self, idx: int) -> np.ndarray:
         """Item ``idx`` as ``(seq_len, H, W)`` float32."""
-        s = self.windows[idx]
+        s = self._start(idx)
         frames = [self.frame(i) for i in range(s, s + self.seq_len)]
         shapes = {f.shape for f in frames}
         if len(shapes) > 1:
@@ -763,7 +1204,7 @@ class RadarArchive(Dataset):
         return np.stack(frames)
 
     def window_times(self, idx: int) -> list[datetime]:
-        s = self.windows[idx]
+        s = self._start(idx)
         return self.times[s : s + self.seq_len]
 
     def __getitem__(self, idx: int) -> torch.Tensor:

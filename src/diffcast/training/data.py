@@ -191,5 +191,5 @@ def build_dataset(cfg: Any, split: str) -> Dataset:
             "--set data.kwargs.NAME=VALUE"
         ) from None
     if len(ds) == 0:
-        raise ValueError(f"dataset {cfg.data.name!r} split {split!r} is empty")
+        raise ValueError(getattr(ds, "empty_reason", None) or f"dataset {cfg.data.name!r} split {split!r} is empty")
     return ds

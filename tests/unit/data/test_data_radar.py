@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +54,7 @@ def test_real_archives_sorted_and_readable(radar_data, fmt):
     assert rf.times == times[:3] and rf.source["format"] == fmt
     assert rf.files == [str(p) for _, p in items[:3]] and rf.pixel_km == rf.meta.pixel_km
     assert rf.meta.scale == 90.0 and rf.meta.unit == "dBZ"
+    assert rf.quantity == {"mch": "mm/h", "fmi": "dBZ", "bom": "mm/h"}[fmt]  # what the files hold
 
 
 def test_mch_values_follow_marshall_palmer(radar_data):
@@ -129,20 +131,15 @@ def test_dataset_windows_never_span_gaps(radar_data, tmp_path):
         assert all((b - a).total_seconds() == 300 for a, b in zip(t[:-1], t[1:]))
     x = ds[5]
     assert x.shape == (4, 1, 32, 32) and ds.meta.timestep_min == 5.0
-    # time-fraction splits are disjoint consecutive blocks
-    parts = {
-        s: DATASETS.build(
-            "radar", root=tmp_path, split=s, seq_len=2, split_fractions=(0.5, 0.25, 0.25)
-        )
-        for s in ("train", "val", "test")
-    }
-    assert (
-        parts["train"].times[-1]
-        < parts["val"].times[0]
-        <= parts["val"].times[-1]
-        < parts["test"].times[0]
-    )
-    assert sum(len(p.times) for p in parts.values()) == len(keep)
+    # one event (the missing frame is a 10-minute gap, not an event boundary): with the default
+    # fractions it is all train, and the other splits are empty with a reason instead of an IndexError
+    parts = {s: DATASETS.build("radar", root=tmp_path, split=s, seq_len=2) for s in ("train", "val", "test", "all")}
+    assert [e.label for e in parts["train"].events] == ["2016-09-28"]
+    assert len(parts["train"].times) == len(parts["all"].times) == len(keep)
+    assert parts["val"].times == parts["test"].times == [] and len(parts["test"]) == 0
+    assert parts["test"].why_empty.startswith("1 event in the archive: all in train")
+    with pytest.raises(IndexError, match="radar split 'test' .* has no window of 2 frames"):
+        parts["test"][0]
 
 
 def test_corrupt_file_named(tmp_path):
@@ -305,3 +302,222 @@ def test_lower_origin_files_are_flipped_north_up(tmp_path, monkeypatch):
     meta["yorigin"] = "upper"
     x2, _, _ = radar.read_frame(path, "fmi")
     assert x2[0, 1] == pytest.approx(40.0 / 90.0)  # upper-origin files are left as they are
+
+
+# ----------------------------------------------------------------------------- events and splits
+def _knmi_folder(folder: Path, starts: list[str], n: int, shape=(8, 10)) -> list[Path]:
+    """KNMI-named files, ``n`` 5-minute frames from each start time ``YYYYmmddHHMM``."""
+    from datetime import timedelta
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    acc = np.full(shape, 20)
+    for start in starts:
+        t0 = datetime.strptime(start, "%Y%m%d%H%M")
+        for i in range(n):
+            p = folder / f"RAD_NL25_RAP_NA_{t0 + timedelta(minutes=5 * i):%Y%m%d%H%M}.h5"
+            _write_knmi(p, acc)
+            paths.append(p)
+    return paths
+
+
+def test_events_go_to_splits_whole(tmp_path):
+    from diffcast.data.radar import RadarArchive, assign_events, find_events
+
+    def splits(n):
+        times = [datetime(2020, 1, 1 + i, tzinfo=timezone.utc) for i in range(n)]
+        return assign_events(find_events(times), (0.7, 0.15, 0.15))
+
+    assert splits(1) == ["train"] and splits(2) == ["train", "test"] and splits(3) == ["train", "val", "test"]
+    assert splits(10) == ["train"] * 6 + ["val"] * 2 + ["test"] * 2  # round(1.5) = 2 each, test last
+    assert splits(20) == ["train"] * 14 + ["val"] * 3 + ["test"] * 3
+    # a gap longer than an hour starts an event; a shorter one does not; labels are the UTC date of the first frame
+    _knmi_folder(tmp_path, ["201607112330", "201607120100", "201607121000"], 6)  # 23:30-23:55, 01:00 (65 min later)
+    _knmi_folder(tmp_path, ["201607121055"], 4)  # 30 min after 10:25: same event as 10:00
+    arch = {s: RadarArchive(tmp_path, split=s, seq_len=3, size=None) for s in ("train", "val", "test", "all")}
+    ev = arch["all"].events
+    assert [(e.label, e.n_frames) for e in ev] == [("2016-07-11", 6), ("2016-07-12", 6), ("2016-07-12", 10)]
+    assert arch["all"].event_splits == ["train", "val", "test"]
+    assert arch["train"].times == arch["all"].times[:6] and arch["val"].times == arch["all"].times[6:12]
+    assert arch["test"].times == arch["all"].times[12:]
+    # windows never cross an event boundary or the 30-minute gap inside the last event
+    assert len(arch["train"]) == len(arch["val"]) == 2 and len(arch["test"]) == 2 + 1
+    assert len(arch["all"]) == 2 + 2 + 3
+    for a in arch.values():
+        for i in range(len(a)):
+            t = a.window_times(i)
+            assert all((q - p).total_seconds() == 300 for p, q in zip(t[:-1], t[1:]))
+    assert arch["all"].quantity == "mm/h"  # KNMI accumulations are rain (mm per 5 min -> mm/h)
+
+
+def test_split_events_by_date_and_range(tmp_path):
+    from diffcast.data.radar import RadarArchive
+
+    _knmi_folder(tmp_path, ["201601010000", "201601050000", "201601090000", "201602010000"], 4)
+
+    def labels(split, **kw):
+        a = RadarArchive(tmp_path, split=split, seq_len=2, size=None, **kw)
+        return sorted({f"{t:%Y-%m-%d}" for t in a.times})
+
+    only_test = {"test": ["2016-01-05"]}  # train takes every event no split names; val none
+    assert labels("test", split_events=only_test) == ["2016-01-05"]
+    assert labels("train", split_events=only_test) == ["2016-01-01", "2016-01-09", "2016-02-01"]
+    assert labels("val", split_events=only_test) == []
+    named = {"train": "2016-01-01", "val": ["2016-01-05"], "test": ["2016-01-06/2016-02-28"]}
+    assert labels("test", split_events=named) == ["2016-01-09", "2016-02-01"]
+    partial = {"train": ["2016-01-01"], "test": ["2016-02-01"]}  # train named: unnamed events are unused
+    assert labels("train", split_events=partial) == ["2016-01-01"]
+    assert labels("all", split_events=partial) == ["2016-01-01", "2016-01-05", "2016-01-09", "2016-02-01"]
+    assert labels("test", split_events={"test": ["2019-07-01"]}) == []  # no such event: allowed, just empty
+    with pytest.raises(ValueError, match="named for both train and test"):
+        labels("train", split_events={"train": ["2016-01-01/2016-01-05"], "test": ["2016-01-05"]})
+    with pytest.raises(ValueError, match="not a date YYYY-MM-DD"):
+        labels("train", split_events={"test": ["5 Jan 2016"]})
+    with pytest.raises(ValueError, match="unknown split 'holdout'"):
+        labels("train", split_events={"holdout": ["2016-01-05"]})
+    with pytest.raises(ValueError, match="unknown split"):
+        RadarArchive(tmp_path, split="validation", seq_len=2, size=None)
+
+
+def test_empty_split_is_a_one_line_error_not_an_index_error(tmp_path, capsys):
+    """Issue 19 item 2: one event of 92 frames, 70/15/15: no test window; evaluate says why and what to do."""
+    from diffcast.cli import main
+    from diffcast.evaluation import build_dataset
+
+    _knmi_folder(tmp_path / "one", ["201008260000"], 92)
+    root = tmp_path / "one"
+    with pytest.raises(ValueError) as exc:
+        build_dataset("radar", split="test", seq_len=25, data_root=root)
+    msg = str(exc.value)
+    assert str(root) in msg and "'test'" in msg and "1 event" in msg and "all in train" in msg
+    assert 'split_events={"test": ["2010-08-26"]}' in msg and "split 'all'" in msg and "\n" not in msg
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", "persistence", "--data", "radar", "--data-root", str(root),
+                 "--out", str(out), "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("diffcast evaluate: error: radar split 'test'"), err
+    assert "Traceback" not in err[0] and str(root) in err[0]
+    # the fix works: the event as the test split (or split 'all')
+    assert len(build_dataset("radar", split="test", seq_len=25, data_root=root, size=8,
+                             split_events={"test": ["2010-08-26"]})) == 3
+    assert len(build_dataset("radar", split="all", seq_len=25, data_root=root, size=8)) == 3
+    # too short events: the message says so
+    with pytest.raises(ValueError, match="at most 92 consecutive frames 5 min apart; lower seq_len"):
+        build_dataset("radar", split="train", seq_len=100, data_root=root)
+
+
+def test_data_info_reports_events_and_empty_splits(tmp_path, capsys):
+    from diffcast.cli import main
+
+    _knmi_folder(tmp_path, ["201008260000"], 30)
+    assert main(["-q", "data", "info", str(tmp_path), "--seq-len", "25", "--size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "2010-08-26  train    30 frames" in out
+    assert "train: 1 window(s) from 1 event(s)" in out
+    assert "test : 0 windows (1 event in the archive: all in train; pass split_events or a longer archive)" in out
+    assert main(["-q", "data", "info", str(tmp_path), "--seq-len", "25", "--size", "8", "--json",
+                 "--set", 'split_events={"test": ["2010-08-26"]}']) == 0
+    out = capsys.readouterr().out
+    info = json.loads(out[out.index("{"):])  # after pysteps' banner, when it is printed
+    assert info["splits"] == {"train": 0, "val": 0, "test": 1}
+    assert info["events"][0]["split"] == "test" and info["split_details"]["test"]["events"] == ["2010-08-26"]
+    assert info["quantity"] == "mm/h"
+
+
+def test_real_mch_archive_one_event_per_split(radar_data):
+    from diffcast.data.radar import RadarArchive
+
+    root = radar_data / "mch"
+    if not root.is_dir() or len([d for d in root.iterdir() if d.is_dir()]) < 3:
+        pytest.skip(f"{root} with three event folders absent")
+    parts = {s: RadarArchive(root, split=s, seq_len=12, size=32) for s in ("train", "val", "test")}
+    days = {s: {f"{t:%Y-%m-%d}" for t in p.times} for s, p in parts.items()}
+    assert days["train"] == {"2015-05-15"} and days["val"] == {"2016-07-11", "2016-07-12"}  # crosses midnight
+    assert days["test"] == {"2017-01-31"}
+    assert all(len(p) == 3 for p in parts.values())
+
+
+# ----------------------------------------------------------------------------- lazy series
+def test_series_reads_only_the_frames_used(tmp_path, monkeypatch):
+    import dataclasses
+
+    from diffcast.data import radar
+
+    paths = _knmi_folder(tmp_path, ["201008260000"], 12)
+    for p in paths[:8]:
+        p.write_bytes(b"corrupt")  # never decoded
+    calls = []
+    fmt = radar.RADAR_FORMATS["knmi"]
+    monkeypatch.setitem(radar.RADAR_FORMATS, "knmi", dataclasses.replace(
+        fmt, importer=lambda path, m: (calls.append(path.name), fmt.importer(path, m))[1]))
+    series = radar.RadarSeries(list(reversed(paths)), sort=True)  # sorted by time
+    assert series.times == sorted(series.times) and calls == []
+    lazy, mask = series.lazy("data"), series.lazy("mask")
+    assert lazy.shape == (12, 8, 10) and calls == [paths[-1].name]  # the grid comes from the last frame
+    x = lazy[np.array([9, 10, 11])]
+    assert x.shape == (3, 8, 10) and mask[10:].shape == (2, 8, 10) and not mask[11].any()
+    assert calls == [paths[i].name for i in (11, 9, 10)] and series.reads == [11, 9, 10]
+    with pytest.raises(ValueError, match=paths[3].name):
+        lazy[3]
+    with pytest.raises(ValueError, match="not increasing"):
+        radar.RadarSeries([paths[1], paths[0]])
+
+
+# ----------------------------------------------------------------------------- ODIM / OPERA
+def _write_odim_dataset_level(path: Path, time: str, rate: np.ndarray) -> None:
+    """An OPERA-style composite: ``quantity`` (RATE) and scaling in ``dataset1/what``, none in ``data1``."""
+    _write_odim(path, time)
+    with h5py.File(path, "a") as f:
+        del f["dataset1"]
+        codes = np.where(np.isfinite(rate), np.round(np.nan_to_num(rate) / 0.01), 65535).astype(np.uint16)
+        f.create_dataset("dataset1/data1/data", data=codes)
+        w = f.create_group("dataset1/what")
+        w.attrs["quantity"] = np.bytes_("RATE")
+        for k, v in (("gain", 0.01), ("offset", 0.0), ("nodata", 65535.0), ("undetect", 0.0)):
+            w.attrs[k] = v
+
+
+def test_odim_quantity_at_dataset_level_read_like_pysteps(tmp_path):
+    """Issue 18: OPERA composites keep ``quantity`` in datasetN/what."""
+    from pysteps.io.importers import import_odim_hdf5
+
+    from diffcast.data.radar import read_frame
+
+    rate = np.linspace(0, 20, 16 * 20).reshape(16, 20)
+    rate[:3, :4] = np.nan
+    path = tmp_path / "opera_120000.h5"
+    _write_odim_dataset_level(path, "120000", rate)
+    ref, _, meta = import_odim_hdf5(str(path), qty="RATE")
+    for fmt in ("odim", "opera"):
+        x, valid, got = read_frame(path, fmt)
+        np.testing.assert_array_equal(valid, np.isfinite(ref))
+        np.testing.assert_allclose(x[valid], _zr_reference(ref[valid]), atol=1e-6)
+        assert got["unit"] == meta["unit"] == "mm/h"
+    rf = read_radar_files([path], fmt="opera")
+    assert rf.quantity == "mm/h" and rf.source["format"] == "opera"
+    assert detect_format([path]) == "odim"  # opera is chosen explicitly, never detected
+
+
+def test_odim_error_names_the_file_once(tmp_path, monkeypatch):
+    import dataclasses
+
+    from diffcast.data import radar
+
+    path = tmp_path / "comp_120000.h5"
+    _write_odim(path, "120000")
+    with h5py.File(path, "a") as f:
+        f["dataset1/data1/what"].attrs["quantity"] = np.bytes_("VRADH")
+    with pytest.raises(ValueError) as exc:
+        radar.read_frame(path, "odim")
+    msg = str(exc.value)
+    assert msg.count(str(path)) == 1 and "none of the quantities DBZH, RATE, ACRR (found ['VRADH'])" in msg
+    # an importer whose own message names the file: still once
+    fmt = radar.RADAR_FORMATS["odim"]
+
+    def fails(p, m):
+        raise OSError(f"Unable to open file {p}")
+
+    monkeypatch.setitem(radar.RADAR_FORMATS, "odim", dataclasses.replace(fmt, importer=fails))
+    with pytest.raises(ValueError) as exc:
+        radar.read_frame(path, "odim")
+    assert str(exc.value).count(str(path)) == 1 and "OSError" in str(exc.value)
