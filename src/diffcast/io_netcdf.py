@@ -13,7 +13,17 @@ the dataset metadata (:meth:`DatasetMeta.to_physical`):
     ``x >= threshold``), with the thresholds as a coordinate in physical units
     and, alongside, in the dataset's threshold space (``threshold_code``);
 ``observation (input_time, y, x)``
-    the observed input frames as fed to the model.
+    the observed input frames as fed to the model;
+``coverage (y, x)``
+    with a coverage mask (radar input): 1 where the last observed frame has
+    data, 0 where it has none (outside radar coverage). Every variable above is
+    NaN (its ``_FillValue``) where ``coverage`` is 0, so "no data" never reads
+    as "no rain".
+
+Rain rates (metadata whose physical unit is mm/h) are written as CF
+``rainfall_rate`` in ``mm h-1``, reflectivity as ``equivalent_reflectivity_factor``
+in ``dBZ``; the ``comment`` attribute states the transform (for rain rate from
+the model's dBZ encoding: Marshall-Palmer ``Z = 200 R^1.6``).
 
 Times follow CF: ``time`` holds valid times encoded as "minutes since <analysis
 time>", ``forecast_reference_time`` is the analysis time (the valid time of the
@@ -71,8 +81,22 @@ def _naive_utc(t: dt.datetime) -> dt.datetime:
     return t
 
 
+#: Relative tolerance of :func:`exceeds` (float32 round-off of a value read exactly at a threshold).
+THRESHOLD_RTOL = 4e-6
+
+
+def exceeds(x: np.ndarray, code: float, meta: DatasetMeta) -> np.ndarray:
+    """``x * scale >= code`` for ``[0, 1]`` values ``x``, up to float32 round-off.
+
+    A value read from a file exactly at a threshold (MeteoSwiss rain rates are
+    classes such as 1.0 mm/h) passes through float32 dBZ / 90 and back; values
+    within ``THRESHOLD_RTOL`` (relative) below ``code`` count as reaching it.
+    """
+    return np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) * meta.scale >= float(code) * (1.0 - THRESHOLD_RTOL)
+
+
 def exceedance_probability(forecast: np.ndarray, meta: DatasetMeta, thresholds: Sequence[float]) -> np.ndarray:
-    """Fraction of members at or above each threshold.
+    """Fraction of members at or above each threshold (:func:`exceeds`).
 
     Parameters
     ----------
@@ -88,9 +112,9 @@ def exceedance_probability(forecast: np.ndarray, meta: DatasetMeta, thresholds: 
     ndarray
         ``(K, T, H, W)`` float32 probabilities in ``[0, 1]``.
     """
-    code = np.asarray(meta.to_code(np.asarray(forecast, dtype=np.float32)))
-    out = np.stack([(code >= float(th)).mean(axis=0) for th in thresholds]) if len(thresholds) else (
-        np.zeros((0,) + code.shape[1:], dtype=np.float32)
+    fc = np.asarray(forecast, dtype=np.float32)
+    out = np.stack([exceeds(fc, th, meta).mean(axis=0) for th in thresholds]) if len(thresholds) else (
+        np.zeros((0,) + fc.shape[1:], dtype=np.float32)
     )
     return out.astype(np.float32)
 
@@ -382,6 +406,7 @@ def build_forecast_dataset(
     extra_attrs: Mapping[str, Any] | None = None,
     time_note: str | None = None,
     grid: ProjectedGrid | None = None,
+    coverage: np.ndarray | None = None,
 ) -> Any:
     """Build the CF-1.8 :class:`xarray.Dataset` of an ensemble nowcast.
 
@@ -411,6 +436,10 @@ def build_forecast_dataset(
         Map projection of the ``(H, W)`` grid; gives projection ``x``/``y``, the
         ``crs`` grid mapping and 2-D ``lat``/``lon``. Without it ``x``/``y`` are
         plain distances in km and the ``georeferencing`` attribute says so.
+    coverage : ndarray, optional
+        ``(H, W)`` bool, True where the last observed frame has data. Gridded
+        variables are NaN where it is False, and a ``coverage`` flag variable is
+        written. ``None``: every pixel is covered, no ``coverage`` variable.
 
     Returns
     -------
@@ -428,6 +457,11 @@ def build_forecast_dataset(
     m, t_out, h, w = fc.shape
     if grid is not None and tuple(grid.shape) != (h, w):
         raise ValueError(f"grid is {grid.shape[0]}x{grid.shape[1]} but the forecast is {h}x{w}")
+    if coverage is not None:
+        coverage = np.asarray(coverage, dtype=bool)
+        if coverage.shape != (h, w):
+            raise ValueError(f"coverage must be ({h}, {w}) like the forecast grid, got {coverage.shape}")
+    outside = None if coverage is None else ~coverage
     step = float(meta.timestep_min if timestep_min is None else timestep_min)
     if step <= 0:
         raise ValueError(f"timestep_min must be positive, got {step}")
@@ -442,14 +476,23 @@ def build_forecast_dataset(
     phys = meta.to_physical(fc)
     mean = phys.mean(axis=0, dtype=np.float64).astype(np.float32)
     prob = exceedance_probability(fc, meta, thresholds)
+    if outside is not None:
+        for arr in (phys, mean, prob):
+            arr[..., outside] = np.nan
     thr_code = np.asarray(thresholds, dtype=np.float32)
-    thr_phys = meta.to_physical(thr_code / float(meta.scale)) if len(thresholds) else thr_code
+    # 6 significant digits: a threshold given in physical units (1 mm/h) and stored as its code comes back exact
+    thr_phys = np.array(
+        [float(f"{v:.6g}") for v in np.asarray(meta.to_physical(thr_code / float(meta.scale)), dtype=np.float64)],
+        dtype=np.float32,
+    )
 
     data_attrs = {
         "standard_name": meta.physical_name,
         "long_name": f"{meta.physical_name.replace('_', ' ')} ({meta.name} data)",
         "units": units,
     }
+    if outside is not None:
+        data_attrs["comment"] = "NaN outside radar coverage (where the last observed frame has no data)"
     space_coords, space_vars, space_attrs = _space(grid, h, w, pixel_km)
     if grid is not None:
         data_attrs["grid_mapping"] = GRID_MAPPING_VAR
@@ -469,7 +512,7 @@ def build_forecast_dataset(
         **space_coords,
         "threshold": (
             "threshold",
-            np.asarray(thr_phys, dtype=np.float32),
+            thr_phys,
             {"standard_name": meta.physical_name, "long_name": "exceedance threshold", "units": units},
         ),
         "threshold_code": (
@@ -494,7 +537,8 @@ def build_forecast_dataset(
             {
                 "long_name": f"probability of {meta.physical_name.replace('_', ' ')} at or above threshold",
                 "units": "1",
-                "comment": f"fraction of the {m} ensemble member(s) with value >= threshold",
+                "comment": f"fraction of the {m} ensemble member(s) with value >= threshold"
+                + ("; NaN outside radar coverage" if outside is not None else ""),
                 **({"grid_mapping": GRID_MAPPING_VAR} if grid is not None else {}),
             },
         ),
@@ -510,10 +554,25 @@ def build_forecast_dataset(
         in_leads = (np.arange(t_in, dtype=np.float64) - (t_in - 1)) * step
         in_times = np.array([np.datetime64(t0 + dt.timedelta(minutes=float(v)), "ns") for v in in_leads])
         coords["input_time"] = ("input_time", in_times, {"standard_name": "time", "long_name": "valid time of observed frame"})
+        obs_phys = meta.to_physical(obs)
+        if outside is not None:
+            obs_phys[..., outside] = np.nan
         data_vars["observation"] = (
             ("input_time", "y", "x"),
-            meta.to_physical(obs),
+            obs_phys,
             dict(data_attrs, long_name=f"observed {data_attrs['long_name']} (model input)"),
+        )
+    if coverage is not None:
+        data_vars["coverage"] = (
+            ("y", "x"),
+            coverage.astype(np.int8),
+            {
+                "long_name": "radar coverage of the last observed frame",
+                "flag_values": np.array([0, 1], dtype=np.int8),
+                "flag_meanings": "not_covered covered",
+                "comment": "0: the radar had no data here (the other variables are NaN); 1: covered",
+                **({"grid_mapping": GRID_MAPPING_VAR} if grid is not None else {}),
+            },
         )
 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -542,9 +601,12 @@ def build_forecast_dataset(
     for name in ds.coords:
         # CF: coordinate variables carry no fill value.
         ds[name].encoding.setdefault("_FillValue", None)
+    fill = np.float32(np.nan) if outside is not None else None
     for name in ("forecast", "ensemble_mean", "exceedance_probability", "observation"):
         if name in ds:
-            ds[name].encoding.update({"zlib": True, "complevel": 4, "dtype": "float32", "_FillValue": None})
+            ds[name].encoding.update({"zlib": True, "complevel": 4, "dtype": "float32", "_FillValue": fill})
+    if "coverage" in ds:
+        ds["coverage"].encoding.update({"zlib": True, "complevel": 4, "dtype": "int8", "_FillValue": None})
     for name in ("lat", "lon"):
         if name in ds.coords:
             ds[name].encoding.update({"zlib": True, "complevel": 4})

@@ -10,10 +10,13 @@ Three steps, each usable on its own:
      (the layout of ``sevir_demo/demo_N``) is read through
      :func:`diffcast.data.images.read_image_sequence`: its ``preds/`` frames are
      the inputs and ``targets/`` (when present) the observed future;
-   - radar files (a folder or a list) read by the pysteps importers through
-     :func:`diffcast.data.radar.read_radar_files`; timestamps and the time step
-     come from the files, values in dBZ or rain rate are mapped to ``[0, 1]``
-     through the declared transform (:data:`diffcast.data.transforms.RADAR_DBZ_META`);
+   - radar files (a folder or a list) indexed by time
+     (:class:`diffcast.data.radar.RadarSeries`: time stamps from the file names,
+     ODIM files from their ``/what`` attributes) and decoded by the pysteps
+     importers only when used, so a long folder costs the frames a nowcast
+     needs; values in dBZ or rain rate are mapped to ``[0, 1]`` through the
+     declared transform (:data:`diffcast.data.transforms.RADAR_DBZ_META`), and
+     the record keeps the files' quantity (mm/h or dBZ) and no-data mask;
    - ``.npy`` arrays ``(T, H, W)`` or ``(T, 1, H, W)`` (``(N, T, ...)`` with
      ``sample_index``): float values must already be in ``[0, 1]`` model space,
      ``uint8`` values are 8-bit codes and are divided by 255 (the encoding of
@@ -39,13 +42,16 @@ Three steps, each usable on its own:
    subsampled when the model step is a multiple of the input step), the model's
    units (only between metadata with the same threshold-space unit) and grid
    (area-average resize when the aspect ratio matches, optionally after a
-   centre crop; a projected grid follows the crop and resize). What cannot be
-   fitted is a :class:`ValueError` naming the mismatch and the fix.
+   centre crop; a projected grid and the no-data mask follow the crop and
+   resize). Only the frames used must be gap-free. What cannot be fitted is a
+   :class:`ValueError` naming the mismatch and the fix.
 
 3. :func:`run_nowcast` predicts and writes ``forecast.nc`` (CF-1.8),
    ``forecast.gif``, ``panel.png`` and ``run.json`` into a temporary folder
    that is renamed to the output folder at the end, so a failure leaves no
-   partial output.
+   partial output. Outputs are in the input's quantity (rain rate in mm/h for
+   rain-rate radar files, dBZ for reflectivity; ``units`` chooses) and NaN
+   where the last input frame has no data (outside radar coverage).
 """
 
 from __future__ import annotations
@@ -88,6 +94,10 @@ SEVIR_DOMAIN_KM = 384.0
 NOMINAL_ANALYSIS_TIME = dt.datetime(2000, 1, 1, 0, 0, 0)
 #: Relative tolerance on aspect ratios when resizing.
 ASPECT_TOL = 0.02
+#: Units of the outputs (``units`` of :func:`run_nowcast`, ``--units``): ``auto`` = the input's quantity.
+OUTPUT_UNITS = ("auto", "mm/h", "dBZ")
+#: Default exceedance thresholds of rain-rate outputs (mm/h); the probability pictures use the second.
+RAINRATE_THRESHOLDS = (0.5, 1.0, 5.0, 10.0)
 
 
 @dataclass
@@ -122,9 +132,21 @@ class RawInput:
     start_frame : int or None
         First input frame the input kind suggests (0 for SEVIR events); ``None``:
         the last frames.
+    mask : ndarray or None
+        ``(T, H, W)`` bool, True where a frame has no data (outside radar
+        coverage); ``None``: every pixel is covered (images, arrays).
+    quantity : str or None
+        What the files hold when they say (radar: ``"mm/h"`` for rain rates and
+        accumulations, ``"dBZ"`` for reflectivity); outputs are given in it by default.
+
+    Notes
+    -----
+    Radar frames (and their mask) are array-likes that decode a file the first
+    time its frame is indexed (:class:`diffcast.data.radar.LazyFrames`), so
+    :func:`prepare_input` reads only the frames it uses.
     """
 
-    frames: np.ndarray
+    frames: Any
     kind: str
     sources: list[str]
     meta: DatasetMeta | None = None
@@ -135,6 +157,8 @@ class RawInput:
     notes: list[str] = field(default_factory=list)
     grid: ProjectedGrid | None = None
     start_frame: int | None = None
+    mask: Any = None
+    quantity: str | None = None
 
 
 @dataclass
@@ -165,6 +189,11 @@ class PreparedInput:
         What was done to fit the frames (cropping, resizing, frames dropped).
     grid : ProjectedGrid or None
         Map projection of the model grid (the input's, after cropping and resizing).
+    mask : ndarray or None
+        ``(T_in, H, W)`` bool on the model grid, True where a frame has no data (a
+        resized pixel has data when at least half its area has); ``None``: all covered.
+    quantity : str or None
+        The input's quantity (:attr:`RawInput.quantity`).
     """
 
     x_in: np.ndarray
@@ -178,6 +207,13 @@ class PreparedInput:
     y_true: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     grid: ProjectedGrid | None = None
+    mask: np.ndarray | None = None
+    quantity: str | None = None
+
+    @property
+    def coverage(self) -> np.ndarray | None:
+        """``(H, W)`` bool, True where the last input frame has data; ``None`` when the input has no mask."""
+        return None if self.mask is None else ~np.asarray(self.mask[-1], dtype=bool)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -307,6 +343,13 @@ def _is_odim(path: Path) -> bool:
         return False
 
 
+def _is_radar_h5(path: Path) -> bool:
+    """An ODIM composite, or a KNMI radar file by its name (``RAD_NL25_RAP_NA_201008260000.h5``)."""
+    from .data.radar import RADAR_FORMATS
+
+    return bool(RADAR_FORMATS["knmi"].match(path)) or _is_odim(path)
+
+
 def _sevir_event_id(fh: Any, key: str, index: int) -> str | None:
     """The ``id`` entry of event ``index`` beside a SEVIR ``vil`` dataset, when the file has one."""
     parent = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
@@ -380,7 +423,13 @@ def _read_images(folder: Path) -> RawInput:
     return RawInput(np.asarray(frames, dtype=np.float32), "images", [str(p) for p in images.list_frames(folder)])
 
 
-def _read_radar(paths: Sequence[Path], fmt: str | None) -> RawInput:
+def _read_radar(paths: Sequence[Path], fmt: str | None, probe: int | None = None) -> RawInput:
+    """Index radar files by time and decode one (``probe``, default the last) for the grid and units.
+
+    The frames come back as lazy array-likes: :func:`prepare_input` decodes only
+    the frames it uses. A folder's files are sorted by time; listed files must be
+    in time order.
+    """
     from .data import radar
 
     files: list[Path] = []
@@ -388,25 +437,19 @@ def _read_radar(paths: Sequence[Path], fmt: str | None) -> RawInput:
         files.extend(sorted((q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")), key=_natural_key) if p.is_dir() else [p])
     if not files:
         raise ValueError(f"no radar files found in {', '.join(map(str, paths))}")
-    rf = radar.read_radar_files([str(f) for f in files], fmt=fmt)
-    data = np.asarray(rf.data, dtype=np.float32)
+    series = radar.RadarSeries(files, fmt, sort=any(p.is_dir() for p in paths))
+    n = len(series)
+    first = probe if probe is not None and 0 <= probe < n else n - 1
+    series.frame(first)
+    shape = series.grid_shape
+    meta = series.meta
+    sources = [str(f) for f in series.paths]
     notes: list[str] = []
-    mask = getattr(rf, "mask", None)
-    if not np.isfinite(data).all():
-        bad = ~np.isfinite(data)
-        notes.append(f"{bad.mean():.1%} of radar pixels had no data and were set to 0")
-        data = np.where(bad, 0.0, data)
-    elif mask is not None and np.asarray(mask).any():
-        notes.append(f"{np.asarray(mask).mean():.1%} of radar pixels were flagged as no data (value 0)")
-    times = list(getattr(rf, "times", None) or []) or None
-    meta = getattr(rf, "meta", None)
-    step = getattr(rf, "timestep_min", None)
-    pixel = getattr(rf, "pixel_km", None) or (meta.pixel_km if meta is not None else None)
-    sources = [str(s) for s in (getattr(rf, "files", None) or getattr(rf, "paths", None) or files)]
-    grid = _radar_grid(dict(getattr(rf, "source", None) or {}), data.shape[-2:], sources[0], notes)
+    grid = _radar_grid(series.source, shape, sources[first], notes)
     return RawInput(
-        np.clip(data, 0.0, 1.0), "radar", sources, meta=meta, times=times,
-        timestep_min=None if step is None else float(step), pixel_km=pixel, notes=notes, grid=grid,
+        series.lazy("data"), "radar", sources, meta=meta, times=list(series.times),
+        timestep_min=float(series.timestep_min), pixel_km=meta.pixel_km, notes=notes, grid=grid,
+        mask=series.lazy("mask"), quantity=series.quantity,
     )
 
 
@@ -439,7 +482,7 @@ def detect_kind(paths: Sequence[str | os.PathLike[str]]) -> str:
         if p.suffix.lower() == ".npy":
             return "npy"
         if p.suffix.lower() in H5_SUFFIXES:
-            return "radar" if _is_odim(p) else "h5"
+            return "radar" if _is_radar_h5(p) else "h5"
         if p.suffix.lower() in IMAGE_SUFFIXES:
             raise ValueError(f"{p} is a single image; give the folder holding the numbered frames")
         return "radar"
@@ -447,7 +490,7 @@ def detect_kind(paths: Sequence[str | os.PathLike[str]]) -> str:
         raise ValueError("give either one folder or a list of files, not several folders")
     if all(p.suffix.lower() in IMAGE_SUFFIXES for p in ps):
         raise ValueError("image frames are read from a folder of numbered files; give the folder, not the files")
-    if any(p.suffix.lower() == ".npy" for p in ps) or any(p.suffix.lower() in H5_SUFFIXES and not _is_odim(p) for p in ps):
+    if any(p.suffix.lower() == ".npy" for p in ps) or any(p.suffix.lower() in H5_SUFFIXES and not _is_radar_h5(p) for p in ps):
         raise ValueError("give one .npy or HDF5 file (holding all frames), not a list")
     return "radar"
 
@@ -460,8 +503,13 @@ def read_input(
     sample_index: int | None = None,
     radar_format: str | None = None,
     layout: str = "auto",
+    start_frame: int | None = None,
 ) -> RawInput:
     """Read nowcast input frames from files (see the module docstring for the layouts).
+
+    Radar files are indexed by time first (from their names; ODIM files: their
+    ``/what`` attributes) and decoded only when :func:`prepare_input` uses them;
+    one file (the last, or ``start_frame``) is decoded here for the grid and units.
 
     Parameters
     ----------
@@ -480,6 +528,9 @@ def read_input(
         Axis order of .npy/HDF5 arrays. ``"auto"``: time first, except the SEVIR
         layout (a ``vil`` dataset ``(N, H, W, T)`` of uint8 with square frames);
         a shape that reads as square frames only with time last is an error.
+    start_frame : int, optional
+        The first input frame :func:`prepare_input` will be given (radar: the file
+        decoded for the grid and units, so that no frame outside the window is read).
 
     Raises
     ------
@@ -508,10 +559,13 @@ def read_input(
     elif kind == "h5":
         raw = _read_h5(ps[0], h5_key, sample_index, layout)
     else:
-        raw = _read_radar(ps, radar_format)
+        raw = _read_radar(ps, radar_format, start_frame)
     if raw.frames.shape[0] < 1 or min(raw.frames.shape[1:]) < 2:
         raise ValueError(f"input frames have unusable shape {raw.frames.shape}")
-    log.info("read %d %s frame(s) of %dx%d from %s", raw.frames.shape[0], kind, *raw.frames.shape[1:], ps[0] if len(ps) == 1 else f"{len(ps)} files")
+    log.info(
+        "%s %d %s frame(s) of %dx%d from %s", "indexed" if kind == "radar" else "read", raw.frames.shape[0], kind,
+        *raw.frames.shape[1:], ps[0] if len(ps) == 1 else f"{len(ps)} files",
+    )
     return raw
 
 
@@ -585,20 +639,64 @@ def fit_grid(frames: np.ndarray, size: tuple[int, int], crop: str = "none") -> t
         Input pixels per output pixel (multiply the input pixel size by it).
     notes : list of str
     """
+    out, _, factor, notes = fit_grid_masked(frames, None, size, crop)
+    return out, factor, notes
+
+
+def fit_grid_masked(
+    frames: np.ndarray, nodata: np.ndarray | None, size: tuple[int, int], crop: str = "none"
+) -> tuple[np.ndarray, np.ndarray | None, float, list[str]]:
+    """:func:`fit_grid` for frames with a no-data mask.
+
+    Values are averaged over the pixels with data only, and a resized pixel has
+    data when at least half its area has (the rule of
+    :func:`diffcast.data.radar.regrid`); pixels without data are 0.
+
+    Parameters
+    ----------
+    frames : ndarray
+        ``(T, H0, W0)``.
+    nodata : ndarray or None
+        ``(T, H0, W0)`` bool, True = no data; ``None``: all pixels have data.
+    size, crop
+        As in :func:`fit_grid`.
+
+    Returns
+    -------
+    frames : ndarray
+        ``(T, H, W)`` float32.
+    nodata : ndarray or None
+        ``(T, H, W)`` bool (``None`` when ``nodata`` was).
+    factor : float
+    notes : list of str
+    """
     window = grid_window(frames.shape[-2:], size, crop)
     h, w = size
     h0, w0 = frames.shape[-2:]
     notes: list[str] = []
+    if nodata is not None and nodata.shape != frames.shape:
+        raise ValueError(f"no-data mask {nodata.shape} does not match the frames {frames.shape}")
     if (h0, w0) == (h, w):
-        return frames, 1.0, notes
+        return frames, nodata, 1.0, notes
     if window is not None:
         top, left, hh, ww = window
         frames = frames[..., top : top + hh, left : left + ww]
+        if nodata is not None:
+            nodata = nodata[..., top : top + hh, left : left + ww]
         notes.append(f"cropped the central {hh}x{ww} window of the {h0}x{w0} frames")
         h0, w0 = hh, ww
-    out = _resize(frames, size)
+    if nodata is None or not nodata.any():
+        out = _resize(frames, size)
+        mask = None if nodata is None else np.zeros((frames.shape[0], h, w), bool)
+    else:
+        valid = (~nodata).astype(np.float32)
+        total = _resize(np.asarray(frames, np.float32) * valid, size)
+        frac = _resize(valid, size)
+        covered = frac >= 0.5
+        out = np.where(covered, total / np.maximum(frac, 1e-6), 0.0).astype(np.float32)
+        mask = ~covered
     notes.append(f"resized {h0}x{w0} -> {h}x{w} ({'area average' if h <= h0 else 'bilinear'})")
-    return np.clip(out, 0.0, 1.0), h0 / h, notes
+    return np.clip(out, 0.0, 1.0), mask, h0 / h, notes
 
 
 def fit_projected_grid(grid: ProjectedGrid, size: tuple[int, int], crop: str = "none") -> ProjectedGrid:
@@ -739,18 +837,49 @@ def prepare_input(
             f"used frames {start}..{last} of {n_all} as input"
             + (f" and {future.size} later frame(s) as observed future" if future.size else "")
         )
-    frames = frames[idx]
-    times = [times[i] for i in idx] if times else None
+    all_times = times
+    if all_times:
+        # Only the frames used must be gap-free: a gap elsewhere in a long folder does not matter.
+        all_sources = sources
+
+        def name(i: int) -> str:
+            return Path(all_sources[i]).name if all_sources else f"frame {i}"
+
+        j = _spacing_break(all_times, idx, step_model)
+        if j is not None:
+            a, b = int(idx[j - 1]), int(idx[j])
+            d = (all_times[b] - all_times[a]).total_seconds() / 60.0
+            raise ValueError(
+                f"gap in the radar time series: {d:g} min between {name(a)} and {name(b)} (expected "
+                f"{step_model:g} min); sequences never span missing frames: choose a window without a gap "
+                "with --start-frame, or leave out the files before the gap"
+            )
+        if future is not None and future.size:
+            j = _spacing_break(all_times, np.concatenate([idx[-1:], future]), step_model)
+            if j is not None:
+                after = int(future[j - 2]) if j > 1 else int(idx[-1])
+                notes.append(f"observed future stops at the gap after {name(after)} ({j - 1} frame(s))")
+                future = future[: j - 1]
+    frames = np.asarray(frames[idx], dtype=np.float32)
+    nodata = None if raw.mask is None else np.asarray(raw.mask[idx], dtype=bool)
+    times = [all_times[i] for i in idx] if all_times else None
     sources = [sources[i] for i in idx] if sources else None
     frames = convert_units(frames, raw.meta, meta, model_name)
-    frames, factor, grid_notes = fit_grid(frames, size, crop)
+    frames, nodata, factor, grid_notes = fit_grid_masked(frames, nodata, size, crop)
     notes.extend(grid_notes)
+    if nodata is not None and nodata[-1].any():
+        notes.append(f"{nodata[-1].mean():.1%} of the last input frame has no radar data (NaN in forecast.nc)")
     # The observed future: frames after the window, else the input's own (demo folders' targets/).
-    y_src = raw.frames[future] if future is not None and future.size else raw.y_true if idx[-1] == n_all - 1 else None
+    y_src, y_nodata = None, None
+    if future is not None and future.size:
+        y_src = np.asarray(raw.frames[future], dtype=np.float32)
+        y_nodata = None if raw.mask is None else np.asarray(raw.mask[future], dtype=bool)
+    elif idx[-1] == n_all - 1:
+        y_src = raw.y_true
     y_true = None
     if y_src is not None:
         with contextlib.suppress(ValueError):
-            y_true = fit_grid(convert_units(y_src, raw.meta, meta, model_name), size, crop)[0]
+            y_true = fit_grid_masked(convert_units(y_src, raw.meta, meta, model_name), y_nodata, size, crop)[0]
     grid = None
     if raw.grid is not None:
         if tuple(raw.grid.shape) == tuple(raw.frames.shape[-2:]):
@@ -784,7 +913,18 @@ def prepare_input(
         y_true=y_true,
         notes=notes,
         grid=grid,
+        mask=nodata,
+        quantity=raw.quantity,
     )
+
+
+def _spacing_break(times: Sequence[dt.datetime], indices: Sequence[int], step_min: float) -> int | None:
+    """Position ``j`` of the first pair ``indices[j-1], indices[j]`` whose times are not ``step_min`` apart."""
+    for j in range(1, len(indices)):
+        d = (times[int(indices[j])] - times[int(indices[j - 1])]).total_seconds() / 60.0
+        if abs(d - step_min) > 1e-6:
+            return j
+    return None
 
 
 # ----------------------------------------------------------------------------- model choice
@@ -835,6 +975,97 @@ def make_nowcaster(
     if nc.channels != 1:
         raise ValueError(f"nowcast files hold one channel; the checkpoint has {nc.channels}")
     return nc
+
+
+# ----------------------------------------------------------------------------- output units
+def _rate_from_code(dbz: np.ndarray) -> np.ndarray:
+    """mm/h from dBZ by Marshall-Palmer ``Z = 200 R^1.6`` (the relation rain rates are read with); 0 at 0 dBZ."""
+    from .data.transforms import dbz_to_rainrate
+
+    d = np.asarray(dbz, dtype=np.float64)
+    return np.where(d > 0, dbz_to_rainrate(d), 0.0).astype(np.float32)
+
+
+def rain_rate_meta(meta: DatasetMeta) -> DatasetMeta:
+    """``meta`` (reflectivity, ``x * scale`` in dBZ) with rain rate in mm/h as its physical quantity.
+
+    The model-space encoding is unchanged; ``to_physical`` gives
+    ``R = (10^(dBZ/10) / 200)^(1/1.6)`` (Marshall-Palmer ``Z = 200 R^1.6``, as
+    rain-rate files are read), 0 mm/h at the encoding's floor (0 dBZ = 0.036 mm/h),
+    and the default thresholds are :data:`RAINRATE_THRESHOLDS` (stored as dBZ).
+
+    Raises
+    ------
+    ValueError
+        If ``meta``'s threshold space is not dBZ.
+    """
+    from .data.transforms import rainrate_to_dbz
+
+    if meta.unit != "dBZ":
+        raise ValueError(f"rain rate is derived from reflectivity (dBZ); {meta.name} data are in {meta.unit}")
+    if meta.physical_unit == "mm/h":
+        return meta
+    return dataclasses.replace(
+        meta,
+        physical_unit="mm/h",
+        physical_name="rainfall_rate",
+        thresholds=tuple(float(rainrate_to_dbz(np.array([r], np.float64))[0]) for r in RAINRATE_THRESHOLDS),
+        transform=f"{meta.transform}; rain rate R = (10^(dBZ/10) / 200)^(1/1.6) mm/h (Marshall-Palmer Z = 200 R^1.6), "
+        "0 mm/h at and below 0 dBZ (0.036 mm/h)",
+        to_physical_fn=_rate_from_code,
+    )
+
+
+def output_meta(meta: DatasetMeta, quantity: str | None, units: str = "auto") -> DatasetMeta:
+    """The metadata outputs are written with: ``meta`` in the quantity ``units`` asks for.
+
+    Parameters
+    ----------
+    meta : DatasetMeta
+        The model's metadata (its encoding of the frames).
+    quantity : str or None
+        The input's quantity (``"mm/h"``, ``"dBZ"``; ``None`` when the input does not say).
+    units : {"auto", "mm/h", "dBZ"}
+        ``"auto"``: the input's quantity (``meta``'s own physical unit when it has
+        none); ``"mm/h"``/``"dBZ"``: rain rate or reflectivity (reflectivity models only).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``units``, or mm/h / dBZ asked for data that are not reflectivity.
+    """
+    if units not in OUTPUT_UNITS:
+        raise ValueError(f"unknown units {units!r}; choose one of: {', '.join(OUTPUT_UNITS)}")
+    want = quantity if units == "auto" else units
+    if want is None or (units == "auto" and meta.unit != "dBZ"):
+        return meta
+    if meta.unit != "dBZ":
+        raise ValueError(
+            f"--units {units} applies to reflectivity and rain-rate data; the model's {meta.name} data are "
+            f"{meta.unit}: use --units auto"
+        )
+    if want == "mm/h":
+        return rain_rate_meta(meta)
+    if meta.physical_unit == "mm/h":  # back to reflectivity
+        from .data.transforms import get_meta
+
+        base = get_meta("radar")
+        return dataclasses.replace(
+            meta, physical_unit=base.physical_unit, physical_name=base.physical_name, thresholds=base.thresholds,
+            to_physical_fn=None,
+        )
+    return meta
+
+
+def threshold_code(value: float, meta: DatasetMeta) -> float:
+    """A threshold in output units (mm/h for rain rate, else threshold space) in threshold space."""
+    from .viz.animate import is_rain_rate
+
+    if not is_rain_rate(meta):
+        return float(value)
+    from .data.transforms import rainrate_to_dbz
+
+    return float(rainrate_to_dbz(np.array([value], np.float64))[0]) if value > 0 else 0.0
 
 
 # ----------------------------------------------------------------------------- running
@@ -900,8 +1131,15 @@ def run_nowcast(
     sample_kwargs: dict[str, Any] | None = None,
     spec: str | None = None,
     command: Sequence[str] | None = None,
+    units: str = "auto",
 ) -> dict[str, Any]:
     """Forecast and write ``forecast.nc``, ``forecast.gif``, ``panel.png`` and ``run.json``.
+
+    Outputs are in the input's quantity by default (``units="auto"``): rain rate
+    (mm/h) for rain-rate and accumulation radar files, reflectivity (dBZ) for
+    reflectivity files, the model's physical units for other inputs. Pixels where
+    the last input frame has no data (outside radar coverage) are NaN in
+    ``forecast.nc`` (with a ``coverage`` variable) and grey in the pictures.
 
     Parameters
     ----------
@@ -916,8 +1154,10 @@ def run_nowcast(
     seed : int, optional
         Sampling seed (recorded; drawn at random when omitted).
     prob_threshold : float, optional
-        Threshold (threshold space, e.g. VIL code) of the probability panels;
-        default: the middle paper threshold.
+        Threshold of the probability panels, in the output units (mm/h for rain
+        rate, else threshold space, e.g. dBZ or VIL code); also added to the
+        thresholds of ``forecast.nc``. Default: 1 mm/h for rain rate, else the
+        middle paper threshold.
     progress : bool
         Show a progress bar while sampling.
     sample_kwargs : dict, optional
@@ -926,6 +1166,8 @@ def run_nowcast(
         How the model was named (checkpoint path or baseline), for ``run.json``.
     command : sequence of str, optional
         Command line, for ``run.json``.
+    units : {"auto", "mm/h", "dBZ"}
+        Quantity of the outputs (:func:`output_meta`).
 
     Returns
     -------
@@ -935,14 +1177,34 @@ def run_nowcast(
     import torch
 
     from .io_netcdf import write_forecast_netcdf
-    from .viz.animate import default_prob_threshold, save_forecast_gif, save_forecast_panel
+    from .viz.animate import (
+        default_prob_threshold,
+        display_unit,
+        is_rain_rate,
+        save_forecast_gif,
+        save_forecast_panel,
+        threshold_value,
+    )
 
     if members < 1:
         raise ValueError(f"--members must be >= 1, got {members}")
-    meta = prepared.meta
-    thr = default_prob_threshold(meta) if prob_threshold is None else float(prob_threshold)
-    if not 0.0 < thr <= meta.scale:
+    meta = output_meta(prepared.meta, prepared.quantity, units)
+    unit = display_unit(meta)
+    if prob_threshold is None:
+        thr_code = default_prob_threshold(meta)
+        thr = threshold_value(thr_code, meta)
+    else:
+        thr = float(prob_threshold)
+        thr_code = threshold_code(thr, meta)
+    if not 0.0 < thr_code <= meta.scale:
+        if is_rain_rate(meta):
+            lo, hi = threshold_value(1e-6 * meta.scale, meta), threshold_value(meta.scale, meta)
+            raise ValueError(
+                f"--prob-threshold {thr:g} mm/h is outside the rain rates the model's encoding holds "
+                f"({lo:.3g} to {hi:.3g} mm/h, 0 to {meta.scale:g} dBZ)"
+            )
         raise ValueError(f"--prob-threshold {thr:g} is outside (0, {meta.scale:g}] ({meta.unit})")
+    coverage = prepared.coverage
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
     if not nowcaster.is_probabilistic and members > 1:
@@ -962,25 +1224,29 @@ def run_nowcast(
         title = f"{nowcaster.name}: {m_out} member(s), analysis {_iso(prepared.analysis_time)}"
         history = "diffcast nowcast" + ("" if command is None else " " + " ".join(command))
         note = "times are relative to a nominal analysis time (input had no timestamps)" if prepared.time_nominal else None
+        thresholds = tuple(sorted(set(meta.thresholds) | {thr_code}))
         write_forecast_netcdf(
             tmp / "forecast.nc",
             fc,
             meta,
             prepared.analysis_time,
             x_in=prepared.x_in,
-            thresholds=tuple(sorted(set(meta.thresholds) | {thr})),
+            thresholds=thresholds,
             title=f"DiffCast nowcast by {nowcaster.name}",
             source=f"diffcast {nowcaster.name} ({'probabilistic' if nowcaster.is_probabilistic else 'deterministic'})",
             history=history,
             extra_attrs={"model": nowcaster.name, "seed": int(seed), "input_kind": prepared.kind},
             time_note=note,
             grid=prepared.grid,
+            coverage=coverage,
         )
         save_forecast_gif(
-            tmp / "forecast.gif", prepared.x_in, fc, meta, prob_threshold=thr, y_true=prepared.y_true, title=nowcaster.name
+            tmp / "forecast.gif", prepared.x_in, fc, meta, prob_threshold=thr_code, y_true=prepared.y_true,
+            title=nowcaster.name, coverage=coverage,
         )
         save_forecast_panel(
-            tmp / "panel.png", prepared.x_in, fc, meta, prob_threshold=thr, y_true=prepared.y_true, title=title
+            tmp / "panel.png", prepared.x_in, fc, meta, prob_threshold=thr_code, y_true=prepared.y_true, title=title,
+            coverage=coverage,
         )
         step = meta.timestep_min
         info = {
@@ -998,9 +1264,18 @@ def run_nowcast(
             "seed": int(seed),
             "sample_kwargs": {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in kwargs.items()},
             "prob_threshold": thr,
-            "prob_threshold_unit": meta.unit,
+            "prob_threshold_unit": unit,
+            "output": {
+                "units": meta.physical_unit,
+                "standard_name": meta.physical_name,
+                "thresholds": [threshold_value(c, meta) for c in thresholds],
+                "threshold_unit": unit,
+                "transform": meta.transform,
+                "coverage_fraction": None if coverage is None else round(float(coverage.mean()), 6),
+            },
             "input": {
                 "kind": prepared.kind,
+                "quantity": prepared.quantity,
                 "files": prepared.sources,
                 "raw_shape": list(prepared.raw_shape),
                 "x_in_shape": list(prepared.x_in.shape),
@@ -1012,7 +1287,7 @@ def run_nowcast(
             "analysis_time": _iso(prepared.analysis_time),
             "valid_times": [_iso(prepared.analysis_time + dt.timedelta(minutes=step * (k + 1))) for k in range(t_out)],
             "forecast_shape": list(fc.shape),
-            "meta": meta.as_dict(),
+            "meta": prepared.meta.as_dict(),
             "outputs": ["forecast.nc", "forecast.gif", "panel.png", "run.json"],
             "software": software_versions(),
             "command": list(command) if command is not None else None,
@@ -1049,6 +1324,7 @@ def nowcast_to_files(
     sample_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
     command: Sequence[str] | None = None,
+    units: str = "auto",
 ) -> dict[str, Any]:
     """Read ``inputs``, forecast with ``spec`` and write the nowcast files: the Python ``diffcast nowcast``.
 
@@ -1059,8 +1335,11 @@ def nowcast_to_files(
     :func:`prepare_input` and :func:`run_nowcast`. Everything is checked before
     anything is written; returns the content of ``run.json``.
     """
+    if units not in OUTPUT_UNITS:
+        raise ValueError(f"unknown units {units!r}; choose one of: {', '.join(OUTPUT_UNITS)}")
     raw = read_input(
-        inputs, input_kind, h5_key=h5_key, sample_index=sample_index, radar_format=radar_format, layout=layout
+        inputs, input_kind, h5_key=h5_key, sample_index=sample_index, radar_format=radar_format, layout=layout,
+        start_frame=start_frame,
     )
     nc = make_nowcaster(spec, raw, t_in=t_in, t_out=t_out, size=size, data_meta=data_meta)
     prepared = prepare_input(
@@ -1069,5 +1348,5 @@ def nowcast_to_files(
     )
     return run_nowcast(
         nc, prepared, out_dir, members=members, seed=seed, prob_threshold=prob_threshold, progress=progress,
-        sample_kwargs=sample_kwargs, spec=str(spec), command=command,
+        sample_kwargs=sample_kwargs, spec=str(spec), command=command, units=units,
     )

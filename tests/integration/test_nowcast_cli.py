@@ -3,6 +3,7 @@ georeferencing of radar input, bad input."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -46,9 +47,14 @@ def _check_outputs(out: Path, members: int, t_out: int, h: int, w: int, units: s
         steps = np.diff(ds["time"].values).astype("timedelta64[m]").astype(int)
         assert (steps == steps[0]).all() and steps[0] > 0
         assert ds["time"].values[0] > ds["forecast_reference_time"].values
-        assert np.isfinite(ds["forecast"].values).all()
+        fc = ds["forecast"].values
+        if "coverage" in ds:  # radar: NaN exactly outside coverage
+            covered = ds["coverage"].values == 1
+            assert np.isfinite(fc[..., covered]).all() and np.isnan(fc[..., ~covered]).all()
+        else:
+            assert np.isfinite(fc).all()
         prob = ds["exceedance_probability"].values
-        assert prob.min() >= 0 and prob.max() <= 1
+        assert np.nanmin(prob) >= 0 and np.nanmax(prob) <= 1
     with Image.open(out / "forecast.gif") as im:
         assert im.format == "GIF" and im.n_frames > 1
     with Image.open(out / "panel.png") as im:
@@ -137,8 +143,9 @@ def test_radar_folder(tmp_path, radar_data):
     out = tmp_path / "out"
     assert main(["nowcast", "--baseline", "persistence", "--input", *map(str, files), "--out", str(out),
                  "--size", "64", "64", "--crop", "center", "--t-out", "3"]) == 0
-    info = _check_outputs(out, 1, 3, 64, 64, units="dBZ")
+    info = _check_outputs(out, 1, 3, 64, 64, units="mm h-1")  # MeteoSwiss GIFs hold rain rates
     assert info["input"]["kind"] == "radar" and not info["input"]["times_nominal"]
+    assert info["input"]["quantity"] == "mm/h" and info["prob_threshold"] == 1.0 and info["prob_threshold_unit"] == "mm/h"
     assert info["meta"]["timestep_min"] == 5.0
     day = f"{folders[0].name[:4]}-{folders[0].name[4:6]}-{folders[0].name[6:8]}"  # folders are named YYYYMMDD
     assert info["analysis_time"].startswith(day)
@@ -148,7 +155,8 @@ def test_radar_folder(tmp_path, radar_data):
         t0 = ds["forecast_reference_time"].values
         assert str(t0).startswith(day)
         np.testing.assert_array_equal(ds["time"].values - t0, np.array([5, 10, 15], dtype="timedelta64[m]"))
-        assert ds["forecast"].attrs["standard_name"] == "equivalent_reflectivity_factor"
+        assert ds["forecast"].attrs["standard_name"] == "rainfall_rate"
+        assert list(ds["threshold"].values) == [0.5, 1.0, 5.0, 10.0]
 
 
 def _tiny_model_file(tmp_path: Path, kind: str) -> Path:
@@ -307,7 +315,7 @@ def test_radar_forecast_is_georeferenced(tmp_path, radar_data, name):
     out = tmp_path / "out"
     assert main(["nowcast", "--baseline", "persistence", "--input", *map(str, files), "--out", str(out),
                  "--size", str(size), str(size), "--crop", "center", "--t-out", "2", "--no-progress"]) == 0
-    info = _check_outputs(out, 1, 2, size, size, units="dBZ")
+    info = _check_outputs(out, 1, 2, size, size, units="dBZ" if name == "fmi" else "mm h-1")  # FMI: reflectivity
     assert info["input"]["georeferencing"]["projection"] == meta["projection"]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -347,3 +355,114 @@ def test_odim_files_georeferenced_like_pysteps(tmp_path, helper_module):
         np.testing.assert_allclose(ds["lat"].values, lat, atol=1e-7)
         assert pyproj.CRS.from_cf(dict(ds["crs"].attrs)) == pyproj.CRS(meta["projection"])
         assert "pysteps' convention" in ds.attrs["georeferencing_notes"]
+
+
+# ----------------------------------------------------------------------------- radar: reads, coverage, units
+def _knmi_rain_folder(folder: Path, writer, n: int = 40, corrupt: int = 0) -> list[Path]:
+    """``n`` KNMI 5-min accumulations (uint16 hundredths of mm) of 12 x 16 px; no data on the left, more in the last.
+
+    The first ``corrupt`` files are garbage: a nowcast must never decode them.
+    """
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        acc = rng.integers(0, 400, (12, 16))  # 0 - 4 mm in 5 min = 0 - 48 mm/h
+        acc[:, :1] = 0
+        acc[0, 1:4] = [1, 2, 0]  # 0.12, 0.24 mm/h and none
+        acc[:, 14 if i == n - 1 else 15:] = 65535  # no data; the last frame lacks one more column
+        p = folder / f"RAD_NL25_RAP_NA_{dt.datetime(2010, 8, 26) + dt.timedelta(minutes=5 * i):%Y%m%d%H%M}.h5"
+        writer(p, acc)
+        paths.append(p)
+    for p in paths[:corrupt]:
+        p.write_bytes(b"\x89HDF corrupt")
+    return paths
+
+
+def test_radar_rain_rate_nowcast_reads_needed_files_and_writes_mm_h(tmp_path, helper_module, monkeypatch, capsys):
+    """Issue 19 items 3-5 on KNMI-like rain accumulations: reads, NaN outside coverage, mm/h out."""
+    import dataclasses
+
+    from pysteps.io.importers import import_knmi_hdf5
+
+    from diffcast.data import radar
+
+    paths = _knmi_rain_folder(tmp_path / "in", helper_module("unit/data/test_data_radar.py")._write_knmi, corrupt=35)
+    reads: list[str] = []
+    fmt = radar.RADAR_FORMATS["knmi"]
+    monkeypatch.setitem(radar.RADAR_FORMATS, "knmi", dataclasses.replace(
+        fmt, importer=lambda p, m: (reads.append(p.name), fmt.importer(p, m))[1]))
+    out = tmp_path / "out"
+    assert main(["nowcast", "--baseline", "persistence", "--input", str(tmp_path / "in"), "--out", str(out),
+                 "--t-out", "3", "--no-progress"]) == 0
+    assert sorted(reads) == sorted(p.name for p in paths[-5:]) and len(reads) == 5  # 5 of 40 files, once each
+    info = _check_outputs(out, 1, 3, 12, 16, units="mm h-1")
+    assert info["input"]["quantity"] == "mm/h" and info["output"]["thresholds"] == [0.5, 1.0, 5.0, 10.0]
+    assert [Path(f).name for f in info["input"]["files"]] == [p.name for p in paths[-5:]]
+    # the input as pysteps reads it, in mm/h (5-min accumulation x 12)
+    obs = []
+    for p in paths[-5:]:
+        r, _, meta = import_knmi_hdf5(str(p), qty="ACRR", accutime=5.0)
+        assert meta["unit"] == "mm"
+        obs.append(np.where(r * 12 >= (1 / 200) ** (1 / 1.6), r * 12, np.where(np.isfinite(r), 0.0, np.nan)))
+    obs = np.asarray(obs)
+    no_data = np.isnan(obs[-1])
+    assert no_data.sum() == 24 and np.isnan(obs[0]).sum() == 12  # the last frame lacks one more column
+    with xr.open_dataset(out / "forecast.nc") as ds:
+        assert ds["forecast"].attrs["standard_name"] == "rainfall_rate" and ds["coverage"].attrs["flag_meanings"]
+        np.testing.assert_array_equal(ds["coverage"].values == 0, no_data)
+        for name in ("forecast", "ensemble_mean", "exceedance_probability", "observation"):
+            v = ds[name].values
+            np.testing.assert_array_equal(np.isnan(v), np.broadcast_to(no_data, v.shape), err_msg=name)
+        # persistence: every lead is the last input frame, back in mm/h (float tolerance; < 0.036 mm/h -> 0)
+        for k in range(3):
+            np.testing.assert_allclose(ds["forecast"].values[0, k], obs[-1], rtol=2e-5, equal_nan=True)
+        np.testing.assert_allclose(ds["observation"].values[:, ~no_data], obs[:, ~no_data], rtol=2e-5)
+        np.testing.assert_allclose(ds["forecast"].values[0, 0, 0, :4], [0.0, 0.12, 0.24, 0.0], rtol=1e-5)
+        p1 = ds["exceedance_probability"].sel(threshold=1.0).values[0]
+        np.testing.assert_array_equal(p1[~no_data], (obs[-1] >= 1.0)[~no_data])
+    # --units dBZ keeps reflectivity; --prob-threshold in those units
+    out2 = tmp_path / "out2"
+    assert main(["nowcast", "--baseline", "persistence", "--input", str(tmp_path / "in"), "--out", str(out2),
+                 "--t-out", "2", "--units", "dBZ", "--prob-threshold", "25"]) == 0
+    info = _check_outputs(out2, 1, 2, 12, 16, units="dBZ")
+    assert info["prob_threshold"] == 25.0 and info["prob_threshold_unit"] == "dBZ"
+    with xr.open_dataset(out2 / "forecast.nc") as ds:
+        assert ds["forecast"].attrs["standard_name"] == "equivalent_reflectivity_factor"
+        want = 10 * np.log10(200 * obs[-1][~no_data] ** 1.6, where=obs[-1][~no_data] > 0,
+                             out=np.zeros((~no_data).sum()))
+        np.testing.assert_allclose(ds["forecast"].values[0, 0][~no_data], want, atol=1e-4)
+        assert 25.0 in ds["threshold"].values and 30.0 in ds["threshold"].values
+    # a rain-rate threshold below what the encoding holds is refused
+    bad = tmp_path / "bad"
+    _fail(["nowcast", "--baseline", "persistence", "--input", str(tmp_path / "in"), "--out", str(bad),
+           "--prob-threshold", "0.01"], capsys, bad, "--prob-threshold 0.01 mm/h is outside the rain rates")
+
+
+def test_odim_errors_name_the_file_once_and_opera_format(tmp_path, helper_module, capsys):
+    helpers = helper_module("unit/data/test_data_radar.py")
+    rate = np.full((16, 20), 2.5)
+    rate[:2, :2] = np.nan
+    for t in ("120000", "120500", "121000"):
+        helpers._write_odim_dataset_level(tmp_path / f"opera_{t}.h5", t, rate)  # quantity in dataset1/what
+    files = [str(tmp_path / f"opera_{t}.h5") for t in ("120000", "120500", "121000")]
+    for fmt in ("opera", "odim"):
+        out = tmp_path / f"out_{fmt}"
+        assert main(["nowcast", "--baseline", "persistence", "--input", *files, "--radar-format", fmt,
+                     "--t-in", "3", "--t-out", "2", "--out", str(out)]) == 0
+        _check_outputs(out, 1, 2, 16, 20, units="mm h-1")
+        with xr.open_dataset(out / "forecast.nc") as ds:
+            np.testing.assert_allclose(ds["forecast"].values[0, 0][2:], 2.5, rtol=1e-5)
+            assert np.isnan(ds["forecast"].values[0, 0, :2, :2]).all()
+    capsys.readouterr()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    helpers._write_odim(broken / "comp_120000.h5", "120000")
+    with h5py.File(broken / "comp_120000.h5", "a") as f:
+        f["dataset1/data1/what"].attrs["quantity"] = np.bytes_("VRADH")
+    bad = tmp_path / "bad"
+    assert main(["nowcast", "--baseline", "persistence", "--input", str(broken / "comp_120000.h5"), "--t-in", "1",
+                 "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].count(str(broken / "comp_120000.h5")) == 1, err
+    assert "none of the quantities DBZH, RATE, ACRR" in err[0]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..data.radar import RADAR_FORMATS
 from ..inference import BASELINES
-from ..nowcasting import ARRAY_LAYOUTS
+from ..nowcasting import ARRAY_LAYOUTS, OUTPUT_UNITS
 from ..sampling import SPACINGS
 
 
@@ -31,7 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(divided by 255), or an HDF5 file (--h5-key), including SEVIR files (vil (N, H, W, T), time "
             "last; pick the event with --sample-index). The last t_in frames are used (SEVIR: the first "
             "t_in; see --start-frame); frames are area-averaged onto the model grid when the aspect ratio "
-            "matches. forecast.nc of radar files carries their map projection (CF grid mapping, lat/lon)."
+            "matches. forecast.nc of radar files carries their map projection (CF grid mapping, lat/lon), "
+            "is NaN outside radar coverage (coverage variable) and is in the files' quantity: rain rate "
+            "(mm/h) for rain-rate and accumulation products, reflectivity (dBZ) otherwise (see --units). "
+            "Only the radar files used are read."
         ),
     )
     model = p.add_mutually_exclusive_group(required=True)
@@ -50,7 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="X",
-        help="threshold for the probability panels in threshold units (e.g. VIL code); default: middle paper threshold",
+        help="threshold of the probability panels, also added to forecast.nc, in the output units (mm/h for rain "
+        "rate, dBZ, VIL code); default: 1 mm/h for rain rate, else the middle paper threshold (30 dBZ, VIL 133)",
+    )
+    p.add_argument(
+        "--units",
+        choices=OUTPUT_UNITS,
+        default="auto",
+        help="quantity of forecast.nc, thresholds and pictures: auto (default) = the input's (rain-rate/"
+        "accumulation radar files: mm/h, reflectivity files: dBZ; other inputs: the model's units), mm/h or dBZ "
+        "(reflectivity models; Marshall-Palmer Z = 200 R^1.6, rain below 0 dBZ = 0.036 mm/h is 0)",
     )
     p.add_argument("--input-kind", choices=("images", "radar", "npy", "h5"), default=None, help="override input detection")
     p.add_argument("--h5-key", default=None, metavar="PATH", help="dataset path inside an HDF5 input")
@@ -73,7 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="first input frame (0-based): t_in frames from S are the input and the frames after them the "
         "observed future shown beside the forecast; default: the last t_in frames (SEVIR files: 0)",
     )
-    p.add_argument("--radar-format", default=None, metavar="NAME", help="pysteps importer for radar files (default: guessed)")
+    p.add_argument(
+        "--radar-format", default=None, choices=sorted(RADAR_FORMATS),
+        help="radar file format (pysteps importer; default: guessed from the file names; 'opera' reads ODIM "
+        "composites with pysteps' import_opera_hdf5)",
+    )
     p.add_argument("--crop", choices=("none", "center"), default="none", help="centre-crop when the aspect ratio differs from the model grid")
     p.add_argument("--analysis-time", default=None, metavar="ISO", help="valid time of the last frame for inputs without timestamps")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="baseline grid (default: the input's)")
@@ -123,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
                                                  ("timestep_spacing", args.timestep_spacing)) if v is not None},
         progress=not args.no_progress and sys.stderr.isatty(),
         command=["diffcast", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("diffcast") else None,
+        units=args.units,
     )
     print(
         f"wrote {args.out}/forecast.nc, forecast.gif, panel.png, run.json "

@@ -1,10 +1,15 @@
 """Pictures of a nowcast: an animated GIF and a PNG panel.
 
-Frames are drawn in the dataset's threshold space (``x * meta.scale``): SEVIR-like
-VIL data with the SEVIR VIL colour map (:func:`diffcast.viz.colormaps.vil_cmap`),
-reflectivity (dBZ) with a sequential map over 0-70 dBZ. Probabilities use a
-separate 0-1 map. Matplotlib is used through its object API (no pyplot, no global
-backend switch); GIFs are assembled with Pillow. Every file is written atomically.
+Frames are drawn in the units a user reads (:func:`display_values`): the
+dataset's threshold space (``x * meta.scale``) for SEVIR-like VIL data (the SEVIR
+VIL colour map, :func:`diffcast.viz.colormaps.vil_cmap`) and reflectivity (a
+sequential map over 0-70 dBZ), and rain rate in mm/h (a logarithmic map over
+0.1-100 mm/h) when the metadata's physical unit is mm/h
+(:func:`diffcast.nowcasting.rain_rate_meta`). Probabilities use a separate 0-1
+map. Pixels outside radar coverage are drawn in a neutral grey
+(:data:`NO_COVERAGE_RGB`). Matplotlib is used through its object API (no pyplot,
+no global backend switch); GIFs are assembled with Pillow. Every file is written
+atomically.
 """
 
 from __future__ import annotations
@@ -19,9 +24,40 @@ from typing import Any
 import numpy as np
 
 from ..data.contract import DatasetMeta
+from ..io_netcdf import exceeds
 from ..utils.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+#: Colour of pixels outside radar coverage (a neutral grey, in none of the value or probability maps).
+NO_COVERAGE_RGB = (160, 160, 160)
+#: Range of the rain-rate colour map (mm/h); rates below it are drawn as no rain.
+RAIN_RATE_RANGE = (0.1, 100.0)
+
+
+def is_rain_rate(meta: DatasetMeta) -> bool:
+    """True when ``meta`` gives rain rates (physical unit mm/h) from its threshold space."""
+    return meta.physical_unit in ("mm/h", "mm h-1")
+
+
+def display_unit(meta: DatasetMeta) -> str:
+    """Unit of the values drawn and of the probability thresholds: mm/h for rain rates, else the threshold space's."""
+    return "mm/h" if is_rain_rate(meta) else meta.unit
+
+
+def display_values(x: np.ndarray, meta: DatasetMeta) -> np.ndarray:
+    """``[0, 1]`` values in :func:`display_unit` (mm/h, or threshold space ``x * scale``)."""
+    if is_rain_rate(meta):
+        return np.asarray(meta.to_physical(x), dtype=np.float32)
+    return np.clip(np.nan_to_num(np.asarray(x, dtype=np.float32)), 0.0, 1.0) * meta.scale
+
+
+def threshold_value(code: float, meta: DatasetMeta) -> float:
+    """A threshold in threshold space (``x * scale``) in :func:`display_unit` (6 significant digits)."""
+    if not is_rain_rate(meta):
+        return float(code)
+    v = float(np.asarray(meta.to_physical(np.float32(code / meta.scale))))
+    return float(f"{v:.6g}")
 
 
 @dataclass
@@ -40,12 +76,15 @@ class Panel:
         ``"value"`` or ``"prob"``.
     offset : int
         Animation frame at which this panel's first frame appears.
+    nodata : ndarray, optional
+        ``(H, W)`` bool, True outside radar coverage (drawn grey).
     """
 
     label: str
     frames: np.ndarray
     kind: str = "value"
     offset: int = 0
+    nodata: np.ndarray | None = None
 
 
 def _is_vil(meta: DatasetMeta) -> bool:
@@ -53,15 +92,22 @@ def _is_vil(meta: DatasetMeta) -> bool:
 
 
 def value_cmap(meta: DatasetMeta) -> tuple[Any, Any]:
-    """``(cmap, norm)`` for values in threshold space (``x * meta.scale``)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import Normalize
+    """``(cmap, norm)`` for values in :func:`display_unit` (:func:`display_values`).
 
+    No-coverage pixels are masked values (``bad``) and drawn in :data:`NO_COVERAGE_RGB`.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm, Normalize
+
+    bad = tuple(c / 255.0 for c in NO_COVERAGE_RGB)
     if _is_vil(meta):
         from .colormaps import vil_cmap
 
-        return vil_cmap()
-    cmap = colormaps["turbo"].with_extremes(under="white")
+        cmap, norm = vil_cmap()
+        return cmap.with_extremes(bad=bad), norm
+    cmap = colormaps["turbo"].with_extremes(under="white", bad=bad)
+    if is_rain_rate(meta):
+        return cmap, LogNorm(vmin=RAIN_RATE_RANGE[0], vmax=RAIN_RATE_RANGE[1])
     lo = min(meta.thresholds) / 2 if meta.thresholds else 1e-3
     return cmap, Normalize(vmin=lo, vmax=min(meta.scale, 70.0))
 
@@ -71,10 +117,13 @@ def prob_cmap() -> tuple[Any, Any]:
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
 
-    return colormaps["magma_r"], Normalize(vmin=0.0, vmax=1.0)
+    bad = tuple(c / 255.0 for c in NO_COVERAGE_RGB)
+    return colormaps["magma_r"].with_extremes(bad=bad), Normalize(vmin=0.0, vmax=1.0)
 
 
-def colorize(values: np.ndarray, meta: DatasetMeta, kind: str = "value") -> np.ndarray:
+def colorize(
+    values: np.ndarray, meta: DatasetMeta, kind: str = "value", nodata: np.ndarray | None = None
+) -> np.ndarray:
     """Map ``[0, 1]`` values (or probabilities) to RGB.
 
     Parameters
@@ -82,9 +131,11 @@ def colorize(values: np.ndarray, meta: DatasetMeta, kind: str = "value") -> np.n
     values : ndarray
         ``(..., H, W)`` in ``[0, 1]``.
     meta : DatasetMeta
-        Gives the threshold space and colour map.
+        Gives the display units and colour map.
     kind : str
         ``"value"`` or ``"prob"``.
+    nodata : ndarray, optional
+        ``(H, W)`` bool, True outside radar coverage: drawn in :data:`NO_COVERAGE_RGB`.
 
     Returns
     -------
@@ -99,8 +150,15 @@ def colorize(values: np.ndarray, meta: DatasetMeta, kind: str = "value") -> np.n
         rgba = cmap(norm(v))
     else:
         cmap, norm = value_cmap(meta)
-        rgba = cmap(norm(v * meta.scale))
-    return (np.asarray(rgba)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+        shown = display_values(v, meta)
+        if is_rain_rate(meta):  # LogNorm maps 0 to nan (drawn as bad): no rain is "under"
+            shown = np.where(shown > 0, shown, 0.5 * RAIN_RATE_RANGE[0])
+        # matplotlib's LogNorm takes at most 2-D input
+        rgba = cmap(np.ma.getdata(norm(shown.reshape(-1))).reshape(shown.shape))
+    rgb = (np.asarray(rgba)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    if nodata is not None:
+        rgb[..., np.asarray(nodata, dtype=bool), :] = NO_COVERAGE_RGB
+    return rgb
 
 
 def _upscale(img: np.ndarray, factor: int) -> np.ndarray:
@@ -153,7 +211,7 @@ def save_panels_gif(
     gap, head, foot = 4, 14, 14
     width = len(panels) * pw + (len(panels) + 1) * gap
     height = head + ph + foot + gap
-    colored = [colorize(p.frames, meta, p.kind) for p in panels]
+    colored = [colorize(p.frames, meta, p.kind, p.nodata) for p in panels]
     images = []
     for i in range(n_frames):
         canvas = Image.new("RGB", (width, height), (255, 255, 255))
@@ -195,12 +253,14 @@ def save_forecast_gif(
     y_true: np.ndarray | None = None,
     timestep_min: float | None = None,
     title: str | None = None,
+    coverage: np.ndarray | None = None,
 ) -> Path:
     """Animated GIF of a nowcast: observed frames, then the forecast.
 
     Panels: observed/truth | ensemble mean | up to ``members_shown`` members |
-    probability of exceeding ``prob_threshold`` (threshold space). The observed
-    frames play first (in every panel's first column only), then the leads.
+    probability of exceeding ``prob_threshold`` (threshold space; labelled in
+    :func:`display_unit`). The observed frames play first (in every panel's first
+    column only), then the leads.
 
     Parameters
     ----------
@@ -214,6 +274,9 @@ def save_forecast_gif(
         Threshold in threshold space; defaults to the middle paper threshold.
     y_true : ndarray, optional
         ``(T_out, H, W)`` observed future, shown after the inputs in the first panel.
+    coverage : ndarray, optional
+        ``(H, W)`` bool, True where the last observed frame has data; other pixels
+        are drawn in :data:`NO_COVERAGE_RGB` in every panel.
     """
     x_in = np.asarray(x_in, dtype=np.float32)
     fc = np.asarray(forecast, dtype=np.float32)
@@ -221,20 +284,30 @@ def save_forecast_gif(
         raise ValueError(f"expected x_in (T_in, H, W) and forecast (M, T_out, H, W), got {x_in.shape} and {fc.shape}")
     t_in, t_out = x_in.shape[0], fc.shape[1]
     thr = default_prob_threshold(meta) if prob_threshold is None else float(prob_threshold)
+    nodata = _nodata(coverage, x_in.shape[-2:])
     first = x_in if y_true is None else np.concatenate([x_in, np.asarray(y_true, dtype=np.float32)[:t_out]])
-    panels = [Panel("observed" if y_true is None else "observed / truth", first)]
-    panels.append(Panel("ensemble mean" if fc.shape[0] > 1 else "forecast", fc.mean(axis=0), offset=t_in))
+    panels = [Panel("observed" if y_true is None else "observed / truth", first, nodata=nodata)]
+    panels.append(Panel("ensemble mean" if fc.shape[0] > 1 else "forecast", fc.mean(axis=0), offset=t_in, nodata=nodata))
     if fc.shape[0] > 1:
         for m in range(min(members_shown, fc.shape[0])):
-            panels.append(Panel(f"member {m + 1}", fc[m], offset=t_in))
-    code = fc * meta.scale
-    panels.append(Panel(f"P(>={thr:g})", (code >= thr).mean(axis=0), kind="prob", offset=t_in))
+            panels.append(Panel(f"member {m + 1}", fc[m], offset=t_in, nodata=nodata))
+    label = f"P(>={threshold_value(thr, meta):g}{' mm/h' if is_rain_rate(meta) else ''})"
+    panels.append(Panel(label, exceeds(fc, thr, meta).mean(axis=0), kind="prob", offset=t_in, nodata=nodata))
     step = meta.timestep_min if timestep_min is None else timestep_min
     return save_panels_gif(path, panels, meta, _lead_labels(t_in, t_out, step), title=title)
 
 
+def _nodata(coverage: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    if coverage is None:
+        return None
+    cov = np.asarray(coverage, dtype=bool)
+    if cov.shape != tuple(shape):
+        raise ValueError(f"coverage must be {tuple(shape)} like the frames, got {cov.shape}")
+    return ~cov
+
+
 def default_prob_threshold(meta: DatasetMeta) -> float:
-    """The middle paper threshold of ``meta`` (e.g. VIL code 133 for SEVIR)."""
+    """The middle paper threshold of ``meta`` in threshold space (e.g. VIL code 133 for SEVIR, 1 mm/h as dBZ for rain rate)."""
     if not meta.thresholds:
         return 0.5 * meta.scale
     th = sorted(meta.thresholds)
@@ -254,11 +327,12 @@ def save_forecast_panel(
     timestep_min: float | None = None,
     title: str | None = None,
     dpi: int = 90,
+    coverage: np.ndarray | None = None,
 ) -> Path:
     """PNG panel: rows observed inputs | (truth) | ensemble mean | members | probability.
 
     Columns are the last ``n_cols`` observed frames (first row) and ``n_cols``
-    evenly spaced leads (other rows).
+    evenly spaced leads (other rows). Values are drawn in :func:`display_unit`.
 
     Parameters
     ----------
@@ -272,6 +346,9 @@ def save_forecast_panel(
         Threshold in threshold space (default: middle paper threshold).
     y_true : ndarray, optional
         ``(T_out, H, W)`` observed future, drawn as its own row.
+    coverage : ndarray, optional
+        ``(H, W)`` bool, True where the last observed frame has data; other pixels
+        are drawn in :data:`NO_COVERAGE_RGB` (and a note says so).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
@@ -284,6 +361,7 @@ def save_forecast_panel(
     t_in, t_out = x_in.shape[0], fc.shape[1]
     step = meta.timestep_min if timestep_min is None else timestep_min
     thr = default_prob_threshold(meta) if prob_threshold is None else float(prob_threshold)
+    nodata = _nodata(coverage, x_in.shape[-2:])
     n_cols = max(1, min(n_cols, t_out))
     leads = np.unique(np.linspace(0, t_out - 1, n_cols).round().astype(int))
     n_cols = len(leads)
@@ -302,8 +380,15 @@ def save_forecast_panel(
     if multi:
         for m in range(min(members_shown, fc.shape[0])):
             rows.append((f"member {m + 1}", [fc[m, k] for k in leads], lead_titles, "value"))
-    prob = ((fc * meta.scale) >= thr).mean(axis=0)
-    rows.append((f"P(>= {thr:g})", [prob[k] for k in leads], lead_titles, "prob"))
+    prob = exceeds(fc, thr, meta).mean(axis=0)
+    unit = display_unit(meta)
+    rows.append((f"P(>= {threshold_value(thr, meta):g}{' mm/h' if is_rain_rate(meta) else ''})", [prob[k] for k in leads], lead_titles, "prob"))
+
+    def shown(img: np.ndarray, kind: str) -> np.ndarray:
+        v = np.asarray(img, dtype=np.float32) if kind == "prob" else display_values(img, meta)
+        if kind == "value" and is_rain_rate(meta):  # LogNorm masks 0: draw no rain as "under"
+            v = np.where(v > 0, v, 0.5 * RAIN_RATE_RANGE[0])
+        return v if nodata is None else np.ma.masked_array(v, mask=nodata)
 
     vcmap, vnorm = value_cmap(meta)
     pcmap, pnorm = prob_cmap()
@@ -320,20 +405,23 @@ def save_forecast_panel(
                 ax.set_axis_off()
                 continue
             if kind == "prob":
-                ax.imshow(img, cmap=pcmap, norm=pnorm, interpolation="nearest")
+                ax.imshow(shown(img, kind), cmap=pcmap, norm=pnorm, interpolation="nearest")
             else:
-                ax.imshow(img * meta.scale, cmap=vcmap, norm=vnorm, interpolation="nearest")
+                ax.imshow(shown(img, kind), cmap=vcmap, norm=vnorm, interpolation="nearest")
             if c < len(titles):
                 ax.set_title(titles[c], fontsize=7)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
     fig.subplots_adjust(left=0.06, right=0.86, top=0.93 if title else 0.96, bottom=0.02, wspace=0.05, hspace=0.25)
     cax1 = fig.add_axes((0.88, 0.52, 0.02, 0.4))
-    fig.colorbar(ScalarMappable(norm=vnorm, cmap=vcmap), cax=cax1).set_label(meta.unit, fontsize=7)
+    fig.colorbar(ScalarMappable(norm=vnorm, cmap=vcmap), cax=cax1).set_label(unit, fontsize=7)
     cax2 = fig.add_axes((0.88, 0.06, 0.02, 0.3))
     fig.colorbar(ScalarMappable(norm=pnorm, cmap=pcmap), cax=cax2).set_label("probability", fontsize=7)
     for cax in (cax1, cax2):
         cax.tick_params(labelsize=6)
+    if nodata is not None and nodata.any():
+        fig.text(0.87, 0.44, "grey: no radar\ncoverage", fontsize=6, va="center",
+                 bbox={"facecolor": tuple(c / 255 for c in NO_COVERAGE_RGB), "edgecolor": "none", "pad": 1.5})
     if title:
         fig.suptitle(title, fontsize=9)
     path = Path(path)

@@ -294,3 +294,143 @@ def test_projected_grid_follows_crop_and_resize():
         np.testing.assert_allclose(prep.x_in[0][inner], scale(gx, 100e3, 132e3)[inner], atol=1e-5)
         np.testing.assert_allclose(prep.x_in[1][inner], scale(gy, -500e3, -452e3)[inner], atol=1e-5)
     assert fit_projected_grid(grid, (48, 32)) is grid
+
+
+# ----------------------------------------------------------------------------- radar: read only what is used
+@pytest.fixture()
+def knmi_writer(helper_module):
+    return helper_module("unit/data/test_data_radar.py")._write_knmi
+
+
+def _knmi_files(folder, writer, n, start=dt.datetime(2010, 8, 26, 0, 0), skip=(), acc=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        if i in skip:
+            continue
+        p = folder / f"RAD_NL25_RAP_NA_{start + dt.timedelta(minutes=5 * i):%Y%m%d%H%M}.h5"
+        writer(p, np.full((8, 10), 10 * (i + 1)) if acc is None else acc(i))
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture()
+def counted_reads(monkeypatch):
+    """Names of the radar files decoded, in order (the importer is wrapped)."""
+    from diffcast.data import radar
+
+    calls: list[str] = []
+    for name, fmt in list(radar.RADAR_FORMATS.items()):
+        def wrapped(path, m, _imp=fmt.importer):
+            calls.append(path.name)
+            return _imp(path, m)
+        monkeypatch.setitem(radar.RADAR_FORMATS, name, dataclasses.replace(fmt, importer=wrapped))
+    return calls
+
+
+def test_radar_folder_reads_only_the_frames_used(tmp_path, knmi_writer, counted_reads):
+    """Issue 19 item 3: a 30-file folder whose first 25 files are corrupt nowcasts from the last 5."""
+    paths = _knmi_files(tmp_path / "f", knmi_writer, 30)
+    for p in paths[:25]:
+        p.write_bytes(b"not HDF5")
+    raw = read_input([tmp_path / "f"])
+    assert raw.kind == "radar" and raw.frames.shape == (30, 8, 10) and raw.quantity == "mm/h"
+    assert counted_reads == [paths[-1].name]  # one file for the grid and units
+    prep = prepare_input(raw, t_in=5, size=(8, 10), meta=raw.meta)
+    assert counted_reads == [p.name for p in paths[-1:] + paths[25:29]]  # each needed file once, none other
+    assert [dt.datetime.strptime(n[-15:-3], "%Y%m%d%H%M") for n in map(str, prep.sources)] == prep.times
+    np.testing.assert_allclose(prep.x_in[-1], raw.frames[29])
+    # every 2nd frame for a 10-minute model: frames 21, 23, ..., 29
+    counted_reads.clear()
+    raw = read_input([tmp_path / "f"])
+    meta10 = dataclasses.replace(raw.meta, timestep_min=10.0)
+    prepare_input(raw, t_in=3, size=(8, 10), meta=meta10)
+    assert sorted(counted_reads) == sorted({paths[i].name for i in (29, 25, 27)})
+    # --start-frame: the window and the observed future up to t_out, nothing else
+    good = _knmi_files(tmp_path / "g", knmi_writer, 30)
+    for i, p in enumerate(good):
+        if not 10 <= i < 17:
+            p.write_bytes(b"not HDF5")
+    counted_reads.clear()
+    raw = read_input([tmp_path / "g"], start_frame=10)
+    prep = prepare_input(raw, t_in=4, size=(8, 10), meta=raw.meta, start_frame=10, t_out=3)
+    assert sorted(counted_reads) == [good[i].name for i in range(10, 17)] and prep.y_true.shape == (3, 8, 10)
+
+
+def test_radar_gaps_matter_only_in_the_frames_used(tmp_path, knmi_writer):
+    _knmi_files(tmp_path / "f", knmi_writer, 20, skip=(3, 16))  # gaps after frames 2 and 15
+    raw = read_input([tmp_path / "f"])
+    assert raw.timestep_min == 5.0
+    prep = prepare_input(raw, t_in=3, size=(8, 10), meta=raw.meta)  # frames 17-19: no gap
+    assert prep.analysis_time == dt.datetime(2010, 8, 26, 1, 35)
+    with pytest.raises(ValueError, match=r"gap in the radar time series: 10 min between RAD_NL25_RAP_NA_201008260115.h5 "
+                                         r"and RAD_NL25_RAP_NA_201008260125.h5 \(expected 5 min\).*--start-frame"):
+        prepare_input(raw, t_in=5, size=(8, 10), meta=raw.meta)
+    # the observed future stops at a gap
+    prep = prepare_input(raw, t_in=3, size=(8, 10), meta=raw.meta, start_frame=10, t_out=6)
+    assert prep.y_true.shape == (2, 8, 10) and any("stops at the gap" in n for n in prep.notes)  # 14, 15 | 17
+    with pytest.raises(ValueError, match="not increasing"):
+        read_input(sorted((tmp_path / "f").iterdir(), reverse=True))  # listed files keep their order
+
+
+def test_radar_mask_follows_the_frames_to_the_model_grid(tmp_path, knmi_writer):
+    def acc(i):
+        a = np.full((8, 10), 50)
+        a[:, :3 + (i == 4)] = 65535  # no data in the left columns; one more column in the last frame
+        return a
+
+    _knmi_files(tmp_path / "f", knmi_writer, 5, acc=acc)
+    raw = read_input([tmp_path / "f"])
+    prep = prepare_input(raw, t_in=5, size=(8, 10), meta=raw.meta)
+    assert prep.mask.shape == (5, 8, 10)
+    np.testing.assert_array_equal(prep.coverage, ~np.asarray(raw.mask[4]))
+    assert prep.coverage[:, :4].sum() == 0 and prep.coverage[:, 4:].all()
+    assert any("no radar data" in n for n in prep.notes)
+    # resized: a pixel is covered when at least half its area is (columns 0-3 of 2x2 blocks: 2 blocks out)
+    small = prepare_input(raw, t_in=5, size=(4, 5), meta=raw.meta)
+    np.testing.assert_array_equal(small.coverage, np.repeat([[False, False, True, True, True]], 4, axis=0))
+    np.testing.assert_array_equal(small.mask[0], np.repeat([[True, False, False, False, False]], 4, axis=0))
+    # values are averaged over the pixels with data: the covered half-block keeps its value
+    np.testing.assert_allclose(small.x_in[0, :, 1], raw.frames[0][0, 5])
+    # inputs without a mask: no mask, all covered
+    assert prepare_input(RawInput(_frames(5), "npy", ["x"]), t_in=5, size=(4, 4), meta=SEVIR_META).coverage is None
+
+
+def test_fit_grid_masked_half_area_rule():
+    from diffcast.nowcasting import fit_grid_masked
+
+    x = np.full((1, 4, 4), 0.5, np.float32)
+    nodata = np.zeros((1, 4, 4), bool)
+    nodata[0, 0, :2] = True  # one 2x2 block half without data: still covered
+    nodata[0, 2:, 2:] = True  # another block without any data
+    nodata[0, 2, 0] = nodata[0, 3, 0] = nodata[0, 2, 1] = True  # 3/4 without data: not covered
+    out, m, factor, _ = fit_grid_masked(np.where(nodata, 0, x), nodata, (2, 2))
+    np.testing.assert_array_equal(m[0], [[False, False], [True, True]])
+    np.testing.assert_allclose(out[0], [[0.5, 0.5], [0.0, 0.0]])
+    assert factor == 2.0
+    plain, none, _, _ = fit_grid_masked(x, None, (2, 2))
+    assert none is None and np.allclose(plain, 0.5)
+
+
+# ----------------------------------------------------------------------------- output units
+def test_rain_rate_meta_round_trips_marshall_palmer():
+    from diffcast.data.transforms import rainrate_to_dbz
+    from diffcast.nowcasting import RAINRATE_THRESHOLDS, output_meta, rain_rate_meta, threshold_code
+
+    rate = rain_rate_meta(RADAR_DBZ_META)
+    r = np.array([0.0, 0.02, 0.05, 1.0, 12.0, 100.0])
+    x = rainrate_to_dbz(r) / 90.0
+    want = np.where(r >= (1 / 200) ** (1 / 1.6), r, 0.0)  # below 0 dBZ (0.036 mm/h): 0 mm/h
+    np.testing.assert_allclose(rate.to_physical(x), want, rtol=1e-5)
+    assert rate.physical_unit == "mm/h" and rate.physical_name == "rainfall_rate" and rate.unit == "dBZ"
+    np.testing.assert_allclose(rate.to_physical(np.array(rate.thresholds) / 90.0), RAINRATE_THRESHOLDS, rtol=1e-5)
+    assert threshold_code(1.0, rate) == pytest.approx(10 * np.log10(200), abs=1e-4)
+    assert threshold_code(30.0, RADAR_DBZ_META) == 30.0
+    assert output_meta(RADAR_DBZ_META, "mm/h") .physical_unit == "mm/h"
+    assert output_meta(RADAR_DBZ_META, "mm/h", "dBZ") is RADAR_DBZ_META
+    assert output_meta(RADAR_DBZ_META, None, "mm/h").physical_unit == "mm/h"
+    assert output_meta(SEVIR_META, None) is SEVIR_META and output_meta(SEVIR_META, "mm/h") is SEVIR_META
+    with pytest.raises(ValueError, match="--units mm/h applies to reflectivity"):
+        output_meta(SEVIR_META, None, "mm/h")
+    with pytest.raises(ValueError, match="unknown units"):
+        output_meta(RADAR_DBZ_META, None, "inch/h")

@@ -222,3 +222,51 @@ def test_netcdf_without_georeferencing_says_so(tmp_path, ensemble):
     with pytest.raises(ValueError, match="grid is 6x8"):
         write_forecast_netcdf(tmp_path / "q.nc", np.zeros((1, 1, 4, 4), np.float32), SEVIR_META, T0,
                               grid=ProjectedGrid.from_pysteps(_geodata(), (6, 8)))
+
+
+# ----------------------------------------------------------------------------- coverage and rain rate
+def test_nan_outside_coverage_and_coverage_variable(tmp_path):
+    fc = np.full((2, 3, 4, 5), 0.5, np.float32)
+    x_in = np.full((2, 4, 5), 0.4, np.float32)
+    coverage = np.ones((4, 5), bool)
+    coverage[0, :2] = False
+    path = write_forecast_netcdf(tmp_path / "c.nc", fc, RADAR_DBZ_META, T0, x_in=x_in, coverage=coverage)
+    with xr.open_dataset(path) as ds:
+        for name in ("forecast", "ensemble_mean", "exceedance_probability", "observation"):
+            v = ds[name].values
+            assert np.isnan(v[..., ~coverage]).all() and np.isfinite(v[..., coverage]).all(), name
+        np.testing.assert_array_equal(ds["coverage"].values, coverage.astype(np.int8))
+        assert list(ds["coverage"].attrs["flag_values"]) == [0, 1]
+        assert ds["coverage"].attrs["flag_meanings"] == "not_covered covered"
+        np.testing.assert_allclose(ds["forecast"].values[..., coverage], 45.0)
+    raw = netCDF4.Dataset(path)
+    try:
+        assert np.isnan(raw.variables["forecast"]._FillValue)
+        assert "_FillValue" not in raw.variables["coverage"].ncattrs()
+        assert np.ma.getmaskarray(raw.variables["forecast"][:])[..., ~coverage].all()  # read as missing
+    finally:
+        raw.close()
+    with pytest.raises(ValueError, match="coverage must be"):
+        write_forecast_netcdf(tmp_path / "d.nc", fc, RADAR_DBZ_META, T0, coverage=coverage[:2])
+    # without a mask (images, arrays): no coverage variable, no fill value, as before
+    with xr.open_dataset(write_forecast_netcdf(tmp_path / "e.nc", fc, RADAR_DBZ_META, T0)) as ds:
+        assert "coverage" not in ds and "_FillValue" not in ds["forecast"].encoding
+
+
+def test_rain_rate_variables_and_thresholds(tmp_path):
+    from diffcast.data.transforms import rainrate_to_dbz
+    from diffcast.nowcasting import rain_rate_meta
+
+    meta = rain_rate_meta(RADAR_DBZ_META)
+    rates = np.array([0.0, 0.5, 1.0, 12.0], np.float64)
+    fc = (rainrate_to_dbz(rates) / 90.0).astype(np.float32).reshape(1, 1, 1, 4)
+    path = write_forecast_netcdf(tmp_path / "r.nc", fc, meta, T0)
+    with xr.open_dataset(path) as ds:
+        assert ds["forecast"].attrs["units"] == "mm h-1" and ds["forecast"].attrs["standard_name"] == "rainfall_rate"
+        np.testing.assert_allclose(ds["forecast"].values.ravel(), rates, rtol=1e-5)
+        assert list(ds["threshold"].values) == [0.5, 1.0, 5.0, 10.0] and ds["threshold"].attrs["units"] == "mm h-1"
+        np.testing.assert_allclose(ds["threshold_code"].values, rainrate_to_dbz(np.array([0.5, 1, 5, 10])), rtol=1e-6)
+        # values exactly at a threshold reach it (float32 round-off of dBZ / 90 and back)
+        np.testing.assert_array_equal(ds["exceedance_probability"].values[:, 0, 0],
+                                      [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 1]])
+        assert "Z = 200 R^1.6" in ds.attrs["comment"]

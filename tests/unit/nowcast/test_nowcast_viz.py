@@ -89,3 +89,28 @@ def test_report_markdown_and_html(tmp_path):
     assert "data:image/png;base64," in page and "<strong>yes</strong>" in page and "<table>" in page
     linked = render_html(report, tmp_path, embed=False)
     assert 'src="img.png"' in linked
+
+
+def test_no_coverage_is_grey_and_rain_rate_colours(tmp_path):
+    from diffcast.nowcasting import rain_rate_meta
+    from diffcast.viz.animate import NO_COVERAGE_RGB, display_unit, threshold_value
+
+    meta = rain_rate_meta(RADAR_DBZ_META)
+    x = np.array([[0.0, 0.0, 23.0103 / 90, 60 / 90]], np.float32)  # no rain, no rain, 1 mm/h, heavy
+    nodata = np.array([[True, False, False, False]])
+    rgb = colorize(x, meta, nodata=nodata)
+    assert tuple(rgb[0, 0]) == NO_COVERAGE_RGB and tuple(rgb[0, 1]) == (255, 255, 255)  # no rain stays white
+    assert len({tuple(c) for c in rgb[0]}) == 4
+    assert tuple(colorize(x, meta, kind="prob", nodata=nodata)[0, 0]) == NO_COVERAGE_RGB
+    assert tuple(colorize(x, SEVIR_META, nodata=nodata)[0, 0]) == NO_COVERAGE_RGB
+    assert display_unit(meta) == "mm/h" and display_unit(RADAR_DBZ_META) == "dBZ"
+    assert threshold_value(default_prob_threshold(meta), meta) == 1.0  # the panel's default: 1 mm/h
+    fc = np.broadcast_to(x, (2, 3, 1, 4)).copy()
+    cov = ~nodata
+    save_forecast_gif(tmp_path / "f.gif", x[None].repeat(2, 0), fc, meta, coverage=cov)
+    save_forecast_panel(tmp_path / "p.png", x[None].repeat(2, 0), fc, meta, coverage=cov)
+    with Image.open(tmp_path / "f.gif") as im:
+        first = np.asarray(im.convert("RGB"))
+    assert (first == NO_COVERAGE_RGB).all(axis=-1).any()
+    with pytest.raises(ValueError, match="coverage must be"):
+        save_forecast_gif(tmp_path / "g.gif", x[None], fc, meta, coverage=cov[:, :2])
