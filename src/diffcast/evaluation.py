@@ -21,10 +21,14 @@ from typing import Any
 import torch
 
 from .data.contract import DatasetMeta, split_sequence
+from .data.transforms import transcode
 from .metrics import Evaluator, threshold_key
 from .utils.io import atomic_write_text, ensure_writable_dir
 
 log = logging.getLogger(__name__)
+
+#: Threshold-space units between which forecasts are re-encoded (Marshall-Palmer).
+RECODABLE_UNITS = {"dBZ", "mm/h"}
 
 #: Columns of the Markdown summary, in the paper's order: (label, key, higher is better, digits).
 SUMMARY_COLUMNS = (
@@ -226,8 +230,13 @@ def evaluate(
             x_in, y_true = x_in.to(device), y_true.to(device)
         for nc in nowcasters:
             extra = kwargs if nc.is_probabilistic else {}
-            out = nc.predict(x_in, members=members, seed=seed + batch[0], **extra)
-            evaluators[nc.name].update(y_true, out.forecast)
+            # A model sees the frames in its own encoding (e.g. dBZ / 90) and is scored in the data's (mm/h / 200).
+            own = getattr(nc, "meta", None) or meta
+            recode = own.unit != meta.unit and {own.unit, meta.unit} <= RECODABLE_UNITS
+            x_model = transcode(x_in, meta, own) if recode else x_in
+            out = nc.predict(x_model, members=members, seed=seed + batch[0], **extra)
+            fc = transcode(out.forecast, own, meta) if recode else out.forecast
+            evaluators[nc.name].update(y_true, fc)
         bar.update(len(batch))
     bar.close()
     results = {}
@@ -260,6 +269,10 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]], meta: DatasetMeta |
     first = next(iter(results.values()))
     thr_keys = [threshold_key(t) for t in first["thresholds"]]
     cols = list(SUMMARY_COLUMNS)
+    physical = meta is not None and meta.unit == "mm/h"  # rain rate: CRPS and MSE in mm/h, not [0, 1] units
+    if physical:
+        cols = [("CRPS (mm/h) ↓", "crps", False, 4) if c[1] == "crps_norm" else
+                ("MSE ((mm/h)²) ↓", "mse", False, 3) if c[1] == "mse" else c for c in cols]
     header = ["Model", *[c[0] for c in cols], *[f"CSI-{k}" for k in thr_keys]]
     rows: list[list[str]] = []
     best: dict[str, float] = {}
@@ -294,8 +307,9 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]], meta: DatasetMeta |
         f"{', '.join(thr_keys)}; events are value >= threshold."
     )
     notes.append(
-        "CRPS in [0, 1] units (equals MAE / scale for a deterministic model); MSE in threshold-space units; "
-        "ensembles: CSI/HSS/SSIM averaged over members (ensemble-mean scores in metrics.json)."
+        ("CRPS and MSE in mm/h (CRPS equals the MAE for a deterministic model)" if physical else
+         "CRPS in [0, 1] units (equals MAE / scale for a deterministic model); MSE in threshold-space units")
+        + "; ensembles: CSI/HSS/SSIM averaged over members (ensemble-mean scores in metrics.json)."
     )
     skipped: dict[tuple[str, str], list[str]] = {}
     for name, r in results.items():

@@ -87,11 +87,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--t-in", type=int, default=5, help="input frames for baselines (checkpoints fix their own)")
     p.add_argument("--t-out", type=int, default=20, help="forecast frames for baselines")
     p.add_argument("--size", type=int, default=None, metavar="PX",
-                   help="frame size for baselines/datasets that resize (default: checkpoint's or data's own)")
+                   help="frame size for baselines/datasets that resize (default: checkpoint's or data's own; radar: a "
+                   f"{RADAR_CROP} x {RADAR_CROP} centre crop at native resolution)")
     p.add_argument("--thresholds", type=_float_list, default=None, metavar="T1,T2,...",
                    help="event thresholds in threshold space (default: the dataset's)")
-    p.add_argument("--fss-scales", type=_int_list, default=[4, 16], metavar="S1,S2,...",
-                   help="FSS neighbourhood sizes in pixels (empty string to skip)")
+    p.add_argument("--fss-scales", type=_int_list, default=None, metavar="S1,S2,...",
+                   help="FSS neighbourhood sizes in pixels (empty string to skip; default 4,16, radar: see --fss-km)")
+    p.add_argument("--fss-km", type=_float_list, default=None, metavar="K1,K2,...",
+                   help="FSS neighbourhood sizes in km, converted with the data's pixel size (default for radar "
+                   "data: 4,16,64)")
+    p.add_argument("--units", choices=("mm/h", "dBZ"), default="mm/h",
+                   help="radar data only: score in rain rate (mm/h, default; thresholds 0.5,1,5,10 mm/h) or "
+                   "reflectivity (dBZ); models see their own encoding either way")
     p.add_argument("--sampler", default=None, help="sampler for diffusion models (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps for diffusion models")
     p.add_argument("--timestep-spacing", default=None, choices=SPACINGS,
@@ -102,6 +109,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
+
+
+#: Side of the centre crop radar archives are evaluated on (pixels at native resolution).
+RADAR_CROP = 256
+#: FSS neighbourhoods of radar evaluations in km.
+RADAR_FSS_KM = (4.0, 16.0, 64.0)
+
+
+def _fss_pixels(args: argparse.Namespace, meta: Any, radar: bool) -> list[int]:
+    """FSS neighbourhood sizes in pixels from ``--fss-km`` / ``--fss-scales`` (radar default: 4, 16, 64 km)."""
+    km = args.fss_km if args.fss_km is not None else (RADAR_FSS_KM if radar and args.fss_scales is None else None)
+    if km is not None:
+        if any(not k > 0 for k in km):
+            raise ValueError(f"--fss-km values must be positive, got {km}")
+        return sorted({max(1, int(round(float(k) / float(meta.pixel_km)))) for k in km})
+    return list(args.fss_scales) if args.fss_scales is not None else [4, 16]
 
 
 def _accelerator() -> Any:
@@ -132,13 +155,28 @@ def run(args: argparse.Namespace) -> int:
 
     # checkpoints first: they fix the frame counts and size the baselines must match
     loaded: dict[int, Any] = {}
+    radar = args.data == "radar"
     for i, spec in enumerate(args.model):
         if spec not in BASELINES:
-            loaded[i] = Nowcaster.from_checkpoint(spec, map_location=device)
+            # radar: fully convolutional models are rebuilt for the evaluation grid (native-resolution crop)
+            grid = (args.size or RADAR_CROP,) * 2 if radar else None
+            try:
+                loaded[i] = Nowcaster.from_checkpoint(spec, map_location=device, grid=grid)
+            except ValueError as exc:
+                if grid is None or "cannot run on" not in str(exc):
+                    raise
+                log.warning("%s; evaluating it on its own grid (area-averaged radar frames)", exc)
+                loaded[i] = Nowcaster.from_checkpoint(spec, map_location=device)
     ref = next(iter(loaded.values()), None)
     t_in, t_out = (ref.t_in, ref.t_out) if ref is not None else (args.t_in, args.t_out)
     size = (ref.height, ref.width) if ref is not None else ((args.size, args.size) if args.size else None)
     sets = _parse_sets(args.data_set)
+    if radar:
+        # Native resolution, a fixed centre crop, scored in the chosen units (rain rate by default).
+        sets.setdefault("units", args.units)
+        sets.setdefault("resample", "crop")
+        if size is None and "size" not in sets:
+            size = (RADAR_CROP, RADAR_CROP)
     if "size" in sets:
         extra = sets.pop("size")
         extra = (extra, extra) if isinstance(extra, int) else tuple(extra)
@@ -160,9 +198,10 @@ def run(args: argparse.Namespace) -> int:
     nowcasters = []
     for i, spec in enumerate(args.model):
         nc = loaded.get(i) or Nowcaster.from_spec(
-            spec, t_in=t_in, t_out=t_out, channels=channels, height=height, width=width, meta=meta
+            spec, t_in=t_in, t_out=t_out, channels=channels, height=height, width=width,
+            meta=getattr(dataset, "model_meta", meta),  # baselines work in the models' encoding (radar: dBZ)
         )
-        if nc.meta.name != meta.name:
+        if nc.meta.name != getattr(dataset, "model_meta", meta).name:
             log.warning("%s was trained on %r data, evaluated on %r", nc.name, nc.meta.name, meta.name)
         nowcasters.append(nc)
     seen: dict[str, int] = {}
@@ -184,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         lpips=lpips,
         lpips_skipped=lpips_why,
-        fss_scales=args.fss_scales,
+        fss_scales=_fss_pixels(args, meta, radar),
         thresholds=args.thresholds,
         accelerator=accelerator,
         progress=not args.no_progress,

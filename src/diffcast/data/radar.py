@@ -1038,6 +1038,12 @@ class RadarArchive(Dataset):
         (see :func:`assign_events`); overrides ``split_fractions``.
     event_gap_min : float
         Minutes without frames that separate two events (default 60).
+    units : {"dBZ", "mm/h"}
+        Encoding of the items: ``"dBZ"`` (``x = dBZ / 90``, what radar models are
+        trained on; :data:`~diffcast.data.transforms.RADAR_DBZ_META`) or ``"mm/h"``
+        (``x = R / 200``, linear rain rate for scoring in mm/h;
+        :data:`~diffcast.data.transforms.RADAR_RATE_META`). :attr:`model_meta` is
+        the dBZ record either way.
 
     Attributes
     ----------
@@ -1064,7 +1070,11 @@ class RadarArchive(Dataset):
         series: str | None = None,
         split_events: Mapping[str, Any] | None = None,
         event_gap_min: float = EVENT_GAP_MIN,
+        units: str = "dBZ",
     ) -> None:
+        if units not in ("dBZ", "mm/h"):
+            raise ValueError(f"unknown units {units!r}; choose 'dBZ' or 'mm/h'")
+        self.units = units
         if split not in RADAR_SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(RADAR_SPLITS)}")
         if resample not in ("area", "crop"):
@@ -1115,7 +1125,16 @@ class RadarArchive(Dataset):
         self.native_shape = x0.shape
         self.quantity = radar_quantity(meta0)
         pixel_km = _pixel_km(meta0, x0.shape, self.size, resample)
-        self.meta = _radar_meta(self.timestep_min, pixel_km, self.fmt, resample, self.size)
+        self.model_meta = _radar_meta(self.timestep_min, pixel_km, self.fmt, resample, self.size)
+        self.meta = self.model_meta
+        if units == "mm/h":
+            from .transforms import RADAR_RATE_META
+
+            self.meta = dataclasses.replace(
+                RADAR_RATE_META, timestep_min=self.model_meta.timestep_min, pixel_km=self.model_meta.pixel_km,
+                transform=RADAR_RATE_META.transform + f"; source format {self.fmt}"
+                + (f"; {resample} to {self.size[0]}x{self.size[1]}" if self.size is not None else ""),
+            )
         self.cache = cache
         self._frames: dict[int, np.ndarray] = {}
 
@@ -1208,4 +1227,9 @@ class RadarArchive(Dataset):
         return self.times[s : s + self.seq_len]
 
     def __getitem__(self, idx: int) -> torch.Tensor:
-        return torch.from_numpy(self.sequence(int(idx)))[:, None]
+        seq = self.sequence(int(idx))
+        if self.units != "dBZ":
+            from .transforms import transcode
+
+            seq = transcode(seq, self.model_meta, self.meta)
+        return torch.from_numpy(seq)[:, None]

@@ -6,6 +6,8 @@ the functions here implement the documented mappings.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .contract import DatasetMeta
@@ -134,6 +136,20 @@ RADAR_DBZ_META = DatasetMeta(
     transform="dBZ = 90 x; rain rates converted by Marshall-Palmer Z = 200 R^1.6",
 )
 
+#: Rain rate in mm/h, linear: ``R = 200 x`` (radar archives evaluated in rain rate,
+#: ``RadarArchive(units="mm/h")``); values above 200 mm/h are clipped.
+RADAR_RATE_META = DatasetMeta(
+    name="radar_rate",
+    unit="mm/h",
+    scale=200.0,
+    thresholds=(0.5, 1.0, 5.0, 10.0),
+    timestep_min=5.0,
+    pixel_km=1.0,
+    physical_unit="mm/h",
+    physical_name="rainfall_rate",
+    transform="R = 200 x mm/h; from reflectivity by Marshall-Palmer Z = 200 R^1.6 (0 mm/h at and below 0 dBZ)",
+)
+
 IMAGES_META = DatasetMeta(
     name="images",
     unit="VIL code (0-255)",
@@ -149,7 +165,9 @@ IMAGES_META = DatasetMeta(
 
 METAS: dict[str, DatasetMeta] = {
     m.name: m
-    for m in (SEVIR_META, SYNTHETIC_META, CIKM_META, SHANGHAI_META, METEONET_META, RADAR_DBZ_META, IMAGES_META)
+    for m in (
+        SEVIR_META, SYNTHETIC_META, CIKM_META, SHANGHAI_META, METEONET_META, RADAR_DBZ_META, RADAR_RATE_META, IMAGES_META
+    )
 }
 
 
@@ -159,3 +177,34 @@ def get_meta(name: str) -> DatasetMeta:
         return METAS[name]
     except KeyError:
         raise ValueError(f"no metadata for dataset {name!r}; known: {', '.join(sorted(METAS))}") from None
+
+
+def transcode(x: Any, src: DatasetMeta, dst: DatasetMeta) -> Any:
+    """Re-encode ``[0, 1]`` values of ``src``'s encoding in ``dst``'s (numpy array or torch tensor).
+
+    Same threshold-space unit: a change of scale. Between reflectivity (``dBZ``)
+    and rain rate (``mm/h``): Marshall-Palmer ``Z = 200 R^1.6``, 0 mm/h at and below
+    0 dBZ. Results are clipped to ``[0, 1]``.
+
+    Raises
+    ------
+    ValueError
+        For units without a conversion rule (e.g. VIL and dBZ).
+    """
+    import torch
+
+    if src.unit == dst.unit and src.scale == dst.scale:
+        return x
+    is_t = isinstance(x, torch.Tensor)
+    arr = x.detach().cpu().numpy() if is_t else np.asarray(x)
+    v = np.clip(arr.astype(np.float64), 0.0, 1.0) * src.scale
+    if src.unit == dst.unit:
+        out = v
+    elif (src.unit, dst.unit) == ("dBZ", "mm/h"):
+        out = np.where(v > 0, dbz_to_rainrate(v).astype(np.float64), 0.0)
+    elif (src.unit, dst.unit) == ("mm/h", "dBZ"):
+        out = np.where(v > 0, rainrate_to_dbz(np.maximum(v, 1e-12)).astype(np.float64), 0.0)
+    else:
+        raise ValueError(f"no conversion from {src.unit} ({src.name}) to {dst.unit} ({dst.name})")
+    res = np.clip(out / dst.scale, 0.0, 1.0).astype(np.float32)
+    return torch.from_numpy(res).to(device=x.device) if is_t else res
