@@ -77,7 +77,8 @@ class Panel:
     offset : int
         Animation frame at which this panel's first frame appears.
     nodata : ndarray, optional
-        ``(H, W)`` bool, True outside radar coverage (drawn grey).
+        ``(H, W)`` bool, True outside radar coverage (drawn grey); ``(T, H, W)``
+        gives one mask per frame (e.g. NaN that advection brings into a forecast).
     """
 
     label: str
@@ -174,6 +175,8 @@ def save_panels_gif(
     scale: int | None = None,
     duration_ms: int = 400,
     title: str | None = None,
+    colorbar: bool = False,
+    outline: bool = False,
 ) -> Path:
     """Write an animated GIF with panels side by side.
 
@@ -193,6 +196,11 @@ def save_panels_gif(
         Display time of each frame.
     title : str, optional
         Text drawn in the caption line before the frame label.
+    colorbar : bool
+        Draw the value colour bar (in :func:`display_unit`) and, when a panel has
+        no-coverage pixels, a grey "no coverage" swatch under the caption line.
+    outline : bool
+        Draw a thin grey frame around each panel (panels with little rain stay apart).
     """
     from PIL import Image, ImageDraw
 
@@ -211,7 +219,11 @@ def save_panels_gif(
     gap, head, foot = 4, 14, 14
     width = len(panels) * pw + (len(panels) + 1) * gap
     height = head + ph + foot + gap
+    bar_y = height
+    if colorbar:
+        height += _BAR_H + 14 + gap
     colored = [colorize(p.frames, meta, p.kind, p.nodata) for p in panels]
+    has_nodata = any(p.nodata is not None and np.asarray(p.nodata).any() for p in panels)
     images = []
     for i in range(n_frames):
         canvas = Image.new("RGB", (width, height), (255, 255, 255))
@@ -224,8 +236,12 @@ def save_panels_gif(
                 canvas.paste(Image.fromarray(_upscale(rgb[k], scale)), (x0, head))
             else:
                 draw.rectangle([x0, head, x0 + pw - 1, head + ph - 1], fill=(235, 235, 235))
+            if outline:
+                draw.rectangle([x0 - 1, head - 1, x0 + pw, head + ph], outline=(120, 120, 120))
         caption = " ".join(s for s in (title, frame_labels[i] if frame_labels and i < len(frame_labels) else f"frame {i}") if s)
         draw.text((gap, head + ph + 2), caption[: width // 6], fill=(0, 0, 0))
+        if colorbar:
+            _draw_colorbar(canvas, meta, gap, bar_y, min(width - 2 * gap, 420), has_nodata)
         images.append(canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -234,6 +250,50 @@ def save_panels_gif(
         )
     log.info("wrote %s (%d frames)", path, n_frames)
     return path
+
+
+_BAR_H = 8
+
+
+def colorbar_rgb(meta: DatasetMeta, width: int) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """The value colour map as a ``(width, 3)`` uint8 strip and its ticks ``[(pixel, label)]``.
+
+    Values run over the map's range in :func:`display_unit` (logarithmically for rain rate).
+    """
+    cmap, norm = value_cmap(meta)
+    lo, hi = float(norm.vmin), float(norm.vmax)
+    if is_rain_rate(meta):
+        vals = np.geomspace(lo, hi, width)
+        ticks = [t for t in (0.1, 1.0, 10.0, 100.0) if lo <= t <= hi]
+    else:
+        vals = np.linspace(lo, hi, width)
+        ticks = [float(f"{t:.3g}") for t in np.linspace(lo, hi, 5)]
+    rgba = np.asarray(cmap(norm(vals)))
+    rgb = (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8).reshape(width, 3)
+    pos = [(float(np.interp(t, vals, np.arange(width))), f"{t:g}") for t in ticks]
+    return rgb, pos
+
+
+def _draw_colorbar(canvas: Any, meta: DatasetMeta, x0: int, y0: int, width: int, nodata: bool) -> None:
+    from PIL import Image, ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    unit = display_unit(meta)
+    label_w = 6 * len(unit) + 6
+    swatch_w = 80 if nodata else 0
+    bar_w = max(40, width - label_w - swatch_w)
+    rgb, ticks = colorbar_rgb(meta, bar_w)
+    draw.text((x0, y0 - 2), unit, fill=(0, 0, 0))
+    bx = x0 + label_w
+    canvas.paste(Image.fromarray(np.repeat(rgb[None], _BAR_H, axis=0)), (bx, y0))
+    for px, text in ticks:
+        x = bx + int(round(px))
+        draw.line([(x, y0 + _BAR_H), (x, y0 + _BAR_H + 2)], fill=(0, 0, 0))
+        draw.text((min(max(bx, x - 3 * len(text)), bx + bar_w - 6 * len(text)), y0 + _BAR_H + 2), text, fill=(0, 0, 0))
+    if nodata:
+        sx = bx + bar_w + 10
+        draw.rectangle([sx, y0, sx + 10, y0 + _BAR_H], fill=NO_COVERAGE_RGB)
+        draw.text((sx + 14, y0 - 2), "no coverage", fill=(0, 0, 0))
 
 
 def _lead_labels(t_in: int, t_out: int, step: float) -> list[str]:

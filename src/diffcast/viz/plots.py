@@ -139,3 +139,53 @@ def plot_reliability(
         axes[j // ncol][j % ncol].set_visible(False)
     axes[0][0].legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_curves_by_lead(
+    panels: Mapping[str, Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    ylabel: str,
+    timestep_min: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """One panel per entry of ``panels`` (title -> ``{model: per-lead values}``), one line per model.
+
+    For scores already reduced to per-lead lists (e.g. :func:`diffcast.skill.score_model`'s
+    ``csi@1_by_lead`` or ``crps_by_lead``); NaN values leave gaps.
+
+    Parameters
+    ----------
+    panels : mapping
+        Panel title -> ``{model name: sequence of floats, one per lead}``.
+    path : path-like
+        Output PNG.
+    ylabel : str
+        Label of the y axis (the score and its unit).
+    timestep_min : float, optional
+        Minutes per lead step; the x axis is in minutes when given, else in steps.
+    title : str, optional
+        Figure title.
+    """
+    if not panels or not all(panels.values()):
+        raise ValueError("expected a non-empty {panel title: {model: values}} mapping")
+    ncol = min(3, len(panels))
+    nrow = (len(panels) + ncol - 1) // ncol
+    fig = _figure(4.0 * ncol, 3.0 * nrow)
+    axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True)
+    for i, (name, curves) in enumerate(panels.items()):
+        ax = axes[i // ncol][i % ncol]
+        for model, vals in curves.items():
+            v = [float("nan") if x is None else float(x) for x in vals]
+            ax.plot([(j + 1) * (timestep_min or 1) for j in range(len(v))], v, marker="o", markersize=3, label=model)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if i % ncol == 0:
+            ax.set_ylabel(ylabel)
+        if i // ncol == nrow - 1:
+            ax.set_xlabel("lead time (min)" if timestep_min else "lead step")
+    for j in range(len(panels), nrow * ncol):
+        axes[j // ncol][j % ncol].set_visible(False)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

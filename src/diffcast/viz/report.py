@@ -1,8 +1,11 @@
 """Markdown and HTML reports from one structured description.
 
 A :class:`Report` is a title plus :class:`Section` s holding paragraphs, tables
-(:class:`Table`, data not pre-rendered text, so both formats render them) and
-images (PNG/GIF paths relative to the report folder). :func:`write_report` writes
+(:class:`Table`, data not pre-rendered text, so both formats render them),
+images (PNG/GIF paths relative to the report folder) and, for tables another
+module already renders as Markdown (e.g. :func:`diffcast.skill.markdown`), a
+verbatim Markdown block that the HTML page converts (headings, pipe tables,
+paragraphs). :func:`write_report` writes
 ``report.md`` (images linked) and ``report.html`` (images embedded as data URIs,
 so the HTML file stands alone), both atomically.
 """
@@ -66,6 +69,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to the report)
     bullets: list[str] = field(default_factory=list)
+    markdown: str = ""  # verbatim Markdown (headings, pipe tables, paragraphs), after the tables
 
 
 @dataclass
@@ -123,6 +127,8 @@ def render_markdown(report: Report) -> str:
             out.append("")
         for t in sec.tables:
             out += [markdown_table(t), ""]
+        if sec.markdown.strip():
+            out += [sec.markdown.strip(), ""]
         for caption, path in sec.images:
             out += [f"![{caption}]({path})", "", f"*{caption}*", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -140,6 +146,50 @@ def _inline_html(text: str) -> str:
     for pat, rep in _INLINE:
         s = pat.sub(rep, s)
     return s
+
+
+def _table_cells(line: str) -> list[str]:
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+
+def markdown_block_html(text: str) -> str:
+    """HTML of a small Markdown subset: ``#`` headings, pipe tables and paragraphs (inline syntax as elsewhere)."""
+    out: list[str] = []
+    para: list[str] = []
+    lines = text.strip("\n").splitlines()
+
+    def flush() -> None:
+        if para:
+            out.append(f"<p>{_inline_html(' '.join(para))}</p>")
+            para.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i].strip()
+        head = re.match(r"^(#{1,6})\s+(.*)$", line)
+        if not line:
+            flush()
+        elif head:
+            flush()
+            level = min(6, len(head.group(1)))
+            out.append(f"<h{level}>{_inline_html(head.group(2))}</h{level}>")
+        elif line.startswith("|") and i + 1 < len(lines) and re.match(r"^\|?\s*:?-{3,}", lines[i + 1].strip()):
+            flush()
+            head_cells = _table_cells(line)
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append(_table_cells(lines[i]))
+                i += 1
+            thead = "<tr>" + "".join(f"<th>{_inline_html(c)}</th>" for c in head_cells) + "</tr>"
+            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>" for r in rows)
+            out.append(f"<table><thead>{thead}</thead><tbody>{body}</tbody></table>")
+            continue
+        else:
+            para.append(line)
+        i += 1
+    flush()
+    return "\n".join(out)
 
 
 def _data_uri(path: Path) -> str | None:
@@ -194,6 +244,8 @@ def render_html(report: Report, base_dir: str | os.PathLike[str] | None = None, 
             cap = f"<caption>{_inline_html(t.caption)}</caption>" if t.caption else ""
             head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.headers) + "</tr>"
             out.append(f"<table>{cap}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
+        if sec.markdown.strip():
+            out.append(markdown_block_html(sec.markdown))
         for caption, path in sec.images:
             src = _data_uri(base / path) if (embed and base is not None) else None
             src = src or html.escape(path)
