@@ -79,6 +79,21 @@ def _meta_from_file(config: dict[str, Any], metadata: dict[str, str], file: Path
     return get_meta("sevir")
 
 
+def _limit_attention(model: nn.Module, mcfg: dict[str, Any], trained: tuple[int, int]) -> None:
+    """Full spatial attention of a model run on a larger grid attends over windows of its training extent."""
+    from .models.diffusion.layers import Attention
+
+    mults = (mcfg.get("diffusion") or {}).get("dim_mults")
+    if mults is None:
+        from .models.diffusion.residual import PRESETS
+
+        mults = PRESETS[(mcfg.get("diffusion") or {}).get("preset", "paper")]["dim_mults"]
+    f = 2 ** (len(mults) - 1)  # the UNet's middle block works at 1 / f of the frame size
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.window = (max(1, trained[0] // f), max(1, trained[1] // f))
+
+
 class Nowcaster:
     """A model (backbone alone or DiffCast) plus what is needed to use it.
 
@@ -180,6 +195,7 @@ class Nowcaster:
                     f"{file} was trained on {trained[0]}x{trained[1]} frames and cannot run on {grid[0]}x{grid[1]} "
                     f"(its weights depend on the frame size): {str(exc).splitlines()[0]}"
                 ) from None
+            _limit_attention(model, config["model"], (int(trained[0]), int(trained[1])))
         else:
             model = build_model(config["model"])
         missing, unexpected = model.load_state_dict(state, strict=False)

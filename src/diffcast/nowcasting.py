@@ -962,6 +962,7 @@ def make_nowcaster(
             spec, t_in=t_in or 5, t_out=t_out or 20, channels=1, height=int(size[0]), width=int(size[1]), meta=meta
         )
     nc = Nowcaster.from_checkpoint(spec)
+    nc = _native_grid(nc, spec, raw) if size is None else nc
     for key, given, have in (("t_in", t_in, nc.t_in), ("t_out", t_out, nc.t_out)):
         if given is not None and given != have:
             raise ValueError(f"{key}={given} was asked for but the checkpoint {spec} was trained with {key}={have}")
@@ -975,6 +976,38 @@ def make_nowcaster(
     if nc.channels != 1:
         raise ValueError(f"nowcast files hold one channel; the checkpoint has {nc.channels}")
     return nc
+
+
+#: Radar nowcasts with fully convolutional models run on the input grid zero-padded to a multiple of this.
+GRID_MULTIPLE = 16
+#: Relative tolerance between a model's pixel size and the input's for native-grid nowcasts.
+PIXEL_TOL = 0.05
+
+
+def _native_grid(nc: Any, spec: str, raw: RawInput | None) -> Any:
+    """``nc`` rebuilt for the radar input's own grid (zero-padded) when it can run there.
+
+    A fully convolutional model (DiffCast over a parameter-free backbone) trained at
+    the input's pixel size forecasts the whole domain at native resolution instead of
+    an area average on its training grid; the forecast is cropped back in
+    :func:`run_nowcast` (``nc.input_grid``). Other models are returned unchanged.
+    """
+    from .inference import Nowcaster
+
+    if raw is None or raw.kind != "radar" or raw.pixel_km is None:
+        return nc
+    h, w = (int(v) for v in raw.frames.shape[-2:])
+    if (h, w) == (nc.height, nc.width) or abs(float(raw.pixel_km) / float(nc.meta.pixel_km) - 1.0) > PIXEL_TOL:
+        return nc
+    hp, wp = -(-h // GRID_MULTIPLE) * GRID_MULTIPLE, -(-w // GRID_MULTIPLE) * GRID_MULTIPLE
+    try:
+        native = Nowcaster.from_checkpoint(spec, grid=(hp, wp))
+    except ValueError as exc:
+        log.info("%s: forecasting on its own %dx%d grid (%s)", nc.name, nc.height, nc.width, exc)
+        return nc
+    native.input_grid = (h, w)
+    log.info("%s runs on the native %dx%d radar grid (padded to %dx%d)", nc.name, h, w, hp, wp)
+    return native
 
 
 # ----------------------------------------------------------------------------- output units
@@ -1211,12 +1244,16 @@ def run_nowcast(
         log.warning("%s is deterministic: writing one member instead of %d", nowcaster.name, members)
     start = time.perf_counter()
     x = torch.from_numpy(prepared.x_in)[None, :, None]
+    h, w = prepared.x_in.shape[-2:]
+    if (nowcaster.height, nowcaster.width) != (h, w) and nowcaster.height >= h and nowcaster.width >= w:
+        # native-grid nowcast (make_nowcaster): zero padding = no rain outside the domain, cropped back below
+        x = torch.nn.functional.pad(x, (0, nowcaster.width - w, 0, nowcaster.height - h))
     kwargs = dict(sample_kwargs or {}) if nowcaster.is_probabilistic else {}
     with staged_output(out_dir) as tmp:
         t_pred = time.perf_counter()
         result = nowcaster.predict(x, members=members, seed=seed, progress=progress, **kwargs)
         t_pred = time.perf_counter() - t_pred
-        fc = result.forecast[:, 0, :, 0].float().cpu().numpy()  # (M, T_out, H, W)
+        fc = result.forecast[:, 0, :, 0, :h, :w].float().cpu().numpy()  # (M, T_out, H, W)
         if not np.isfinite(fc).all():
             raise ValueError(f"{nowcaster.name} produced non-finite values; the model file may be corrupt")
         fc = np.clip(fc, 0.0, 1.0)
@@ -1343,7 +1380,8 @@ def nowcast_to_files(
     )
     nc = make_nowcaster(spec, raw, t_in=t_in, t_out=t_out, size=size, data_meta=data_meta)
     prepared = prepare_input(
-        raw, t_in=nc.t_in, size=(nc.height, nc.width), meta=nc.meta, crop=crop, analysis_time=analysis_time,
+        raw, t_in=nc.t_in, size=getattr(nc, "input_grid", (nc.height, nc.width)), meta=nc.meta, crop=crop,
+        analysis_time=analysis_time,
         model_name=nc.name, start_frame=start_frame, t_out=nc.t_out,
     )
     return run_nowcast(

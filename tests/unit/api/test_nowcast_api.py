@@ -12,6 +12,8 @@ from diffcast.models import build_model
 from diffcast.models.backbones import pysteps_methods as pm
 from diffcast.training.model_io import save_model_file
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 pysteps = pytest.importorskip("pysteps")
 
 

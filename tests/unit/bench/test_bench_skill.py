@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 pytest.importorskip("pysteps")
 _PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_skill.py"
 

@@ -13,6 +13,8 @@ from diffcast.cli import main
 from diffcast.data.radar import RadarArchive
 from diffcast.data.transforms import RADAR_DBZ_META, RADAR_RATE_META, dbz_to_rainrate, transcode
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 pytest.importorskip("h5py")
 pytest.importorskip("pysteps")
 

@@ -13,6 +13,8 @@ from diffcast.cli import main
 from diffcast.models import build_model
 from diffcast.training.model_io import resolve_model_file, save_model_file
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture()
 def weights_dir(tmp_path, monkeypatch):

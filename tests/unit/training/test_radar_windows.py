@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("pysteps")
 

@@ -238,7 +238,15 @@ class TemporalAttention(nn.Module):
 
 
 class Attention(nn.Module):
-    """Full multi-head self-attention over all ``H * W`` positions (1x1 conv projections)."""
+    """Full multi-head self-attention over all ``H * W`` positions (1x1 conv projections).
+
+    ``window = (wh, ww)`` (``None`` by default) restricts attention to
+    non-overlapping windows of that many positions when the map is larger: a model
+    trained on small crops and run on a large domain then attends over the same
+    extent as in training, and the cost grows linearly with the area instead of
+    quadratically (:meth:`diffcast.inference.Nowcaster.from_checkpoint` sets it to
+    the training grid's size at this level).
+    """
 
     def __init__(self, dim: int, heads: int = 4, dim_head: int = 32) -> None:
         super().__init__()
@@ -247,8 +255,32 @@ class Attention(nn.Module):
         hidden = heads * dim_head
         self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
         self.to_out = nn.Conv2d(hidden, dim, 1)
+        self.window: tuple[int, int] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.window is not None and x.shape[-2] * x.shape[-1] > self.window[0] * self.window[1]:
+            return self._windowed(x)
+        return self._full(x)
+
+    def _windowed(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        wh, ww = min(self.window[0], h), min(self.window[1], w)
+        nh, nw = -(-h // wh), -(-w // ww)
+        # windows of equal size that tile the map; the last row/column of windows is shifted
+        # inwards to end at the border (overlapping its neighbour) instead of padding
+        ys = [min(i * wh, h - wh) for i in range(nh)]
+        xs = [min(j * ww, w - ww) for j in range(nw)]
+        tiles = torch.stack([x[:, :, y : y + wh, x0 : x0 + ww] for y in ys for x0 in xs], dim=1)
+        out_t = self._full(tiles.reshape(b * len(ys) * len(xs), c, wh, ww)).reshape(b, len(ys) * len(xs), c, wh, ww)
+        out = torch.empty_like(x)
+        k = 0
+        for y in ys:
+            for x0 in xs:
+                out[:, :, y : y + wh, x0 : x0 + ww] = out_t[:, k]
+                k += 1
+        return out
+
+    def _full(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         q, k, v = (t.reshape(b, self.heads, self.dim_head, h * w) for t in self.to_qkv(x).chunk(3, dim=1))
         q = q * self.dim_head**-0.5
