@@ -1,6 +1,6 @@
 """Forecast quality against sampler and step count, with DDIM-250 as the reference.
 
-Evaluates a trained DiffCast run (by default the demo's, ``demo_out/runs/diffcast``)
+Evaluates a trained DiffCast run (by default the toy training demo's, ``demo_out/runs/diffcast`` from ``make demo-train``)
 on its dataset's test split for every (sampler, steps) pair and prints one JSON
 line per setting: CRPS, CSI-M, CSI-pool16, the number of denoiser calls per
 segment, wall seconds, and the relative differences to DDIM-250. The last line
@@ -187,7 +187,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Entry point for ``benchmarks/run_all.py``; skips without a trained demo run."""
     if not DEFAULT_RUN.exists():
-        return [{"benchmark": "quality", "skipped": f"no trained DiffCast run at {DEFAULT_RUN} (run `make demo` first)"}]
+        return [{"benchmark": "quality", "skipped": f"no trained DiffCast run at {DEFAULT_RUN} (run `make demo-train` first)"}]
     grid = {"ddim": (10,), "dpmpp_2m": (10,), "unipc": (10,)} if quick else None
     return evaluate_grid(DEFAULT_RUN, grid=grid, members=4 if quick else 8, limit=16 if quick else 64)
 

@@ -107,7 +107,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cases[case.name] = case
         results[case.name] = {}
         for m in models:
-            r = score_model(m, case, args.n_leadtimes, args.members, args.seed)
+            try:
+                r = score_model(m, case, args.n_leadtimes, args.members, args.seed)
+            except ValueError as exc:  # e.g. a rain-rate model on VIL data: said in the table, not fatal
+                if m in BASELINES:
+                    raise
+                r = {"skipped": str(exc)}
+                case.note = (case.note + "; " if case.note else "") + f"{m} skipped: {exc}"
             results[case.name][Path(m).name if m not in BASELINES else m] = r
             print(json.dumps({"bench": "skill", "case": case.name, "model": m,
                               **{k: v for k, v in r.items() if not isinstance(v, (list, dict))}}), flush=True)

@@ -253,7 +253,7 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]], cases: dict[str, Cas
     lines = []
     for cname, models in results.items():
         case = cases[cname]
-        first = next(iter(models.values()))
+        first = next((r for r in models.values() if "skipped" not in r), {})
         thr2 = case.thresholds[1]
         fss_keys = [f"fss@{t:.3g}/{km:g}km" for t in case.fss_thresholds for km in FSS_KM]
         head = ["model", "members"] + [f"CSI {t:.3g}" for t in case.thresholds] + [k.replace("fss@", "FSS ") for k in fss_keys]
@@ -265,6 +265,9 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]], cases: dict[str, Cas
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for mname, r in models.items():
+            if "skipped" in r:
+                continue
+
             def f(key: str, digits: int = 3, r: dict[str, Any] = r) -> str:
                 v = r.get(key)
                 return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
