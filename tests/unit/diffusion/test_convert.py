@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusion_stubs import STUB, TEST_ARCH
+from test_schedules import _original_sigmoid_betas  # same folder: the original code, written once
 
 from diffcast.cli import main as cli_main
 from diffcast.inference import Nowcaster
@@ -50,14 +51,7 @@ def _original_schedule(timesteps=1000, start=-3, end=3, tau=1):
     tensors (the default dtype) inside a float64 formula; every buffer is a float64
     formula stored as float32. Returns ``(buffers, alphas_cumprod_float64)``.
     """
-    assert torch.get_default_dtype() == torch.float32  # what the original ran under
-    steps = timesteps + 1
-    t = torch.linspace(0, timesteps, steps, dtype=torch.float64) / timesteps
-    v_start = torch.tensor(start / tau).sigmoid()
-    v_end = torch.tensor(end / tau).sigmoid()
-    alphas_cumprod = (-((t * (end - start) + start) / tau).sigmoid() + v_end) / (v_end - v_start)
-    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
-    betas = torch.clip(1 - (alphas_cumprod[1:] / alphas_cumprod[:-1]), 0, 0.999)
+    betas = _original_sigmoid_betas(timesteps, start, end, tau)  # the original's beta arithmetic, verbatim
 
     alphas = 1.0 - betas
     alphas_cumprod = torch.cumprod(alphas, dim=0)
