@@ -1,0 +1,54 @@
+"""The radar model that ships in the package: loads, forecasts through the front doors, keeps NaN outside coverage."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+import diffcast
+from diffcast.cli import main
+from diffcast.shipped import DEFAULT_SHIPPED, shipped_models
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+pytest.importorskip("pysteps")
+if DEFAULT_SHIPPED not in shipped_models():  # pragma: no cover - the weights are part of the repository
+    pytest.fail(f"the shipped model {DEFAULT_SHIPPED} is missing from src/diffcast/weights", pytrace=False)
+
+
+def _rain(t=5, h=64, w=80, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    out = np.zeros((t, h, w))
+    for k in range(t):
+        out[k] = 12 * np.exp(-((yy - 30) ** 2 + (xx - 20 - 2 * k) ** 2) / 120) * rng.uniform(0.8, 1.2, (h, w))
+    out[out < 0.1] = 0
+    return out
+
+
+def test_default_model_is_the_shipped_one_and_forecasts_any_grid():
+    precip = _rain()
+    precip[-1, :6] = np.nan
+    fc = diffcast.nowcast(precip, n_leadtimes=12, n_ens_members=2, seed=0)  # its own sampler (UniPC-3, 10 steps)
+    assert fc.shape == (2, 12, 64, 80)
+    assert np.isnan(fc[:, :, :6]).all() and np.isfinite(fc[:, :, 6:]).all()
+    assert np.nanmin(fc) >= 0 and 1.0 < np.nanmax(fc) < 200.0  # rain stays rain of a sensible size (mm/h)
+    again = diffcast.nowcast(precip, n_leadtimes=12, n_ens_members=2, seed=0, model=DEFAULT_SHIPPED)
+    np.testing.assert_array_equal(fc, again)
+    assert diffcast.nowcast(_rain(h=128, w=144), n_leadtimes=3, n_ens_members=1, seed=0, steps=2).shape == (1, 3, 128, 144)
+
+
+def test_cli_nowcast_with_the_shipped_name(tmp_path, helper_module):
+    writer = helper_module("unit/training/test_radar_windows.py")
+    folder = tmp_path / "odim"
+    writer.write_odim_archive(folder, [datetime(2021, 6, 1, 12)], n_frames=5, size=64)  # 1 km DBZH composites
+    out = tmp_path / "nc"
+    rc = main(["nowcast", "--checkpoint", DEFAULT_SHIPPED, "--input", str(folder), "--members", "2", "--seed", "0",
+               "--steps", "2", "--out", str(out)])
+    assert rc == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"]["t_out"] == 12 and info["input"]["x_in_shape"][-2:] == [64, 64]
+    assert (out / "forecast.nc").is_file() and (out / "forecast.gif").is_file()
