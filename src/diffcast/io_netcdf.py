@@ -133,6 +133,34 @@ NO_GEOREFERENCING = (
 )
 
 
+#: PROJ ellipsoid/sphere size parameters (always metres in PROJ).
+_PROJ_SIZE_KEYS = ("a", "b", "R")
+
+
+def _km_ellipsoid_to_m(proj: str) -> tuple[str, str | None]:
+    """A PROJ string whose ``+a``/``+b``/``+R`` are given in km (KNMI: ``+a=6378.137``) with them in metres.
+
+    PROJ reads ellipsoid sizes in metres whatever ``+units`` says; an Earth radius
+    below 100 km can only be kilometres, and read as metres it puts the grid near a
+    pole. Returns ``(proj, note)``; ``note`` is ``None`` when nothing was changed.
+    """
+    import re
+
+    changed = []
+
+    def fix(m: re.Match[str]) -> str:
+        key, val = m.group(1), float(m.group(2))
+        if 1000.0 < val < 100_000.0:  # an Earth radius in km
+            changed.append(f"+{key}={m.group(2)}")
+            return f"+{key}={val * 1000.0:.6f}".rstrip("0").rstrip(".")
+        return m.group(0)
+
+    out = re.sub(r"\+(" + "|".join(_PROJ_SIZE_KEYS) + r")=([0-9.eE+-]+)", fix, proj)
+    if not changed:
+        return proj, None
+    return out, f"ellipsoid size {', '.join(changed)} read as km (PROJ takes metres) and converted to metres"
+
+
 def _crs_unit_m(crs: Any) -> float:
     """Metres per unit of a projected CRS's x axis (1.0 for geographic CRSs, whose units are degrees)."""
     if crs.is_geographic:
@@ -235,13 +263,16 @@ class ProjectedGrid:
         missing = [k for k in ("x1", "y1", "x2", "y2", "yorigin") if meta.get(k) is None]
         if missing:
             raise ValueError(f"the metadata lack {', '.join(missing)}")
+        notes: list[str] = []
+        proj, fixed = _km_ellipsoid_to_m(str(proj))
+        if fixed:
+            notes.append(fixed)
         try:
             crs = CRS(str(proj))
         except CRSError as exc:
             raise ValueError(f"pyproj cannot read the projection {proj!r}: {exc}") from exc
         h, w = (int(v) for v in shape)
         unit = str(meta.get("cartesian_unit") or "m").strip()
-        notes: list[str] = []
         if crs.is_geographic:
             if unit.lower() not in ("deg", "degree", "degrees"):
                 raise ValueError(f"geographic projection {proj!r} with coordinates in {unit!r}")
