@@ -423,7 +423,7 @@ def _read_images(folder: Path) -> RawInput:
     return RawInput(np.asarray(frames, dtype=np.float32), "images", [str(p) for p in images.list_frames(folder)])
 
 
-def _read_radar(paths: Sequence[Path], fmt: str | None, probe: int | None = None) -> RawInput:
+def _read_radar(paths: Sequence[Path], fmt: str | None, probe: int | None = None, pattern: str | None = None) -> RawInput:
     """Index radar files by time and decode one (``probe``, default the last) for the grid and units.
 
     The frames come back as lazy array-likes: :func:`prepare_input` decodes only
@@ -437,6 +437,8 @@ def _read_radar(paths: Sequence[Path], fmt: str | None, probe: int | None = None
         files.extend(sorted((q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")), key=_natural_key) if p.is_dir() else [p])
     if not files:
         raise ValueError(f"no radar files found in {', '.join(map(str, paths))}")
+    if pattern is not None:
+        files = radar.select_files(files, pattern, ", ".join(map(str, paths)))
     series = radar.RadarSeries(files, fmt, sort=any(p.is_dir() for p in paths))
     n = len(series)
     first = probe if probe is not None and 0 <= probe < n else n - 1
@@ -504,6 +506,7 @@ def read_input(
     radar_format: str | None = None,
     layout: str = "auto",
     start_frame: int | None = None,
+    radar_pattern: str | None = None,
 ) -> RawInput:
     """Read nowcast input frames from files (see the module docstring for the layouts).
 
@@ -524,6 +527,8 @@ def read_input(
         omitted when ``N`` is 1).
     radar_format : str, optional
         pysteps importer name for radar files (guessed from the file names otherwise).
+    radar_pattern : str, optional
+        Shell pattern on the file names picking one product of a folder holding several.
     layout : {"auto", "time-first", "time-last"}
         Axis order of .npy/HDF5 arrays. ``"auto"``: time first, except the SEVIR
         layout (a ``vil`` dataset ``(N, H, W, T)`` of uint8 with square frames);
@@ -559,7 +564,7 @@ def read_input(
     elif kind == "h5":
         raw = _read_h5(ps[0], h5_key, sample_index, layout)
     else:
-        raw = _read_radar(ps, radar_format, start_frame)
+        raw = _read_radar(ps, radar_format, start_frame, radar_pattern)
     if raw.frames.shape[0] < 1 or min(raw.frames.shape[1:]) < 2:
         raise ValueError(f"input frames have unusable shape {raw.frames.shape}")
     log.info(
@@ -1350,6 +1355,7 @@ def nowcast_to_files(
     h5_key: str | None = None,
     sample_index: int | None = None,
     radar_format: str | None = None,
+    radar_pattern: str | None = None,
     layout: str = "auto",
     start_frame: int | None = None,
     crop: str = "none",
@@ -1376,6 +1382,7 @@ def nowcast_to_files(
         raise ValueError(f"unknown units {units!r}; choose one of: {', '.join(OUTPUT_UNITS)}")
     raw = read_input(
         inputs, input_kind, h5_key=h5_key, sample_index=sample_index, radar_format=radar_format, layout=layout,
+        radar_pattern=radar_pattern,
         start_frame=start_frame,
     )
     nc = make_nowcaster(spec, raw, t_in=t_in, t_out=t_out, size=size, data_meta=data_meta)

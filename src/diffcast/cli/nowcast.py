@@ -86,6 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="first input frame (0-based): t_in frames from S are the input and the frames after them the "
         "observed future shown beside the forecast; default: the last t_in frames (SEVIR files: 0)",
     )
+    p.add_argument("--pattern", default=None, metavar="GLOB",
+                   help="radar folders: only files whose names match this shell pattern (one product of several, "
+                   "e.g. 'RAD_NL25_RAP_*')")
     p.add_argument(
         "--radar-format", default=None, choices=sorted(RADAR_FORMATS),
         help="radar file format (pysteps importer; default: guessed from the file names; 'opera' reads ODIM "
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         h5_key=args.h5_key,
         sample_index=args.sample_index,
         radar_format=args.radar_format,
+        radar_pattern=args.pattern,
         layout=args.layout,
         start_frame=args.start_frame,
         crop=args.crop,

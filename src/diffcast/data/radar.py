@@ -493,7 +493,12 @@ class RadarFrames:
 def _check_order(times: Sequence[datetime], paths: Sequence[Path]) -> None:
     """Raise unless ``times`` increase strictly (files in time order, no duplicates)."""
     for i in range(1, len(times)):
-        if times[i] <= times[i - 1]:
+        if times[i] == times[i - 1]:
+            raise ValueError(
+                f"two radar files share the time stamp {times[i]:%Y-%m-%d %H:%M}: {paths[i - 1].name} and {paths[i].name}; "
+                "if the folder holds several products, pick one with --pattern GLOB (pattern= in Python)"
+            )
+        if times[i] < times[i - 1]:
             raise ValueError(
                 f"radar time stamps are not increasing: {paths[i].name} ({times[i]:%Y-%m-%d %H:%M}) "
                 f"follows {paths[i - 1].name} ({times[i - 1]:%Y-%m-%d %H:%M}); pass the files in time order without duplicates"
@@ -800,8 +805,19 @@ def source_metadata(
     return src
 
 
+def select_files(files: Sequence[Path], pattern: str, where: str) -> list[Path]:
+    """The ``files`` whose names match the shell ``pattern``; a clear error when none does."""
+    import fnmatch
+
+    sel = [p for p in files if fnmatch.fnmatch(p.name, pattern)]
+    if not sel:
+        names = ", ".join(sorted({p.name for p in files})[:5])
+        raise ValueError(f"no file under {where} matches the pattern {pattern!r} (file names look like: {names or 'none'})")
+    return sel
+
+
 def list_radar_files(
-    root: str | Path, fmt: str | None = None, series: str | None = None
+    root: str | Path, fmt: str | None = None, series: str | None = None, pattern: str | None = None
 ) -> tuple[str, list[tuple[datetime, Path]]]:
     """All radar files under ``root`` (recursively) as ``(format, [(time, path), ...])`` sorted by time.
 
@@ -815,6 +831,9 @@ def list_radar_files(
         Product/station to keep when ``root`` holds several (e.g. ``"66/prcp-c10"``
         for BoM, ``"AQC"`` for MeteoSwiss); required in that case, since series
         differ in grid and time step.
+    pattern : str, optional
+        Shell pattern on the file names (``fnmatch``, e.g. ``"RAD_NL25_RAP_*"``) that
+        picks one product out of a folder holding several.
 
     Raises
     ------
@@ -826,6 +845,8 @@ def list_radar_files(
     if not root.is_dir():
         raise FileNotFoundError(f"radar folder {root} does not exist")
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if pattern is not None:
+        files = select_files(files, pattern, str(root))
     if fmt is None:
         cand = [p for p in files if any(f.match(p) for f in RADAR_FORMATS.values())]
         if not cand:
@@ -850,13 +871,14 @@ def list_radar_files(
         found = ", ".join(f"{k!r} ({n} files)" for k, n in sorted(by_series.items()))
         raise ValueError(
             f"{root} holds several {fmt} series ({found}) with their own grids and time steps; "
-            "pass series=NAME or use the folder of one series"
+            "pass series=NAME (or pattern=GLOB on the file names, --pattern on the command line) or use the folder of one series"
         )
     items = sorted((fobj.timestamp(p), p) for p in sel)
     for (t1, p1), (t2, p2) in zip(items[:-1], items[1:]):
         if t1 == t2:
             raise ValueError(
-                f"two radar files share the time stamp {t1:%Y-%m-%d %H:%M}: {p1} and {p2}"
+                f"two radar files share the time stamp {t1:%Y-%m-%d %H:%M}: {p1} and {p2}; if they are two products, "
+                "pick one with pattern=GLOB (--pattern on the command line)"
             )
     return fmt, items
 
@@ -1044,6 +1066,9 @@ class RadarArchive(Dataset):
         (``x = R / 200``, linear rain rate for scoring in mm/h;
         :data:`~diffcast.data.transforms.RADAR_RATE_META`). :attr:`model_meta` is
         the dBZ record either way.
+    pattern : str, optional
+        Shell pattern on the file names picking one product out of a folder that
+        holds several (see :func:`list_radar_files`).
 
     Attributes
     ----------
@@ -1071,6 +1096,7 @@ class RadarArchive(Dataset):
         split_events: Mapping[str, Any] | None = None,
         event_gap_min: float = EVENT_GAP_MIN,
         units: str = "dBZ",
+        pattern: str | None = None,
     ) -> None:
         if units not in ("dBZ", "mm/h"):
             raise ValueError(f"unknown units {units!r}; choose 'dBZ' or 'mm/h'")
@@ -1088,7 +1114,7 @@ class RadarArchive(Dataset):
             )
         if not event_gap_min > 0:
             raise ValueError(f"event_gap_min must be positive, got {event_gap_min}")
-        self.fmt, items = list_radar_files(root, fmt, series)
+        self.fmt, items = list_radar_files(root, fmt, series, pattern)
         self.root = Path(root)
         self.split = split
         self.seq_len = int(seq_len)
