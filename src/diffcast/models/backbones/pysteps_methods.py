@@ -320,6 +320,17 @@ class _PystepsBaseline(Backbone):
     def _back(self, r: np.ndarray) -> np.ndarray:
         return from_intensity(r, self.intensity, self.scale).astype(np.float32)
 
+    def _each_series(self, x_in: torch.Tensor, members: int, fn: Any) -> torch.Tensor:
+        """``(members, B, T_out, C, H, W)`` from ``fn(intensity (T_in, H, W), index) -> (members, T_out, H, W)``
+        applied to every (sample, channel) series; ``index = b * C + c``."""
+        self.check_input(x_in)
+        x = x_in.detach().to("cpu", torch.float64).numpy()
+        out = np.empty((members, x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
+        for b in range(x.shape[0]):
+            for c in range(x.shape[2]):
+                out[:, b, :, c] = self._back(fn(self._field(x[b, :, c]), b * x.shape[2] + c))
+        return torch.from_numpy(out).to(device=x_in.device, dtype=x_in.dtype)
+
 
 @BACKBONES.register("sprog")
 class SProg(_PystepsBaseline):
@@ -338,13 +349,7 @@ class SProg(_PystepsBaseline):
     """
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
-        self.check_input(x_in)
-        x = x_in.detach().to("cpu", torch.float64).numpy()
-        out = np.empty((x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
-        for b in range(x.shape[0]):
-            for c in range(x.shape[2]):
-                out[b, :, c] = self._back(sprog_nowcast(self._field(x[b, :, c]), self.t_out))
-        return torch.from_numpy(out).to(device=x_in.device, dtype=x_in.dtype)
+        return self._each_series(x_in, 1, lambda r, _: sprog_nowcast(r, self.t_out)[None])[0]
 
 
 @BACKBONES.register("steps")
@@ -370,18 +375,13 @@ class Steps(_PystepsBaseline):
     ensemble = True
 
     def sample_ensemble(self, x_in: torch.Tensor, members: int, seed: int | None) -> torch.Tensor:
-        """``(M, B, T_out, C, H, W)`` members; sample ``b`` of the batch uses seed ``seed + b``."""
-        self.check_input(x_in)
-        x = x_in.detach().to("cpu", torch.float64).numpy()
-        out = np.empty((members, x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
-        for b in range(x.shape[0]):
-            for c in range(x.shape[2]):
-                s = None if seed is None else (int(seed) + b * x.shape[2] + c) % (2**32)
-                fc = steps_nowcast(
-                    self._field(x[b, :, c]), self.t_out, members, s, timestep=self.timestep, pixel_size=self.pixel_size
-                )
-                out[:, b, :, c] = self._back(fc)
-        return torch.from_numpy(out).to(device=x_in.device, dtype=x_in.dtype)
+        """``(M, B, T_out, C, H, W)`` members; series ``b * C + c`` of the batch uses seed ``seed + b * C + c``."""
+
+        def run(r: np.ndarray, k: int) -> np.ndarray:
+            s = None if seed is None else (int(seed) + k) % (2**32)
+            return steps_nowcast(r, self.t_out, members, s, timestep=self.timestep, pixel_size=self.pixel_size)
+
+        return self._each_series(x_in, members, run)
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
         return self.sample_ensemble(x_in, 1, 0)[0]
