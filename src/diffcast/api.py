@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 FALLBACK_MODEL = "steps"
 #: Names :func:`nowcast` accepts besides model files.
 NOWCAST_BASELINES = ("persistence", "extrapolation", "sprog", "steps")
-#: Relative tolerance when comparing ``pixel_size`` with a model's grid spacing.
-PIXEL_TOL = 0.05
-#: Trained models run on other grids are zero-padded to a multiple of this (UNet down-sampling).
-GRID_MULTIPLE = 16
 
 
 def _positive(name: str, value: Any, integer: bool = False) -> float:
@@ -62,7 +58,7 @@ def nowcast(
         ``extrapolation`` needs ``t >= 2`` frames, ``sprog`` and ``steps`` ``t >= 3``;
         a trained model needs its ``t_in`` frames; fully convolutional models (DiffCast
         on a parameter-free backbone) run on any grid, zero-padded to a multiple of
-        :data:`GRID_MULTIPLE` (no rain outside the domain) and cropped back.
+        :data:`diffcast.inference.GRID_MULTIPLE` (no rain outside the domain) and cropped back.
     timestep : float
         Minutes between frames (STEPS uses it for its motion perturbations; a
         trained model takes every ``k``-th frame when its step is ``k`` times this).
@@ -145,7 +141,7 @@ def _nowcast_model(
     """A trained model on rain rates: encode, predict, decode (see :func:`nowcast`)."""
     import torch
 
-    from .inference import Nowcaster
+    from .inference import PIXEL_TOL, Nowcaster, padded_grid
     from .models.backbones import pysteps_methods as pm
     from .shipped import shipped_file, shipped_models
 
@@ -157,9 +153,8 @@ def _nowcast_model(
     nc = Nowcaster.from_checkpoint(spec)
     h, w = r.shape[1:]
     if (h, w) != (nc.height, nc.width):
-        # Fully convolutional models run on the input's grid, zero-padded to a multiple of GRID_MULTIPLE.
-        hp, wp = -(-h // GRID_MULTIPLE) * GRID_MULTIPLE, -(-w // GRID_MULTIPLE) * GRID_MULTIPLE
-        nc = Nowcaster.from_checkpoint(spec, grid=(hp, wp))
+        # Fully convolutional models run on the input's grid, zero-padded (padded_grid).
+        nc = Nowcaster.from_checkpoint(spec, grid=padded_grid(h, w))
     meta = nc.meta
     label = f"model {nc.name} ({os.fspath(spec)})"
     if pm.intensity_of(meta.unit, meta.physical_unit) != "rainrate":

@@ -79,6 +79,21 @@ def _meta_from_file(config: dict[str, Any], metadata: dict[str, str], file: Path
     return get_meta("sevir")
 
 
+class GridMismatchError(ValueError):
+    """A model whose weights depend on the frame size was asked to run on another grid."""
+
+
+#: Trained models run on another grid than their own are zero-padded to a multiple of this (UNet down-sampling).
+GRID_MULTIPLE = 16
+#: Relative tolerance between a model's pixel size and the input's.
+PIXEL_TOL = 0.05
+
+
+def padded_grid(height: int, width: int) -> tuple[int, int]:
+    """``(H, W)`` rounded up to multiples of :data:`GRID_MULTIPLE`: the grid a model runs on for an input grid."""
+    return -(-int(height) // GRID_MULTIPLE) * GRID_MULTIPLE, -(-int(width) // GRID_MULTIPLE) * GRID_MULTIPLE
+
+
 def _limit_attention(model: nn.Module, mcfg: dict[str, Any], trained: tuple[int, int]) -> None:
     """Full spatial attention of a model run on a larger grid attends over windows of its training extent."""
     from .models.diffusion.layers import Attention
@@ -191,7 +206,7 @@ class Nowcaster:
                 model = build_model(config["model"])
                 model.load_state_dict(state, strict=False)
             except (ValueError, RuntimeError) as exc:
-                raise ValueError(
+                raise GridMismatchError(
                     f"{file} was trained on {trained[0]}x{trained[1]} frames and cannot run on {grid[0]}x{grid[1]} "
                     f"(its weights depend on the frame size): {str(exc).splitlines()[0]}"
                 ) from None

@@ -983,12 +983,6 @@ def make_nowcaster(
     return nc
 
 
-#: Radar nowcasts with fully convolutional models run on the input grid zero-padded to a multiple of this.
-GRID_MULTIPLE = 16
-#: Relative tolerance between a model's pixel size and the input's for native-grid nowcasts.
-PIXEL_TOL = 0.05
-
-
 def _native_grid(nc: Any, spec: str, raw: RawInput | None) -> Any:
     """``nc`` rebuilt for the radar input's own grid (zero-padded) when it can run there.
 
@@ -997,17 +991,17 @@ def _native_grid(nc: Any, spec: str, raw: RawInput | None) -> Any:
     an area average on its training grid; the forecast is cropped back in
     :func:`run_nowcast` (``nc.input_grid``). Other models are returned unchanged.
     """
-    from .inference import Nowcaster
+    from .inference import PIXEL_TOL, GridMismatchError, Nowcaster, padded_grid
 
     if raw is None or raw.kind != "radar" or raw.pixel_km is None:
         return nc
     h, w = (int(v) for v in raw.frames.shape[-2:])
     if (h, w) == (nc.height, nc.width) or abs(float(raw.pixel_km) / float(nc.meta.pixel_km) - 1.0) > PIXEL_TOL:
         return nc
-    hp, wp = -(-h // GRID_MULTIPLE) * GRID_MULTIPLE, -(-w // GRID_MULTIPLE) * GRID_MULTIPLE
+    hp, wp = padded_grid(h, w)
     try:
         native = Nowcaster.from_checkpoint(spec, grid=(hp, wp))
-    except ValueError as exc:
+    except GridMismatchError as exc:
         log.info("%s: forecasting on its own %dx%d grid (%s)", nc.name, nc.height, nc.width, exc)
         return nc
     native.input_grid = (h, w)
@@ -1016,14 +1010,6 @@ def _native_grid(nc: Any, spec: str, raw: RawInput | None) -> Any:
 
 
 # ----------------------------------------------------------------------------- output units
-def _rate_from_code(dbz: np.ndarray) -> np.ndarray:
-    """mm/h from dBZ by Marshall-Palmer ``Z = 200 R^1.6`` (the relation rain rates are read with); 0 at 0 dBZ."""
-    from .data.transforms import dbz_to_rainrate
-
-    d = np.asarray(dbz, dtype=np.float64)
-    return np.where(d > 0, dbz_to_rainrate(d), 0.0).astype(np.float32)
-
-
 def rain_rate_meta(meta: DatasetMeta) -> DatasetMeta:
     """``meta`` (reflectivity, ``x * scale`` in dBZ) with rain rate in mm/h as its physical quantity.
 
@@ -1037,7 +1023,7 @@ def rain_rate_meta(meta: DatasetMeta) -> DatasetMeta:
     ValueError
         If ``meta``'s threshold space is not dBZ.
     """
-    from .data.transforms import rainrate_to_dbz
+    from .data.transforms import encoded_rainrate, rainrate_to_dbz
 
     if meta.unit != "dBZ":
         raise ValueError(f"rain rate is derived from reflectivity (dBZ); {meta.name} data are in {meta.unit}")
@@ -1050,7 +1036,7 @@ def rain_rate_meta(meta: DatasetMeta) -> DatasetMeta:
         thresholds=tuple(float(rainrate_to_dbz(np.array([r], np.float64))[0]) for r in RAINRATE_THRESHOLDS),
         transform=f"{meta.transform}; rain rate R = (10^(dBZ/10) / 200)^(1/1.6) mm/h (Marshall-Palmer Z = 200 R^1.6), "
         "0 mm/h at and below 0 dBZ (0.036 mm/h)",
-        to_physical_fn=_rate_from_code,
+        to_physical_fn=encoded_rainrate,
     )
 
 

@@ -140,7 +140,7 @@ def _accelerator() -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import build_dataset, evaluate, lpips_from_path, markdown_table, write_outputs
-    from ..inference import BASELINES, Nowcaster
+    from ..inference import BASELINES, GridMismatchError, Nowcaster
     from ..utils.io import ensure_writable_dir
 
     if args.members < 1 or args.batch_size < 1:
@@ -162,9 +162,7 @@ def run(args: argparse.Namespace) -> int:
             grid = (args.size or RADAR_CROP,) * 2 if radar else None
             try:
                 loaded[i] = Nowcaster.from_checkpoint(spec, map_location=device, grid=grid)
-            except ValueError as exc:
-                if grid is None or "cannot run on" not in str(exc):
-                    raise
+            except GridMismatchError as exc:
                 log.warning("%s; evaluating it on its own grid (area-averaged radar frames)", exc)
                 loaded[i] = Nowcaster.from_checkpoint(spec, map_location=device)
     ref = next(iter(loaded.values()), None)

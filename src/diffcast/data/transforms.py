@@ -62,6 +62,13 @@ def dbz_to_rainrate(dbz: np.ndarray, a: float = 200.0, b: float = 1.6) -> np.nda
     return np.power(z / a, 1.0 / b).astype(np.float32)
 
 
+def encoded_rainrate(dbz: np.ndarray) -> np.ndarray:
+    """Rain rate (mm/h, float32) of reflectivity values in the radar encoding: Marshall-Palmer,
+    and 0 mm/h at and below 0 dBZ, the encoding's floor (0 dBZ = 0.036 mm/h stands for no rain)."""
+    d = np.asarray(dbz, dtype=np.float64)
+    return np.where(d > 0, dbz_to_rainrate(d), 0.0).astype(np.float32)
+
+
 SEVIR_META = DatasetMeta(
     name="sevir",
     unit="VIL code (0-255)",
@@ -201,9 +208,9 @@ def transcode(x: Any, src: DatasetMeta, dst: DatasetMeta) -> Any:
     if src.unit == dst.unit:
         out = v
     elif (src.unit, dst.unit) == ("dBZ", "mm/h"):
-        out = np.where(v > 0, dbz_to_rainrate(v).astype(np.float64), 0.0)
+        out = encoded_rainrate(v).astype(np.float64)
     elif (src.unit, dst.unit) == ("mm/h", "dBZ"):
-        out = np.where(v > 0, rainrate_to_dbz(np.maximum(v, 1e-12)).astype(np.float64), 0.0)
+        out = rainrate_to_dbz(v).astype(np.float64)  # 0 mm/h (and anything below 0 dBZ) -> 0 dBZ
     else:
         raise ValueError(f"no conversion from {src.unit} ({src.name}) to {dst.unit} ({dst.name})")
     res = np.clip(out / dst.scale, 0.0, 1.0).astype(np.float32)

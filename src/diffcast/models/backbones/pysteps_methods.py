@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...data.transforms import dbz_to_rainrate, kgm2_to_vil_code, rainrate_to_dbz, vil_code_to_kgm2
+from ...data.transforms import encoded_rainrate, kgm2_to_vil_code, rainrate_to_dbz, vil_code_to_kgm2
 from . import BACKBONES
 from .base import Backbone
 
@@ -130,6 +130,19 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _dbr_and_motion(
+    precip: Any, min_frames: int | None, settings: dict[str, Any] | None
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+    """``(settings, rain rate, dBR, motion)``: the steps every method shares (pysteps' example recipe).
+
+    ``min_frames=None``: the AR order + 1 frames the cascade methods need.
+    """
+    s = {**PYSTEPS_SETTINGS, **(settings or {})}
+    r = check_precip(precip, s["ar_order"] + 1 if min_frames is None else min_frames)
+    dbr = to_dbr(r, s["threshold"], s["zerovalue"])
+    return s, r, dbr, motion_field(dbr)
+
+
 def _coverage_nan(forecast: np.ndarray, last: np.ndarray) -> np.ndarray:
     forecast = np.asarray(forecast, dtype=np.float64)
     forecast[..., ~np.isfinite(last)] = np.nan
@@ -156,10 +169,7 @@ def extrapolation_nowcast(precip: Any, n_leadtimes: int, settings: dict[str, Any
     """
     from pysteps import nowcasts
 
-    s = {**PYSTEPS_SETTINGS, **(settings or {})}
-    r = check_precip(precip, 2)
-    dbr = to_dbr(r, s["threshold"], s["zerovalue"])
-    uv = motion_field(dbr)
+    s, r, dbr, uv = _dbr_and_motion(precip, 2, settings)
     with _quiet():
         out = nowcasts.get_method("extrapolation")(dbr[-1], uv, int(n_leadtimes))
     return _coverage_nan(from_dbr(out, s["precip_thr"]), r[-1])
@@ -186,10 +196,7 @@ def sprog_nowcast(
     """
     from pysteps import nowcasts
 
-    s = {**PYSTEPS_SETTINGS, **(settings or {})}
-    r = check_precip(precip, s["ar_order"] + 1)
-    dbr = to_dbr(r, s["threshold"], s["zerovalue"])
-    uv = motion_field(dbr)
+    s, r, dbr, uv = _dbr_and_motion(precip, None, settings)
     with _quiet():
         out = nowcasts.get_method("sprog")(
             dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), precip_thr=s["precip_thr"],
@@ -231,10 +238,7 @@ def steps_nowcast(
     """
     from pysteps import nowcasts
 
-    s = {**PYSTEPS_SETTINGS, **(settings or {})}
-    r = check_precip(precip, s["ar_order"] + 1)
-    dbr = to_dbr(r, s["threshold"], s["zerovalue"])
-    uv = motion_field(dbr)
+    s, r, dbr, uv = _dbr_and_motion(precip, None, settings)
     with _quiet():
         out = nowcasts.get_method("steps")(
             dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), int(n_ens_members),
@@ -259,7 +263,7 @@ def to_intensity(x: np.ndarray, intensity: str, scale: float) -> np.ndarray:
     """``[0, 1]`` model values to an intensity (mm/h, kg m-2 or ``x * scale``); 0 stays 0."""
     code = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * scale
     if intensity == "rainrate":
-        return np.where(code > 0, dbz_to_rainrate(code).astype(np.float64), 0.0)
+        return encoded_rainrate(code).astype(np.float64)
     if intensity == "vil":
         return np.asarray(vil_code_to_kgm2(code), dtype=np.float64)
     return code
@@ -269,7 +273,7 @@ def from_intensity(r: np.ndarray, intensity: str, scale: float) -> np.ndarray:
     """Inverse of :func:`to_intensity` (NaN -> 0), clipped to ``[0, 1]``."""
     r = np.nan_to_num(np.asarray(r, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if intensity == "rainrate":
-        code = np.where(r > 0, rainrate_to_dbz(np.maximum(r, 1e-12)), 0.0)
+        code = rainrate_to_dbz(r)
     elif intensity == "vil":
         code = np.asarray(kgm2_to_vil_code(r), dtype=np.float64)
     else:
