@@ -53,6 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "attn_heads": 4,
         "attn_dim_head": 32,
         "ta_kernel": 21,
+        "patch": 1,
         "timesteps": 1000,
         "schedule": "sigmoid",
         "objective": "v",
@@ -79,6 +80,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "attn_heads": 2,
         "attn_dim_head": 16,
         "ta_kernel": 21,
+        "patch": 1,
         "timesteps": 1000,
         "schedule": "sigmoid",
         "objective": "v",
@@ -172,7 +174,11 @@ class ResidualDiffusion(nn.Module):
         Defaults for the keys below (see :data:`PRESETS`).
     **overrides
         ``dim``, ``dim_mults``, ``segment``, ``groups``, ``attn_heads``,
-        ``attn_dim_head``, ``ta_kernel`` (architecture); ``timesteps``,
+        ``attn_dim_head``, ``ta_kernel``, ``patch`` (architecture: with ``patch = p``
+        the denoiser and the context encoder work on ``p x p`` pixel blocks folded
+        into channels (space-to-depth), ``p**2`` times fewer positions, so about
+        ``p**2`` times cheaper at a given width; the residual is unfolded back to
+        full resolution, pixel by pixel; 1 = the paper's pixel-space model); ``timesteps``,
         ``schedule`` (linear | cosine | sigmoid | sigmoid_official: the
         original's arithmetic, for converted checkpoints), ``objective`` (v | eps | x0),
         ``min_snr_gamma`` (None = off) (diffusion); ``alpha`` (weight of the
@@ -222,10 +228,14 @@ class ResidualDiffusion(nn.Module):
                 f"t_out ({t_out}) must be a positive multiple of the segment length ({seg}); "
                 "set model.t_out or diffusion.segment"
             )
-        factor = 2 ** (len(cfg["dim_mults"]) - 1)
+        patch = cfg["patch"]
+        if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+            raise ValueError(f"patch must be a positive integer (1 = pixel space), got {patch!r}")
+        factor = 2 ** (len(cfg["dim_mults"]) - 1) * patch
         if height % factor or width % factor:
             raise ValueError(
                 f"frame size {height}x{width} must be divisible by {factor} for dim_mults {cfg['dim_mults']}"
+                + (f" and patch {patch}" if patch > 1 else "")
             )
         if cfg["schedule"] not in SCHEDULES:
             raise ValueError(f"unknown noise schedule {cfg['schedule']!r}; choose one of: {', '.join(SCHEDULES)}")
@@ -244,6 +254,7 @@ class ResidualDiffusion(nn.Module):
 
         self.t_in, self.t_out, self.channels, self.height, self.width = t_in, t_out, channels, height, width
         self.segment = seg
+        self.patch = patch
         self.n_segments = t_out // seg
         self.local_index = local_index
         self.objective = canonical_objective(cfg["objective"])
@@ -263,13 +274,15 @@ class ResidualDiffusion(nn.Module):
             dim=cfg["dim"],
             dim_mults=cfg["dim_mults"],
             segment=seg,
-            channels=channels,
+            channels=channels * patch**2,
             groups=cfg["groups"],
             attn_heads=cfg["attn_heads"],
             attn_dim_head=cfg["attn_dim_head"],
             ta_kernel=cfg["ta_kernel"],
         )
-        self.ctx_net = ContextNet(dim=cfg["dim"], dim_mults=cfg["dim_mults"], channels=channels, groups=cfg["groups"])
+        self.ctx_net = ContextNet(
+            dim=cfg["dim"], dim_mults=cfg["dim_mults"], channels=channels * patch**2, groups=cfg["groups"]
+        )
         self.backbone_net = backbone
         if self.freeze_backbone:
             for p in backbone.parameters():
@@ -315,9 +328,25 @@ class ResidualDiffusion(nn.Module):
         with torch.no_grad():
             return self.backbone_net(x_in)
 
+    def to_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C, H, W) -> (B, T, C p^2, H / p, W / p)``: space-to-depth for ``patch = p`` (identity for 1)."""
+        if self.patch == 1:
+            return x
+        b, t = x.shape[:2]
+        return F.pixel_unshuffle(x.reshape(b * t, *x.shape[2:]), self.patch).reshape(b, t, -1, *(
+            n // self.patch for n in x.shape[-2:]))
+
+    def from_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_blocks`."""
+        if self.patch == 1:
+            return x
+        b, t = x.shape[:2]
+        return F.pixel_shuffle(x.reshape(b * t, *x.shape[2:]), self.patch).reshape(b, t, -1, *(
+            n * self.patch for n in x.shape[-2:]))
+
     def context(self, x_in: torch.Tensor, mu: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(global_ctx, local_ctx)`` from ``x_in`` and ``mu`` (both in ``[0, 1]``)."""
-        frames = torch.cat((x_in, mu), dim=1) * 2 - 1
+        frames = self.to_blocks(torch.cat((x_in, mu), dim=1) * 2 - 1)
         return self.ctx_net(frames, self.local_index)
 
     # ------------------------------------------------------------------ training
@@ -367,7 +396,7 @@ class ResidualDiffusion(nn.Module):
             mu, bb_terms = self._backbone_mu(x_in), {}
         mu_d = mu.detach() if self.detach_mu else mu
         global_ctx, local_ctx = self.context(x_in, mu_d)
-        r = (y_true * 2 - 1) - (mu_d * 2 - 1)  # residual in [-1, 1] space
+        r = self.to_blocks((y_true * 2 - 1) - (mu_d * 2 - 1))  # residual in [-1, 1] space
         b, k, s = r.shape[0], self.n_segments, self.segment
         r = r.reshape(b, k, s, *r.shape[2:])
         prev = torch.cat((torch.zeros_like(r[:, :1]), r[:, :-1]), dim=1)  # teacher forcing
@@ -450,7 +479,8 @@ class ResidualDiffusion(nn.Module):
                 f"noise must be a tensor of shape {(self.n_segments, *shape)} (segments, members, batch, "
                 f"frames, C, H, W) or a list of {self.n_segments} tensors of shape {shape}; got {got}"
             )
-        return [z.to(device=device, dtype=torch.float32) for z in items]
+        return [self.to_blocks(z.to(device=device, dtype=torch.float32).reshape(members * batch, *shape[2:]))
+                for z in items]
 
     def _denoiser(self, compile: bool) -> Any:
         """The GTUNet, or its ``torch.compile`` d version (built once and cached)."""
@@ -572,15 +602,18 @@ class ResidualDiffusion(nn.Module):
         smp.set_timesteps(steps, device=dev)
         n_evals = len(smp.timesteps)
         bar = tqdm(total=self.n_segments * n_evals, desc="sampling", disable=not progress, leave=False)
-        shape = (m * b, self.segment, self.channels, self.height, self.width)
+        p = self.patch
+        shape = (m * b, self.segment, self.channels * p * p, self.height // p, self.width // p)
         residuals = []
         cond = None
         for k in range(self.n_segments):
             if seg_noise is not None:
-                r = seg_noise[k].reshape(shape)
+                r = seg_noise[k]
             else:
+                # drawn at full resolution and folded, so a seed gives the same pixel noise for any patch
                 gdev = generator.device if generator is not None else dev
-                r = torch.randn(shape, generator=generator, device=gdev).to(dev)
+                full = (m * b, self.segment, self.channels, self.height, self.width)
+                r = self.to_blocks(torch.randn(full, generator=generator, device=gdev).to(dev))
             smp.set_timesteps(steps, device=dev)
             idx = torch.full((m * b,), k, device=dev, dtype=torch.long)
             ctx = local_ctx if k == 0 else global_ctx
@@ -595,7 +628,8 @@ class ResidualDiffusion(nn.Module):
             residuals.append(r)
             cond = r
         bar.close()
-        res = torch.cat(residuals, dim=1).reshape(m, b, self.t_out, self.channels, self.height, self.width)
+        res = self.from_blocks(torch.cat(residuals, dim=1))
+        res = res.reshape(m, b, self.t_out, self.channels, self.height, self.width)
         forecast = ((mu_n.unsqueeze(0) + res + 1) / 2).clamp(0.0, 1.0)
         return DiffCastSample(forecast=forecast, mu=mu.clamp(0.0, 1.0), residual=res)
 
