@@ -66,7 +66,9 @@ def iter_cases(args: argparse.Namespace) -> Iterator[Case]:
             if not args.radar_root.is_dir():
                 print(json.dumps({"case": "radar", "skipped": f"{args.radar_root} not found"}))
                 continue
-            yield radar_case(args.radar_root, args.t_in, args.n_leadtimes, args.crop, args.stride, args.limit, args.split)
+            yield radar_case(
+                args.radar_root, args.t_in, args.n_leadtimes, args.crop, args.stride, args.limit, args.split, args.events
+            )
         elif name == "sevir":
             if not args.sevir_root.is_dir():
                 print(json.dumps({"case": "sevir", "skipped": f"{args.sevir_root} not found"}))
@@ -86,6 +88,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--radar-root", type=Path, default=SHARED / "radar")
     p.add_argument("--sevir-root", type=Path, default=SHARED / "sevir_demo")
     p.add_argument("--split", default="test", help="radar split (default: the held-out test events)")
+    p.add_argument("--events", nargs="+", default=None, metavar="DATE",
+                   help="radar events (YYYY-MM-DD) that form --split, e.g. a model's validation events (default: "
+                        "each archive's own split)")
     p.add_argument("--t-in", type=int, default=5)
     p.add_argument("--n-leadtimes", type=int, default=12)
     p.add_argument("--members", type=int, default=8)

@@ -98,12 +98,13 @@ def _limit_attention(model: nn.Module, mcfg: dict[str, Any], trained: tuple[int,
     """Full spatial attention of a model run on a larger grid attends over windows of its training extent."""
     from .models.diffusion.layers import Attention
 
-    mults = (mcfg.get("diffusion") or {}).get("dim_mults")
-    if mults is None:
-        from .models.diffusion.residual import PRESETS
+    from .models.diffusion.residual import PRESETS
 
-        mults = PRESETS[(mcfg.get("diffusion") or {}).get("preset", "paper")]["dim_mults"]
-    f = 2 ** (len(mults) - 1)  # the UNet's middle block works at 1 / f of the frame size
+    dcfg = mcfg.get("diffusion") or {}
+    preset = PRESETS[dcfg.get("preset", "paper")]
+    mults = dcfg.get("dim_mults", preset["dim_mults"])
+    patch = int(dcfg.get("patch", preset["patch"]))
+    f = 2 ** (len(mults) - 1) * patch  # the UNet's middle block works at 1 / f of the frame size
     for m in model.modules():
         if isinstance(m, Attention):
             m.window = (max(1, trained[0] // f), max(1, trained[1] // f))

@@ -65,8 +65,22 @@ def _vil_kgm2(codes: Sequence[float]) -> tuple[float, ...]:
     return tuple(round(float(v), 4) for v in vil_code_to_kgm2(np.asarray(codes, dtype=np.float32)))
 
 
-def radar_case(root: Path, t_in: int, n_lead: int, crop: int, stride: int, limit: int | None, split: str = "test") -> Case:
-    """Held-out windows of every radar archive under ``root`` (mm/h, native resolution, centre crop)."""
+def radar_case(
+    root: Path,
+    t_in: int,
+    n_lead: int,
+    crop: int,
+    stride: int,
+    limit: int | None,
+    split: str = "test",
+    events: Sequence[str] | None = None,
+) -> Case:
+    """Held-out windows of every radar archive under ``root`` (mm/h, native resolution, centre crop).
+
+    ``events`` (dates ``YYYY-MM-DD``) puts exactly those events in ``split`` (the
+    others are unused), e.g. a model's validation events; by default each archive's
+    own event split is used.
+    """
     from diffcast.data.radar import RadarArchive
     from diffcast.models.backbones.pysteps_methods import to_intensity
 
@@ -77,7 +91,10 @@ def radar_case(root: Path, t_in: int, n_lead: int, crop: int, stride: int, limit
         if not folder.is_dir():
             continue
         try:
-            ds = RadarArchive(folder, split=split, seq_len=t_in + n_lead, size=crop, resample="crop", stride=stride)
+            extra = {} if events is None else {"split_events": {split: list(events)}}
+            ds = RadarArchive(
+                folder, split=split, seq_len=t_in + n_lead, size=crop, resample="crop", stride=stride, **extra
+            )
         except ValueError as exc:
             notes.append(f"{rel}: {exc}")
             continue

@@ -119,3 +119,24 @@ def test_fixed_backbone_patch_model_on_larger_grid():
     m = ResidualDiffusion(FixedBackbone(5, 5, 1, 32, 32), 5, 5, 1, 32, 32, preset="tiny", dim=8, groups=4, patch=2)
     out = m.sample(torch.rand(1, 5, 1, 32, 32), members=2, steps=2)
     assert out.forecast.shape == (2, 1, 5, 1, 32, 32)
+
+
+@pytest.mark.parametrize("patch, window", [(1, 8), (2, 4)])
+def test_larger_grid_attends_over_the_training_extent_in_blocks(tmp_path, patch, window):
+    """Run on a larger grid than trained, the middle attention's window is the training extent
+    at the middle level: 16 px / (2 ** 1 levels * patch) positions."""
+    from diffcast.inference import Nowcaster
+    from diffcast.models.diffusion.layers import Attention
+    from diffcast.models.factory import build_model
+    from diffcast.training.model_io import save_model_file
+
+    cfg = {
+        "type": "diffcast", "t_in": 5, "t_out": 10, "channels": 1, "height": 16, "width": 16,
+        "backbone": {"name": "persistence"},
+        "diffusion": {"preset": "tiny", "dim": 8, "groups": 4, "dim_mults": [1, 2], "patch": patch},
+    }
+    torch.manual_seed(0)
+    path = save_model_file(tmp_path / "m.safetensors", build_model(cfg).state_dict(), {"model": cfg, "data": {"name": "radar"}})
+    nc = Nowcaster.from_checkpoint(path, grid=(64, 48))
+    windows = {m.window for m in nc.model.modules() if isinstance(m, Attention)}
+    assert windows == {(window, window)}
