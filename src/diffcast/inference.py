@@ -97,7 +97,6 @@ def padded_grid(height: int, width: int) -> tuple[int, int]:
 def _limit_attention(model: nn.Module, mcfg: dict[str, Any], trained: tuple[int, int]) -> None:
     """Full spatial attention of a model run on a larger grid attends over windows of its training extent."""
     from .models.diffusion.layers import Attention
-
     from .models.diffusion.residual import PRESETS
 
     dcfg = mcfg.get("diffusion") or {}

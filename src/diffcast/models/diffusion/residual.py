@@ -602,8 +602,6 @@ class ResidualDiffusion(nn.Module):
         smp.set_timesteps(steps, device=dev)
         n_evals = len(smp.timesteps)
         bar = tqdm(total=self.n_segments * n_evals, desc="sampling", disable=not progress, leave=False)
-        p = self.patch
-        shape = (m * b, self.segment, self.channels * p * p, self.height // p, self.width // p)
         residuals = []
         cond = None
         for k in range(self.n_segments):
