@@ -1372,12 +1372,33 @@ def nowcast_to_files(
         start_frame=start_frame,
     )
     nc = make_nowcaster(spec, raw, t_in=t_in, t_out=t_out, size=size, data_meta=data_meta)
+    return nowcast_raw(
+        nc, raw, out_dir, crop=crop, analysis_time=analysis_time, start_frame=start_frame, members=members, seed=seed,
+        prob_threshold=prob_threshold, progress=progress, sample_kwargs=sample_kwargs, spec=str(spec),
+        command=command, units=units,
+    )
+
+
+def nowcast_raw(
+    nowcaster: Any,
+    raw: RawInput,
+    out_dir: str | os.PathLike[str],
+    *,
+    crop: str = "none",
+    analysis_time: str | dt.datetime | None = None,
+    start_frame: int | None = None,
+    **run_kwargs: Any,
+) -> dict[str, Any]:
+    """Fit ``raw`` to ``nowcaster`` (:func:`prepare_input`) and forecast into ``out_dir`` (:func:`run_nowcast`).
+
+    The second half of :func:`nowcast_to_files`, for callers that keep one model for
+    many inputs (``diffcast nowcast --watch``). ``run_kwargs`` are those of
+    :func:`run_nowcast`; returns the content of ``run.json``.
+    """
+    nc = nowcaster
     prepared = prepare_input(
         raw, t_in=nc.t_in, size=getattr(nc, "input_grid", (nc.height, nc.width)), meta=nc.meta, crop=crop,
         analysis_time=analysis_time,
         model_name=nc.name, start_frame=start_frame, t_out=nc.t_out,
     )
-    return run_nowcast(
-        nc, prepared, out_dir, members=members, seed=seed, prob_threshold=prob_threshold, progress=progress,
-        sample_kwargs=sample_kwargs, spec=str(spec), command=command, units=units,
-    )
+    return run_nowcast(nc, prepared, out_dir, **run_kwargs)

@@ -6,17 +6,25 @@ diffcast nowcast --baseline extrapolation --input ../shared/data/sevir_demo/demo
 diffcast nowcast --checkpoint runs/diffcast --input frames.npy --members 8 --seed 1 --out nc_out
 diffcast nowcast --checkpoint persistence --input radar_folder/ --size 128 128 --crop center --out nc_out
 diffcast nowcast --checkpoint runs/diffcast --input SEVIR_VIL_STORMEVENTS_2019_0701_1231.h5 --sample-index 3 --out nc_out
+diffcast nowcast --baseline extrapolation --watch /data/radar/incoming --poll-seconds 10 --out nowcasts
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 
 from ..data.radar import RADAR_FORMATS
 from ..inference import BASELINES
 from ..nowcasting import ARRAY_LAYOUTS, OUTPUT_UNITS
 from ..sampling import SPACINGS
+
+#: Default of --poll-seconds and --retries.
+POLL_SECONDS = 10.0
+RETRIES = 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "matches. forecast.nc of radar files carries their map projection (CF grid mapping, lat/lon), "
             "is NaN outside radar coverage (coverage variable) and is in the files' quantity: rain rate "
             "(mm/h) for rain-rate and accumulation products, reflectivity (dBZ) otherwise (see --units). "
-            "Only the radar files used are read."
+            "Only the radar files used are read. With --watch DIR instead of --input, radar files arriving in DIR "
+            "are nowcast as they come: one output folder per analysis time (OUT/20160711T1200Z/, written "
+            "atomically; existing ones are not recomputed), OUT/latest naming the newest, one log line per cycle; "
+            "a missing or unreadable file skips the cycle (see README, Streaming)."
         ),
     )
     model = p.add_mutually_exclusive_group(required=True)
@@ -45,8 +56,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"model file, checkpoint folder or run folder; or a baseline name ({', '.join(BASELINES)})",
     )
     model.add_argument("--baseline", choices=BASELINES, help="use a parameter-free baseline instead of a checkpoint")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="input folder or files")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="PATH", help="input folder or files")
+    source.add_argument(
+        "--watch", metavar="DIR",
+        help="streaming: poll DIR for radar files and nowcast each new analysis time into OUT/<YYYYmmddTHHMMZ>/ "
+        "(with --pattern, --radar-format; until Ctrl-C/SIGTERM, --max-cycles or --once)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created); with --watch, one subfolder per analysis time")
+    p.add_argument("--poll-seconds", type=float, default=None, metavar="S",
+                   help=f"--watch: seconds between looks at the folder (default {POLL_SECONDS:g})")
+    p.add_argument("--max-cycles", type=int, default=None, metavar="N",
+                   help="--watch: stop after N cycles (a cycle: a nowcast written, or one skipped and why)")
+    p.add_argument("--once", action="store_true", help="--watch: look at the folder once, nowcast what is new, exit")
+    p.add_argument("--retries", type=int, default=None, metavar="N",
+                   help=f"--watch: tries again of an unreadable file that does not change (default {RETRIES})")
     p.add_argument("--members", type=int, default=1, help="ensemble members (probabilistic models; default 1)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random, recorded in run.json)")
     p.add_argument(
@@ -118,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.watch is not None:
+        return watch(args)
+    used = [f"--{k.replace('_', '-')}" for k in ("poll_seconds", "max_cycles", "retries") if getattr(args, k) is not None]
+    if used or args.once:
+        raise ValueError(f"{', '.join(used + ['--once'] * args.once)} applies to --watch DIR only")
     if args.members < 1:
         raise ValueError(f"--members must be >= 1, got {args.members}")
     info = nowcast_to_files(
@@ -140,8 +170,7 @@ def run(args: argparse.Namespace) -> int:
         t_in=args.t_in,
         t_out=args.t_out,
         data_meta=args.data_meta,
-        sample_kwargs={k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
-                                                 ("timestep_spacing", args.timestep_spacing)) if v is not None},
+        sample_kwargs=_sample_kwargs(args),
         progress=not args.no_progress and sys.stderr.isatty(),
         command=["diffcast", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("diffcast") else None,
         units=args.units,
@@ -150,4 +179,55 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {args.out}/forecast.nc, forecast.gif, panel.png, run.json "
         f"({info['members']} member(s) x {len(info['valid_times'])} leads, {info['elapsed_s']['total']:.1f} s)"
     )
+    return 0
+
+
+def _sample_kwargs(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
+                              ("timestep_spacing", args.timestep_spacing)) if v is not None}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def watch(args: argparse.Namespace) -> int:
+    """``--watch DIR``: nowcast radar files as they arrive (:class:`diffcast.streaming.FolderWatcher`)."""
+    from ..streaming import FolderWatcher
+
+    ignored = {"--input-kind": args.input_kind not in (None, "radar"), "--h5-key": args.h5_key is not None,
+               "--sample-index": args.sample_index is not None, "--layout": args.layout != "auto",
+               "--start-frame": args.start_frame is not None, "--analysis-time": args.analysis_time is not None}
+    bad = [k for k, v in ignored.items() if v]
+    if bad:
+        raise ValueError(f"--watch reads radar files and nowcasts the newest frames; {', '.join(bad)} does not apply")
+    watcher = FolderWatcher(
+        args.baseline or args.checkpoint, args.watch, args.out,
+        radar_format=args.radar_format, radar_pattern=args.pattern,
+        retries=RETRIES if args.retries is None else args.retries,
+        crop=args.crop, size=tuple(args.size) if args.size else None, t_in=args.t_in, t_out=args.t_out,
+        data_meta=args.data_meta, members=args.members, seed=args.seed, prob_threshold=args.prob_threshold,
+        sample_kwargs=_sample_kwargs(args), units=args.units,
+        command=["diffcast", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("diffcast") else None,
+    )
+    # One log line per cycle: the per-step INFO lines of reading and writing only with -v.
+    levels = {} if args.verbose else {"diffcast": logging.WARNING,
+                                      "diffcast.streaming": logging.WARNING if args.quiet else logging.INFO}
+    saved = {name: logging.getLogger(name).level for name in levels}
+    # SIGTERM (service managers, kill) stops like Ctrl-C: the current cycle is abandoned, no partial output.
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        poll = POLL_SECONDS if args.poll_seconds is None else args.poll_seconds
+        cycles = watcher.run(poll, max_cycles=args.max_cycles, once=args.once)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if old_term is None else old_term)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+    written = sum(c.status == "written" for c in cycles)
+    skipped = sum(c.status not in ("written", "exists") for c in cycles)
+    print(f"watched {args.watch}: {len(cycles)} cycle(s), {written} nowcast(s) written to {args.out}, {skipped} skipped")
     return 0

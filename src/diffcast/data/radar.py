@@ -816,8 +816,28 @@ def select_files(files: Sequence[Path], pattern: str, where: str) -> list[Path]:
     return sel
 
 
+def _file_time(
+    fobj: RadarFormat, path: Path, cache: dict[tuple[Path, int, int], datetime] | None
+) -> datetime:
+    """``fobj.timestamp(path)``; time stamps read from file contents are kept in ``cache`` by (path, size, mtime)."""
+    if cache is None or fobj.time is not None:  # names are parsed, not cached
+        return fobj.timestamp(path)
+    st = path.stat()
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in cache:
+        cache[key] = fobj.timestamp(path)
+    return cache[key]
+
+
 def list_radar_files(
-    root: str | Path, fmt: str | None = None, series: str | None = None, pattern: str | None = None
+    root: str | Path,
+    fmt: str | None = None,
+    series: str | None = None,
+    pattern: str | None = None,
+    *,
+    skipped: list[tuple[Path, str]] | None = None,
+    allow_empty: bool = False,
+    time_cache: dict[tuple[Path, int, int], datetime] | None = None,
 ) -> tuple[str, list[tuple[datetime, Path]]]:
     """All radar files under ``root`` (recursively) as ``(format, [(time, path), ...])`` sorted by time.
 
@@ -834,6 +854,15 @@ def list_radar_files(
     pattern : str, optional
         Shell pattern on the file names (``fnmatch``, e.g. ``"RAD_NL25_RAP_*"``) that
         picks one product out of a folder holding several.
+    skipped : list, optional
+        For a folder that is being filled (``diffcast nowcast --watch``): files whose
+        time stamp cannot be read (an ODIM file still being written) are appended to
+        it as ``(path, reason)`` and left out, instead of raising.
+    allow_empty : bool
+        A folder without matching files gives ``(fmt or "", [])`` instead of an error.
+    time_cache : dict, optional
+        Time stamps read from file contents (ODIM ``/what``) are kept in it by
+        ``(path, size, mtime)``, so a folder listed again opens only new or changed files.
 
     Raises
     ------
@@ -841,15 +870,22 @@ def list_radar_files(
         Missing folder, no matching files, several formats without ``fmt``,
         several series without ``series``, or duplicate time stamps.
     """
+    import fnmatch
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"radar folder {root} does not exist")
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     if pattern is not None:
-        files = select_files(files, pattern, str(root))
+        if allow_empty:
+            files = [p for p in files if fnmatch.fnmatch(p.name, pattern)]
+        else:
+            files = select_files(files, pattern, str(root))
     if fmt is None:
         cand = [p for p in files if any(f.match(p) for f in RADAR_FORMATS.values())]
         if not cand:
+            if allow_empty:
+                return "", []
             raise ValueError(
                 f"no radar files of a known format ({', '.join(RADAR_FORMATS)}) under {root}"
             )
@@ -859,6 +895,8 @@ def list_radar_files(
     fobj = RADAR_FORMATS[fmt]
     sel = [p for p in files if fobj.match(p)]
     if not sel:
+        if allow_empty:
+            return fmt, []
         raise ValueError(f"no {fmt} files ({fobj.description}) under {root}")
     by_series = Counter(fobj.series(p) for p in sel)
     if series is not None:
@@ -873,7 +911,19 @@ def list_radar_files(
             f"{root} holds several {fmt} series ({found}) with their own grids and time steps; "
             "pass series=NAME (or pattern=GLOB on the file names, --pattern on the command line) or use the folder of one series"
         )
-    items = sorted((fobj.timestamp(p), p) for p in sel)
+    items = []
+    for p in sel:
+        try:
+            items.append((_file_time(fobj, p, time_cache), p))
+        except FileNotFoundError:
+            if skipped is None:
+                raise
+            # removed since it was listed (a writer's rename): not an error
+        except (ValueError, OSError) as exc:
+            if skipped is None:
+                raise
+            skipped.append((p, str(exc)))
+    items.sort()
     for (t1, p1), (t2, p2) in zip(items[:-1], items[1:]):
         if t1 == t2:
             raise ValueError(
