@@ -506,6 +506,7 @@ class ResidualDiffusion(nn.Module):
         timestep_spacing: str | None = None,
         compile: bool = False,
         autocast_dtype: torch.dtype | str | None = None,
+        member_chunk: int | None = None,
     ) -> DiffCastSample:
         """Sample ``members`` forecasts per input, segment by segment.
 
@@ -545,6 +546,13 @@ class ResidualDiffusion(nn.Module):
             update stays in float32. Only worth it on hardware with fast
             low-precision matmuls (GPUs, CPUs with AVX512-BF16 / AMX); see
             ``tests/unit/diffusion/test_efficiency.py`` for its accuracy cost.
+        member_chunk : int, optional
+            Run the denoiser on at most this many members at a time (the backbone and
+            the context encoder still run once); bounds the denoiser's memory by the
+            chunk instead of the ensemble. Each member's noise comes from its own
+            generator, seeded from ``generator``, so with a deterministic sampler
+            (UniPC, DDIM with ``eta = 0``, the defaults) the result does not depend on
+            the chunk size; ancestral samplers draw their step noise per chunk.
 
         Returns
         -------
@@ -564,7 +572,7 @@ class ResidualDiffusion(nn.Module):
         with torch.inference_mode():
             out = self._sample(
                 x_in, members, sampler, steps, eta, generator, noise, clip_x0, progress, timestep_spacing,
-                compile, amp_dtype,
+                compile, amp_dtype, member_chunk,
             )
         # inference tensors -> ordinary tensors (a cheap copy next to the sampling)
         return DiffCastSample(forecast=out.forecast.clone(), mu=out.mu.clone(), residual=out.residual.clone())
@@ -583,10 +591,14 @@ class ResidualDiffusion(nn.Module):
         timestep_spacing: str | None,
         compile: bool,
         amp_dtype: torch.dtype | None,
+        member_chunk: int | None = None,
     ) -> DiffCastSample:
         self._check(x_in, "x_in", self.t_in)
         if not isinstance(members, int) or members < 1:
             raise ValueError(f"members must be a positive integer, got {members!r}")
+        if member_chunk is not None and (isinstance(member_chunk, bool) or not isinstance(member_chunk, int)
+                                         or member_chunk < 1):
+            raise ValueError(f"member_chunk must be a positive integer or None, got {member_chunk!r}")
         steps = self.sampling_steps if steps is None else steps
         b, m, dev = x_in.shape[0], members, x_in.device
         seg_noise = self._segment_noise(noise, m, b, dev)
@@ -595,39 +607,49 @@ class ResidualDiffusion(nn.Module):
         mu = self._backbone_mu(x_in)
         mu_n = mu * 2 - 1
         global_ctx, local_ctx = self.context(x_in, mu)
-        global_ctx = [_expand_members(c, m) for c in global_ctx]
-        local_ctx = [_expand_members(c, m) for c in local_ctx]
-
         denoiser = self._denoiser(compile)
         smp.set_timesteps(steps, device=dev)
         n_evals = len(smp.timesteps)
-        bar = tqdm(total=self.n_segments * n_evals, desc="sampling", disable=not progress, leave=False)
+        bar = tqdm(total=m * self.n_segments * n_evals, desc="sampling", unit="member-step", disable=not progress,
+                   leave=False)
+        # One generator per member (seeded from `generator`): a member's noise does not
+        # depend on which chunk it runs in.
+        gdev = generator.device if generator is not None else dev
+        member_seeds = torch.randint(0, 2**62, (m,), generator=generator, device=gdev).tolist()
+        chunk = m if member_chunk is None else min(int(member_chunk), m)
         residuals = []
-        cond = None
-        for k in range(self.n_segments):
-            if seg_noise is not None:
-                r = seg_noise[k]
-            else:
-                # drawn at full resolution and folded, so a seed gives the same pixel noise for any patch
-                gdev = generator.device if generator is not None else dev
-                full = (m * b, self.segment, self.channels, self.height, self.width)
-                r = self.to_blocks(torch.randn(full, generator=generator, device=gdev).to(dev))
-            smp.set_timesteps(steps, device=dev)
-            idx = torch.full((m * b,), k, device=dev, dtype=torch.long)
-            ctx = local_ctx if k == 0 else global_ctx
-            for t in smp.timesteps:
-                tt = torch.full((m * b,), int(t), device=dev, dtype=torch.long)
-                if amp_dtype is None and not compile:
-                    out = self.model(r, tt, cond, ctx, idx)
+        for j0 in range(0, m, chunk):
+            mc = min(chunk, m - j0)
+            gens = [torch.Generator(device=gdev).manual_seed(int(sd)) for sd in member_seeds[j0 : j0 + mc]]
+            lctx = [_expand_members(c, mc) for c in local_ctx]
+            gctx = [_expand_members(c, mc) for c in global_ctx]
+            segs = []
+            cond = None
+            for k in range(self.n_segments):
+                if seg_noise is not None:
+                    r = seg_noise[k][j0 * b : (j0 + mc) * b]
                 else:
-                    out = self._fast_eval(denoiser, amp_dtype, r, tt, cond, ctx, idx)
-                r = smp.step(out, t, r, generator=generator)
-                bar.update(1)
-            residuals.append(r)
-            cond = r
+                    # drawn at full resolution and folded: a seed gives the same pixel noise for any patch
+                    full = (b, self.segment, self.channels, self.height, self.width)
+                    r = torch.cat([torch.randn(full, generator=g, device=gdev) for g in gens]).to(dev)
+                    r = self.to_blocks(r)
+                smp.set_timesteps(steps, device=dev)
+                idx = torch.full((mc * b,), k, device=dev, dtype=torch.long)
+                ctx = lctx if k == 0 else gctx
+                for t in smp.timesteps:
+                    tt = torch.full((mc * b,), int(t), device=dev, dtype=torch.long)
+                    if amp_dtype is None and not compile:
+                        out = self.model(r, tt, cond, ctx, idx)
+                    else:
+                        out = self._fast_eval(denoiser, amp_dtype, r, tt, cond, ctx, idx)
+                    r = smp.step(out, t, r, generator=generator)
+                    bar.update(mc)
+                segs.append(r)
+                cond = r
+            residuals.append(self.from_blocks(torch.cat(segs, dim=1)))
+            del lctx, gctx, segs, cond, r
         bar.close()
-        res = self.from_blocks(torch.cat(residuals, dim=1))
-        res = res.reshape(m, b, self.t_out, self.channels, self.height, self.width)
+        res = torch.cat(residuals).reshape(m, b, self.t_out, self.channels, self.height, self.width)
         forecast = ((mu_n.unsqueeze(0) + res + 1) / 2).clamp(0.0, 1.0)
         return DiffCastSample(forecast=forecast, mu=mu.clamp(0.0, 1.0), residual=res)
 
