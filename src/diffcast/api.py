@@ -45,6 +45,7 @@ def nowcast(
     seed: int | None = None,
     model: str | os.PathLike[str] | None = None,
     pixel_size: float = 1.0,
+    prob_matching: str | None = "cdf",
     **sample_kwargs: Any,
 ) -> np.ndarray:
     """Nowcast rain rate from the latest radar frames.
@@ -77,6 +78,14 @@ def nowcast(
         is not installed.
     pixel_size : float
         Grid spacing in km (STEPS' ``kmperpixel``; checked against a trained model's).
+    prob_matching : {"cdf", None}
+        Trained probabilistic models only: ``"cdf"`` (default) matches each member's
+        rain-rate distribution, lead by lead, to that of the last observed frame
+        (over the covered pixels), as pysteps' STEPS does (``probmatching_method="cdf"``,
+        :func:`pysteps.postprocessing.probmatching.nonparam_match_empirical_cdf`): the
+        diffusion model places the rain, the observation sets how much falls. It was
+        chosen on the shipped model's validation event (MeteoSwiss 2015-05-15), where
+        it lowered the CRPS from 0.043 to 0.035 mm/h (3 windows); ``None`` returns the model's rain rates as they are.
     **sample_kwargs
         Diffusion sampling options for trained models (``sampler``, ``steps``, ...).
 
@@ -113,6 +122,8 @@ def nowcast(
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
     n_lead, n_mem = int(n_leadtimes), int(n_ens_members)
+    if prob_matching not in ("cdf", None):
+        raise ValueError(f"prob_matching must be 'cdf' or None, got {prob_matching!r}")
     if isinstance(spec, str) and spec in NOWCAST_BASELINES:
         if sample_kwargs:
             raise ValueError(f"options {', '.join(sorted(sample_kwargs))} apply to diffusion models, not to {spec}")
@@ -125,7 +136,28 @@ def nowcast(
         else:
             out = pm.steps_nowcast(r, n_lead, n_mem, int(seed), timestep=float(timestep), pixel_size=float(pixel_size))
         return out
-    return _nowcast_model(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), sample_kwargs)
+    out = _nowcast_model(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), sample_kwargs)
+    if prob_matching == "cdf" and out.shape[0] > 1:  # baselines returned above: STEPS matches by itself
+        out = match_cdf(out, r[-1])
+    return out
+
+
+def match_cdf(forecast: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each ``(member, lead)`` field of ``forecast`` ``(M, T, y, x)`` given the empirical
+    distribution of ``reference`` ``(y, x)``, rank for rank, on the pixels where both are
+    finite (pysteps' ``nonparam_match_empirical_cdf``); NaN stays NaN."""
+    from pysteps.postprocessing.probmatching import nonparam_match_empirical_cdf
+
+    out = np.array(forecast, dtype=np.float64, copy=True)
+    ok = np.isfinite(reference) & np.all(np.isfinite(out), axis=(0, 1))
+    if ok.sum() < 2:
+        return out
+    ref = reference[ok]
+    for m in range(out.shape[0]):
+        for t in range(out.shape[1]):
+            field = out[m, t]
+            field[ok] = nonparam_match_empirical_cdf(field[ok], ref)
+    return out
 
 
 def _nowcast_model(

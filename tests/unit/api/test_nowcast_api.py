@@ -269,3 +269,46 @@ def test_no_rain_gives_zeros():
     fc = diffcast.nowcast(np.zeros((4, 64, 64)), n_leadtimes=2, n_ens_members=2, seed=0, model="steps")
     assert fc.shape == (2, 2, 64, 64)
     assert np.nanmax(fc) == 0.0
+
+
+def test_match_cdf_gives_each_field_the_reference_distribution():
+    from diffcast.api import match_cdf
+
+    rng = np.random.default_rng(0)
+    ref = rain_field(t=1, h=24, w=20)[0]
+    ref[:3] = np.nan
+    fc = rng.gamma(1.0, 2.0, size=(3, 2, 24, 20))  # no ties: every rank gets its own reference value
+    out = match_cdf(fc, ref)
+    ok = np.isfinite(ref)
+    for m in range(3):
+        for t in range(2):
+            np.testing.assert_allclose(np.sort(out[m, t][ok]), np.sort(ref[ok]))  # the reference's values
+            assert np.isnan(out[m, t][~ok]).all() or np.array_equal(out[m, t][~ok], fc[m, t][~ok])
+            # wetter forecast pixels stay wetter (ranks kept)
+            a, b = fc[m, t][ok], out[m, t][ok]
+            assert np.all(np.diff(b[np.argsort(a, kind="stable")]) >= -1e-12)
+
+
+def test_prob_matching_of_a_diffcast_ensemble(tmp_path):
+    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 32, "width": 32,
+            "backbone": {"name": "extrapolation"},
+            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4, "attn_heads": 1,
+                          "attn_dim_head": 8, "ta_kernel": 7, "patch": 2}}
+    torch.manual_seed(0)
+    path = save_model_file(tmp_path / "dc.safetensors", build_model(mcfg).state_dict(), {"model": mcfg, "data": {"name": "radar"}})
+    precip = rain_field(t=3, h=32, w=32)
+    precip[-1, :4] = np.nan
+    kw = {"n_leadtimes": 4, "n_ens_members": 2, "seed": 0, "model": str(path), "steps": 2}
+    raw = diffcast.nowcast(precip, prob_matching=None, **kw)
+    matched = diffcast.nowcast(precip, **kw)  # default "cdf"
+    ok = np.isfinite(precip[-1])
+    assert np.isnan(matched[..., ~ok]).all()
+    ref = precip[-1][ok]
+    for m in range(2):
+        for t in range(4):
+            # every value is one of the observation's (tied dry pixels share one), the wettest pixel gets its maximum
+            assert np.isin(matched[m, t][ok], ref).all()
+            assert matched[m, t][ok].max() == ref.max()
+    assert not np.allclose(raw[..., ok], matched[..., ok])
+    with pytest.raises(ValueError, match="prob_matching must be"):
+        diffcast.nowcast(precip, prob_matching="quantile", **kw)
