@@ -1185,6 +1185,10 @@ def run_nowcast(
     progress : bool
         Show a progress bar while sampling.
     sample_kwargs : dict, optional
+        Diffusion sampling options; its key ``prob_matching`` (``"cdf"``, the
+        default, or ``None``) is not a sampler option: ``"cdf"`` gives each member of
+        a diffusion ensemble, lead by lead, the distribution of the last observed
+        frame over the covered pixels (:func:`diffcast.api.match_cdf`).
         ``sampler``, ``steps``, ... passed to the diffusion sampler.
     spec : str, optional
         How the model was named (checkpoint path or baseline), for ``run.json``.
@@ -1240,6 +1244,10 @@ def run_nowcast(
         # native-grid nowcast (make_nowcaster): zero padding = no rain outside the domain, cropped back below
         x = torch.nn.functional.pad(x, (0, nowcaster.width - w, 0, nowcaster.height - h))
     kwargs = dict(sample_kwargs or {}) if nowcaster.is_probabilistic else {}
+    # probability matching is not a sampler option: "cdf" (default) or None, diffusion ensembles only
+    prob_matching = kwargs.pop("prob_matching", "cdf")
+    if prob_matching not in ("cdf", None):
+        raise ValueError(f"prob_matching must be 'cdf' or None, got {prob_matching!r}")
     with staged_output(out_dir) as tmp:
         t_pred = time.perf_counter()
         result = nowcaster.predict(x, members=members, seed=seed, progress=progress, **kwargs)
@@ -1248,6 +1256,17 @@ def run_nowcast(
         if not np.isfinite(fc).all():
             raise ValueError(f"{nowcaster.name} produced non-finite values; the model file may be corrupt")
         fc = np.clip(fc, 0.0, 1.0)
+        from .inference import is_diffusion_model
+
+        matched = prob_matching == "cdf" and is_diffusion_model(nowcaster.model) and fc.shape[0] > 1
+        if matched:
+            # ranks are kept, so matching the encoded values equals matching rain rates
+            from .api import match_cdf
+
+            ref = prepared.x_in[-1].astype(np.float64)
+            if coverage is not None:
+                ref = np.where(coverage, ref, np.nan)
+            fc = match_cdf(fc, ref).astype(np.float32)
         m_out, t_out = fc.shape[:2]
         title = f"{nowcaster.name}: {m_out} member(s), analysis {_iso(prepared.analysis_time)}"
         history = "diffcast nowcast" + ("" if command is None else " " + " ".join(command))
@@ -1287,6 +1306,7 @@ def run_nowcast(
                 "grid": [nowcaster.height, nowcaster.width],
                 "config": nowcaster.config.get("model"),
             },
+            "prob_matching": "cdf" if matched else None,
             "members_requested": int(members),
             "members": int(m_out),
             "seed": int(seed),

@@ -192,6 +192,30 @@ def test_diffcast_checkpoint_members_and_seed(tmp_path):
         np.testing.assert_array_equal(a["forecast"].values, b["forecast"].values)  # same seed, same members
 
 
+def test_diffcast_probability_matching_flag(tmp_path):
+    """Default: every member takes the last observed frame's distribution (run.json says so); none: raw."""
+    ckpt = _tiny_model_file(tmp_path, "diffcast")
+    frames = _blob_frames(5, 16, 16)
+    np.save(tmp_path / "x.npy", frames)
+    runs = {}
+    for flag in ("cdf", "none"):
+        out = tmp_path / flag
+        assert main(["nowcast", "--checkpoint", str(ckpt), "--input", str(tmp_path / "x.npy"), "--out", str(out),
+                     "--members", "2", "--seed", "3", "--steps", "2", "--prob-matching", flag]) == 0
+        runs[flag] = _check_outputs(out, 2, 5, 16, 16)
+        with xr.open_dataset(out / "forecast.nc") as ds:
+            runs[flag]["values"] = ds["forecast"].values
+    assert runs["cdf"]["prob_matching"] == "cdf" and runs["none"]["prob_matching"] is None
+    with xr.open_dataset(tmp_path / "cdf" / "forecast.nc") as ds:
+        last_obs = ds["observation"].values[-1].ravel()
+    fc = runs["cdf"]["values"]
+    for m in range(2):
+        for t in range(5):
+            assert np.isin(fc[m, t].ravel(), last_obs).all()  # only the observation's values
+            assert fc[m, t].max() == last_obs.max()
+    assert not np.allclose(fc, runs["none"]["values"])
+
+
 def test_bad_inputs_fail_with_one_line_and_no_output(tmp_path, capsys):
     out = tmp_path / "out"
     np.save(tmp_path / "short.npy", _blob_frames(3))

@@ -129,6 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="diffusion sampling steps (default: the model's)")
     p.add_argument("--timestep-spacing", default=None, choices=SPACINGS,
                    help="timestep spacing of the diffusion sampler (default: the model's)")
+    p.add_argument("--prob-matching", choices=("cdf", "none"), default="cdf",
+                   help="diffusion ensembles: give each member, lead by lead, the intensity distribution of the "
+                        "last observed frame, as STEPS does (default cdf; none = the model's values)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -183,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample_kwargs(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
-                              ("timestep_spacing", args.timestep_spacing)) if v is not None}
+    out = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
+                             ("timestep_spacing", args.timestep_spacing)) if v is not None}
+    out["prob_matching"] = None if args.prob_matching == "none" else args.prob_matching
+    return out
 
 
 def _interrupt(signum: int, frame: object) -> None:
