@@ -192,6 +192,24 @@ def test_diffcast_checkpoint_members_and_seed(tmp_path):
         np.testing.assert_array_equal(a["forecast"].values, b["forecast"].values)  # same seed, same members
 
 
+def test_diffcast_member_chunk_gives_the_same_members(tmp_path, capsys):
+    ckpt = _tiny_model_file(tmp_path, "diffcast")
+    np.save(tmp_path / "x.npy", _blob_frames(5, 16, 16))
+    vals = []
+    for extra in ([], ["--member-chunk", "1"]):
+        out = tmp_path / f"o{len(extra)}"
+        assert main(["nowcast", "--checkpoint", str(ckpt), "--input", str(tmp_path / "x.npy"), "--out", str(out),
+                     "--members", "3", "--seed", "5", "--steps", "2", "--prob-matching", "none", *extra]) == 0
+        with xr.open_dataset(out / "forecast.nc") as ds:
+            vals.append(ds["forecast"].values)
+    # raw members (probability matching could swap two pixels whose values tie to round-off)
+    np.testing.assert_allclose(vals[1], vals[0], rtol=1e-4, atol=1e-4)
+    assert main(["nowcast", "--checkpoint", str(ckpt), "--input", str(tmp_path / "x.npy"), "--out",
+                 str(tmp_path / "bad"), "--members", "2", "--member-chunk", "0"]) == 2
+    assert "member_chunk must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_diffcast_probability_matching_flag(tmp_path):
     """Default: every member takes the last observed frame's distribution (run.json says so); none: raw."""
     ckpt = _tiny_model_file(tmp_path, "diffcast")

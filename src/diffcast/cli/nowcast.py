@@ -129,6 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="diffusion sampling steps (default: the model's)")
     p.add_argument("--timestep-spacing", default=None, choices=SPACINGS,
                    help="timestep spacing of the diffusion sampler (default: the model's)")
+    p.add_argument("--member-chunk", type=int, default=None, metavar="K",
+                   help="diffusion models: run the denoiser on at most K members at a time (less memory, same "
+                        "members with the default samplers; default: all at once)")
     p.add_argument("--prob-matching", choices=("cdf", "none"), default="cdf",
                    help="diffusion ensembles: give each member, lead by lead, the intensity distribution of the "
                         "last observed frame, as STEPS does (default cdf; none = the model's values)")
@@ -189,6 +192,8 @@ def _sample_kwargs(args: argparse.Namespace) -> dict:
     out = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
                              ("timestep_spacing", args.timestep_spacing)) if v is not None}
     out["prob_matching"] = None if args.prob_matching == "none" else args.prob_matching
+    if args.member_chunk is not None:
+        out["member_chunk"] = args.member_chunk
     return out
 
 
