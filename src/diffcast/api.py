@@ -23,6 +23,15 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+
+def __getattr__(name: str) -> Any:
+    """``diffcast.api.match_cdf``, imported on first use (it lives beside the pysteps methods)."""
+    if name == "match_cdf":
+        from .models.backbones.pysteps_methods import match_cdf
+
+        return match_cdf
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 #: Model used when ``model=None`` and no shipped model is installed.
 FALLBACK_MODEL = "steps"
 #: Names :func:`nowcast` accepts besides model files.
@@ -122,8 +131,7 @@ def nowcast(
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
     n_lead, n_mem = int(n_leadtimes), int(n_ens_members)
-    if prob_matching not in ("cdf", None):
-        raise ValueError(f"prob_matching must be 'cdf' or None, got {prob_matching!r}")
+    pm.check_prob_matching(prob_matching)
     if isinstance(spec, str) and spec in NOWCAST_BASELINES:
         if sample_kwargs:
             raise ValueError(f"options {', '.join(sorted(sample_kwargs))} apply to diffusion models, not to {spec}")
@@ -138,25 +146,7 @@ def nowcast(
         return out
     out = _nowcast_model(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), sample_kwargs)
     if prob_matching == "cdf" and out.shape[0] > 1:  # baselines returned above: STEPS matches by itself
-        out = match_cdf(out, r[-1])
-    return out
-
-
-def match_cdf(forecast: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Each ``(member, lead)`` field of ``forecast`` ``(M, T, y, x)`` given the empirical
-    distribution of ``reference`` ``(y, x)``, rank for rank, on the pixels where both are
-    finite (pysteps' ``nonparam_match_empirical_cdf``); NaN stays NaN."""
-    from pysteps.postprocessing.probmatching import nonparam_match_empirical_cdf
-
-    out = np.array(forecast, dtype=np.float64, copy=True)
-    ok = np.isfinite(reference) & np.all(np.isfinite(out), axis=(0, 1))
-    if ok.sum() < 2:
-        return out
-    ref = reference[ok]
-    for m in range(out.shape[0]):
-        for t in range(out.shape[1]):
-            field = out[m, t]
-            field[ok] = nonparam_match_empirical_cdf(field[ok], ref)
+        out = pm.match_cdf(out, r[-1])
     return out
 
 

@@ -1188,7 +1188,7 @@ def run_nowcast(
         Diffusion sampling options; its key ``prob_matching`` (``"cdf"``, the
         default, or ``None``) is not a sampler option: ``"cdf"`` gives each member of
         a diffusion ensemble, lead by lead, the distribution of the last observed
-        frame over the covered pixels (:func:`diffcast.api.match_cdf`).
+        frame over the covered pixels (:func:`diffcast.models.backbones.pysteps_methods.match_cdf`).
         ``sampler``, ``steps``, ... passed to the diffusion sampler.
     spec : str, optional
         How the model was named (checkpoint path or baseline), for ``run.json``.
@@ -1246,8 +1246,9 @@ def run_nowcast(
     kwargs = dict(sample_kwargs or {}) if nowcaster.is_probabilistic else {}
     # probability matching is not a sampler option: "cdf" (default) or None, diffusion ensembles only
     prob_matching = kwargs.pop("prob_matching", "cdf")
-    if prob_matching not in ("cdf", None):
-        raise ValueError(f"prob_matching must be 'cdf' or None, got {prob_matching!r}")
+    from .models.backbones.pysteps_methods import check_prob_matching, match_cdf
+
+    check_prob_matching(prob_matching)
     with staged_output(out_dir) as tmp:
         t_pred = time.perf_counter()
         result = nowcaster.predict(x, members=members, seed=seed, progress=progress, **kwargs)
@@ -1261,8 +1262,6 @@ def run_nowcast(
         matched = prob_matching == "cdf" and is_diffusion_model(nowcaster.model) and fc.shape[0] > 1
         if matched:
             # ranks are kept, so matching the encoded values equals matching rain rates
-            from .api import match_cdf
-
             ref = prepared.x_in[-1].astype(np.float64)
             if coverage is not None:
                 ref = np.where(coverage, ref, np.nan)

@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         data_meta=args.data_meta,
         sample_kwargs=_sample_kwargs(args),
         progress=not args.no_progress and sys.stderr.isatty(),
-        command=["diffcast", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("diffcast") else None,
+        command=_command(),
         units=args.units,
     )
     print(
@@ -186,6 +186,11 @@ def run(args: argparse.Namespace) -> int:
         f"({info['members']} member(s) x {len(info['valid_times'])} leads, {info['elapsed_s']['total']:.1f} s)"
     )
     return 0
+
+
+def _command() -> list[str] | None:
+    """The command line for run.json, when run as ``diffcast`` (not from Python)."""
+    return ["diffcast", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("diffcast") else None
 
 
 def _sample_kwargs(args: argparse.Namespace) -> dict:
@@ -218,7 +223,7 @@ def watch(args: argparse.Namespace) -> int:
         crop=args.crop, size=tuple(args.size) if args.size else None, t_in=args.t_in, t_out=args.t_out,
         data_meta=args.data_meta, members=args.members, seed=args.seed, prob_threshold=args.prob_threshold,
         sample_kwargs=_sample_kwargs(args), units=args.units,
-        command=["diffcast", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("diffcast") else None,
+        command=_command(),
     )
     # One log line per cycle: the per-step INFO lines of reading and writing only with -v.
     levels = {} if args.verbose else {"diffcast": logging.WARNING,

@@ -51,3 +51,16 @@ def tiny_model(t_in=5, t_out=10, size=8, backbone=None, **kw) -> ResidualDiffusi
     return ResidualDiffusion(
         bb, t_in=t_in, t_out=t_out, channels=1, height=size, width=size, preset="tiny", **{**TEST_ARCH, **kw}
     )
+
+
+def fit_fixed_batch(m: ResidualDiffusion, x: torch.Tensor, y: torch.Tensor, steps: int) -> list[float]:
+    """Adam (lr 5e-3) on one batch with the same diffusion steps and noise every step; the losses."""
+    opt = torch.optim.Adam(m.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(steps):
+        terms = m.loss(x, y, generator=torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        losses.append(terms["loss"].item())
+    return losses

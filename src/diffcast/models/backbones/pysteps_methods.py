@@ -389,3 +389,31 @@ class Steps(_PystepsBaseline):
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
         return self.sample_ensemble(x_in, 1, 0)[0]
+
+
+#: Accepted ``prob_matching`` values of the trained-model nowcasts: STEPS-like CDF matching or none.
+PROB_MATCHING = ("cdf", None)
+
+
+def check_prob_matching(value: object) -> None:
+    """``ValueError`` unless ``value`` is one of :data:`PROB_MATCHING`."""
+    if value not in PROB_MATCHING:
+        raise ValueError(f"prob_matching must be 'cdf' or None, got {value!r}")
+
+
+def match_cdf(forecast: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each ``(member, lead)`` field of ``forecast`` ``(M, T, y, x)`` given the empirical
+    distribution of ``reference`` ``(y, x)``, rank for rank, on the pixels where both are
+    finite (pysteps' ``nonparam_match_empirical_cdf``); NaN stays NaN."""
+    from pysteps.postprocessing.probmatching import nonparam_match_empirical_cdf
+
+    out = np.array(forecast, dtype=np.float64, copy=True)
+    ok = np.isfinite(reference) & np.all(np.isfinite(out), axis=(0, 1))
+    if ok.sum() < 2:
+        return out
+    ref = reference[ok]
+    for m in range(out.shape[0]):
+        for t in range(out.shape[1]):
+            field = out[m, t]
+            field[ok] = nonparam_match_empirical_cdf(field[ok], ref)
+    return out
