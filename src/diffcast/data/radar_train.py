@@ -12,9 +12,11 @@ tree, and serves items of ``t_in + 2 t_out`` frames: inputs, observed future and
 Policy, all deterministic from ``seed``:
 
 - archives: every folder under ``root`` that holds one radar series (MeteoSwiss,
-  FMI, BoM station/product, ...) with the wanted ``timestep_min`` (5 min by
+  FMI, BoM station/product, ...) with a wanted ``timestep_min`` (5 min by
   default: series with another step are skipped and logged, never resampled in
-  time);
+  time). A list, e.g. ``[5, 6]``, also takes series of the other steps at their own
+  cadence and pixel size (one model step = one archive step): more weather for a
+  data-starved model, at the price of slightly different motion per step;
 - events split by date into train / val / test by
   :class:`~diffcast.data.radar.RadarArchive` (``split_events`` to choose them);
 - windows of ``t_in + t_out`` consecutive frames every ``stride`` frames inside an event;
@@ -106,8 +108,10 @@ class RadarWindows(Dataset):
         dBZ counted as rain when ranking crops.
     min_rain : float
         Minimum rain fraction of a kept crop.
-    timestep_min : float
-        Time step of the series to use (others are skipped).
+    timestep_min : float or list of float
+        Time step(s) of the series to use (others are skipped). With a list, the first
+        is the model's time step (the dataset's metadata); series of the other steps are
+        used at their own cadence, never resampled in time.
     mu_context : int
         Side of the window on which ``mu`` is computed (at least ``size``).
     split_events : dict, optional
@@ -133,7 +137,7 @@ class RadarWindows(Dataset):
         candidates: int = 48,
         rain_threshold: float = 15.0,
         min_rain: float = 0.02,
-        timestep_min: float = 5.0,
+        timestep_min: float | list[float] = 5.0,
         mu_context: int = 256,
         split_events: dict[str, Any] | None = None,
         augment: bool | None = None,
@@ -152,11 +156,21 @@ class RadarWindows(Dataset):
         self.size = int(size)
         self.backbone = backbone
         self.augment = (split == "train") if augment is None else bool(augment)
+        if isinstance(timestep_min, (list, tuple)):
+            steps = [float(v) for v in timestep_min]
+            if not steps:
+                raise ValueError("timestep_min: give at least one time step (minutes)")
+            timestep_key: float | list[float] = steps
+        else:
+            steps = [float(timestep_min)]
+            timestep_key = steps[0]
+        if any(v <= 0 for v in steps):
+            raise ValueError(f"timestep_min must be positive, got {timestep_min}")
         settings = {
             "version": POOL_VERSION, "split": split, "seq_len": self.seq_len, "t_in": self.t_in, "size": self.size,
             "backbone": backbone, "stride": int(stride), "crops_per_window": int(crops_per_window),
             "candidates": int(candidates), "rain_threshold": float(rain_threshold), "min_rain": float(min_rain),
-            "timestep_min": float(timestep_min), "split_events": split_events, "seed": int(seed),
+            "timestep_min": timestep_key, "split_events": split_events, "seed": int(seed),
             "mu_context": max(int(mu_context), int(size)),
         }
         series = find_series(self.root)
@@ -169,13 +183,18 @@ class RadarWindows(Dataset):
             if split_events is not None:
                 kwargs["split_events"] = split_events
             arch = RadarArchive(folder, **kwargs)
-            if abs(arch.timestep_min - float(timestep_min)) > 1e-6:
+            if not any(abs(arch.timestep_min - v) <= 1e-6 for v in steps):
                 skipped.append(f"{folder.relative_to(self.root) if folder != self.root else folder.name} "
                                f"({arch.timestep_min:g} min)")
                 continue
             archives.append(arch)
         if skipped:
-            log.info("radar_windows: series with another time step than %g min skipped: %s", timestep_min, ", ".join(skipped))
+            log.info("radar_windows: series with another time step than %s min skipped: %s",
+                     "/".join(f"{v:g}" for v in steps), ", ".join(skipped))
+        others = [a for a in archives if abs(a.timestep_min - steps[0]) > 1e-6]
+        if others:
+            log.info("radar_windows: %d series used at their own cadence (%s min), as %g-min model steps",
+                     len(others), "/".join(sorted({f"{a.timestep_min:g}" for a in others})), steps[0])
         self.archives = archives
         ident = {
             **settings,
@@ -186,7 +205,9 @@ class RadarWindows(Dataset):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.cache_file = self.cache_dir / f"{split}-{key}.npz"
         self.pool, self.labels = self._load_or_build(settings)
-        meta = archives[0].meta if archives else None
+        # the metadata (time step, pixel size) of the model's own time step
+        primary = [a for a in archives if abs(a.timestep_min - steps[0]) <= 1e-6]
+        meta = primary[0].meta if primary else None
         from .transforms import RADAR_DBZ_META
 
         self.meta = dataclasses.replace(

@@ -21,8 +21,9 @@ from diffcast.models.backbones import BACKBONES  # noqa: E402
 REPO = Path(__file__).resolve().parents[3]
 
 
-def write_odim_archive(folder: Path, starts: list[datetime], n_frames: int, size: int = 64, seed: int = 0) -> None:
-    """Moving rain cells as ODIM DBZH composites, one file per 5 minutes from each start."""
+def write_odim_archive(folder: Path, starts: list[datetime], n_frames: int, size: int = 64, seed: int = 0,
+                       step_min: int = 5, prefix: str = "comp") -> None:
+    """Moving rain cells as ODIM DBZH composites, one file per ``step_min`` minutes from each start."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     folder.mkdir(parents=True, exist_ok=True)
@@ -34,8 +35,8 @@ def write_odim_archive(folder: Path, starts: list[datetime], n_frames: int, size
                 dbz = np.maximum(dbz, peak * np.exp(-((yy - cy - 0.5 * k) ** 2 + (xx - cx - 1.2 * k) ** 2) / (2 * s * s)))
             code = np.clip(np.round((dbz + 32.0) / 0.5), 1, 254).astype(np.uint8)
             code[dbz < 5] = 0  # undetect
-            t = start + timedelta(minutes=5 * k)
-            with h5py.File(folder / f"comp_{t:%Y%m%d%H%M}.h5", "w") as f:
+            t = start + timedelta(minutes=step_min * k)
+            with h5py.File(folder / f"{prefix}_{t:%Y%m%d%H%M}.h5", "w") as f:
                 f.attrs["Conventions"] = np.bytes_("ODIM_H5/V2_2")
                 w = f.create_group("what")
                 w.attrs["date"], w.attrs["time"] = np.bytes_(f"{t:%Y%m%d}"), np.bytes_(f"{t:%H%M%S}")
@@ -126,6 +127,33 @@ def test_loss_with_cached_mu_equals_loss_on_the_fly(archive, tmp_path):
     assert float(cached["loss"].detach()) == pytest.approx(float(live["loss"].detach()), rel=1e-3)
     with pytest.raises(ValueError, match="mu must have shape"):
         model.loss(x_in, y_true, mu=mu[:, :3])
+
+
+def test_series_of_other_time_steps_on_request(tmp_path, monkeypatch):
+    """A list of time steps takes series of each at their own cadence; the metadata keep the first."""
+    import diffcast.data.radar_train as radar_train
+
+    root = tmp_path / "two"
+    # two ODIM series in sibling folders read as one from their parent (same product): list them as two,
+    # as find_series does for archives of different formats (BoM beside MeteoSwiss)
+    monkeypatch.setattr(radar_train, "find_series", lambda r: [Path(r) / "a_six", Path(r) / "b_five"])
+    write_odim_archive(root / "a_six", [datetime(2021, 6, 1, 12, 0)], n_frames=14, step_min=6, seed=1, prefix="six")
+    write_odim_archive(root / "b_five", [datetime(2021, 6, 2, 12, 0)], n_frames=14, step_min=5, seed=2, prefix="five")
+    five = _windows(root, tmp_path)
+    both = _windows(root, tmp_path, timestep_min=[5, 6])
+    assert {lab.split()[0] for lab in five.labels} == {"b_five"}
+    assert {lab.split()[0] for lab in both.labels} == {"a_six", "b_five"}
+    assert len(both) > len(five) and both.cache_file != five.cache_file
+    # the 6-min series sorts first, but the model's time step is the first one asked for
+    assert both.meta.timestep_min == 5.0
+    six_first = _windows(root, tmp_path, timestep_min=[6, 5])
+    assert six_first.meta.timestep_min == 6.0
+    # as many crops of the 5-min series whichever list brought it in (positions differ: one random stream)
+    assert sum(lab.startswith("b_five") for lab in both.labels) == len(five)
+    with pytest.raises(ValueError, match="at least one time step"):
+        _windows(root, tmp_path, timestep_min=[])
+    with pytest.raises(ValueError, match="positive"):
+        _windows(root, tmp_path, timestep_min=[5, -6])
 
 
 def test_augmentation_is_consistent(archive, tmp_path):
