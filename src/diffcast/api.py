@@ -103,8 +103,9 @@ def nowcast(
     numpy.ndarray
         ``(n_ens_members, n_leadtimes, y, x)`` float64 rain rate in mm/h on the input
         grid (deterministic models: ``n_ens_members = 1``); NaN where the last input
-        frame had no coverage (and, for the pysteps methods, where advection brings in
-        values from outside the domain).
+        frame had no coverage and, for the pysteps methods and models over the
+        ``extrapolation`` backbone (the shipped one), where advection brings in values
+        from outside the domain or the coverage (nothing observed to forecast from).
 
     Raises
     ------
@@ -211,4 +212,28 @@ def _nowcast_model(
     fc = res.forecast[:, 0, :n_lead, 0, :h, :w].float().cpu().numpy()
     out = pm.to_intensity(fc, "rainrate", float(meta.scale))
     out[..., ~np.isfinite(r[-1])] = np.nan
+    unknown = inflow_of(nc.model, x, np.isfinite(r[-1]), n_lead)
+    if unknown is not None:
+        out[:, unknown] = np.nan
     return out
+
+
+def inflow_of(model: Any, x_in: np.ndarray, coverage: np.ndarray, n_lead: int) -> np.ndarray | None:
+    """``(n_lead, y, x)`` True where a model advecting with an optical-flow backbone
+    (``extrapolation``) would move in rain from outside the domain or the radar coverage
+    (``coverage``, the ``(y, x)`` of the input, top-left of the possibly zero-padded
+    ``x_in`` ``(t_in, Y, X)``): NaN there, as pysteps' nowcasts leave it, instead of the
+    zero rain that the padding invents. ``None`` for other models.
+
+    The motion is the backbone's own Lucas-Kanade field on the same frames
+    (deterministic), cut to the domain.
+    """
+    from .models.backbones import pysteps_methods as pm
+    from .models.backbones.extrapolation import Extrapolation
+
+    bb = getattr(model, "backbone_net", None)
+    if not isinstance(bb, Extrapolation):
+        return None
+    h, w = coverage.shape
+    uv = bb.motion(np.asarray(x_in, dtype=np.float64)[-bb.motion_frames :])[:, :h, :w]
+    return pm.inflow_mask(coverage, uv, n_lead)

@@ -210,7 +210,17 @@ def test_diffcast_model_on_other_grid(tmp_path):
     precip[-1, :5] = np.nan
     fc = diffcast.nowcast(precip, n_leadtimes=4, n_ens_members=2, seed=0, model=str(path), steps=2)
     assert fc.shape == (2, 4, 40, 72)
-    assert np.isnan(fc[:, :, :5]).all() and np.isfinite(fc[:, :, 5:]).all()
+    assert np.isnan(fc[:, :, :5]).all()
+    # elsewhere NaN only where the backbone's motion brings rain in from outside the domain or coverage
+    from diffcast.api import inflow_of
+    from diffcast.inference import Nowcaster, padded_grid
+
+    nc = Nowcaster.from_checkpoint(path, grid=padded_grid(40, 72))
+    x = np.zeros((3, nc.height, nc.width))
+    x[:, :40, :72] = pm.from_intensity(precip, "rainrate", float(nc.meta.scale))
+    unknown = inflow_of(nc.model, x, np.isfinite(precip[-1]), 4)
+    assert unknown.shape == (4, 40, 72) and unknown[:, :5].all()
+    np.testing.assert_array_equal(np.isnan(fc), np.broadcast_to(unknown, fc.shape))
     again = diffcast.nowcast(precip, n_leadtimes=4, n_ens_members=2, seed=0, model=str(path), steps=2)
     np.testing.assert_array_equal(fc, again)
 
@@ -271,6 +281,49 @@ def test_no_rain_gives_zeros():
     assert np.nanmax(fc) == 0.0
 
 
+def test_inflow_mask_of_a_uniform_motion():
+    """Closed form: moving 2 px/step east, lead k has no observed origin in the first 2k - 1
+    columns (back-trajectories up to one pixel outside count as the edge pixel) and east of
+    a coverage gap that moved with the flow."""
+    cov = np.ones((20, 30), bool)
+    cov[:, 14:16] = False
+    uv = np.zeros((2, 20, 30))
+    uv[0] = 2.0
+    mask = pm.inflow_mask(cov, uv, 3)
+    assert mask.shape == (3, 20, 30)
+    for k in (1, 2, 3):
+        cols = np.flatnonzero(mask[k - 1].all(axis=0))
+        expect = set(range(2 * k - 1)) | set(range(14 + 2 * k, 16 + 2 * k))
+        assert set(cols) == expect, (k, cols)
+        assert not mask[k - 1][:, sorted(set(range(30)) - expect)].any()
+    with pytest.raises(ValueError, match="uv must have shape"):
+        pm.inflow_mask(cov, uv[:, :5], 3)
+
+
+def test_diffcast_over_extrapolation_leaves_inflow_unknown(tmp_path):
+    """Texture moving 2 px/step east: the model's forecast is NaN in the columns that rain from
+    outside the domain would fill (pysteps leaves them NaN too), never invented zeros."""
+    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 48, "width": 48,
+            "backbone": {"name": "extrapolation"},
+            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4, "attn_heads": 1,
+                          "attn_dim_head": 8, "ta_kernel": 7}}
+    torch.manual_seed(0)
+    path = save_model_file(tmp_path / "dc.safetensors", build_model(mcfg).state_dict(), {"model": mcfg, "data": {"name": "radar"}})
+    rng = np.random.default_rng(1)
+    from scipy.ndimage import gaussian_filter
+
+    base = gaussian_filter(rng.gamma(2.0, 1.0, size=(48, 80)), 2.0) * 4.0
+    precip = np.stack([base[:, 20 - 2 * k : 68 - 2 * k] for k in range(3)])  # content moves east
+    fc = diffcast.nowcast(precip, n_leadtimes=4, n_ens_members=2, seed=0, model=str(path), steps=2,
+                          prob_matching=None)
+    for k in range(1, 5):
+        nan_cols = np.flatnonzero(np.isnan(fc[0, k - 1]).all(axis=0))
+        assert 2 * k - 2 <= len(nan_cols) <= 2 * k and nan_cols.max() == len(nan_cols) - 1, (k, nan_cols)
+        assert np.isfinite(fc[:, k - 1, :, 2 * k + 1 :]).all()  # rows at the edges too
+    base_fc = diffcast.nowcast(precip, n_leadtimes=4, model="extrapolation")
+    assert np.isnan(base_fc[0, 3, :, :6]).all()  # pysteps: the same inflow side is NaN
+
+
 def test_match_cdf_gives_each_field_the_reference_distribution():
     from diffcast.api import match_cdf
 
@@ -303,12 +356,16 @@ def test_prob_matching_of_a_diffcast_ensemble(tmp_path):
     matched = diffcast.nowcast(precip, **kw)  # default "cdf"
     ok = np.isfinite(precip[-1])
     assert np.isnan(matched[..., ~ok]).all()
-    ref = precip[-1][ok]
-    for m in range(2):
-        for t in range(4):
+    np.testing.assert_array_equal(np.isnan(raw), np.isnan(matched))  # the inflow NaN are the model's, not matching's
+    for t in range(4):
+        # per lead, on the pixels with an observed origin (inflow from outside grows with lead time)
+        okt = ok & np.isfinite(matched[:, t]).all(axis=0)
+        ref = precip[-1][okt]
+        for m in range(2):
             # every value is one of the observation's (tied dry pixels share one), the wettest pixel gets its maximum
-            assert np.isin(matched[m, t][ok], ref).all()
-            assert matched[m, t][ok].max() == ref.max()
-    assert not np.allclose(raw[..., ok], matched[..., ok])
+            assert np.isin(matched[m, t][okt], ref).all()
+            assert matched[m, t][okt].max() == ref.max()
+    fin = np.isfinite(raw)
+    assert not np.allclose(raw[fin], matched[fin])
     with pytest.raises(ValueError, match="prob_matching must be"):
         diffcast.nowcast(precip, prob_matching="quantile", **kw)

@@ -403,17 +403,48 @@ def check_prob_matching(value: object) -> None:
 
 def match_cdf(forecast: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Each ``(member, lead)`` field of ``forecast`` ``(M, T, y, x)`` given the empirical
-    distribution of ``reference`` ``(y, x)``, rank for rank, on the pixels where both are
-    finite (pysteps' ``nonparam_match_empirical_cdf``); NaN stays NaN."""
+    distribution of ``reference`` ``(y, x)``, rank for rank, on the pixels where the
+    reference and every member at that lead are finite (pysteps'
+    ``nonparam_match_empirical_cdf``); NaN stays NaN."""
     from pysteps.postprocessing.probmatching import nonparam_match_empirical_cdf
 
     out = np.array(forecast, dtype=np.float64, copy=True)
-    ok = np.isfinite(reference) & np.all(np.isfinite(out), axis=(0, 1))
-    if ok.sum() < 2:
-        return out
-    ref = reference[ok]
-    for m in range(out.shape[0]):
-        for t in range(out.shape[1]):
+    covered = np.isfinite(reference)
+    for t in range(out.shape[1]):
+        ok = covered & np.all(np.isfinite(out[:, t]), axis=0)  # per lead: inflow NaN grows with lead time
+        if ok.sum() < 2:
+            continue
+        ref = reference[ok]
+        for m in range(out.shape[0]):
             field = out[m, t]
             field[ok] = nonparam_match_empirical_cdf(field[ok], ref)
     return out
+
+
+def inflow_mask(coverage: np.ndarray, uv: np.ndarray, n_leadtimes: int) -> np.ndarray:
+    """Where advection brings values from outside the domain or the radar coverage.
+
+    The coverage ``(y, x)`` (True = observed) is advected by pysteps' semi-Lagrangian
+    scheme with the motion ``uv`` ``(2, y, x)`` (pixels per step) and ``outval=NaN``
+    outside the domain, as pysteps' extrapolation nowcast does with rain; a pixel whose
+    back-trajectory leaves the domain by more than one pixel, or whose interpolated
+    coverage is below one half, has no observed origin. (The one-pixel margin, an
+    edge-replicated border, keeps the sub-pixel motion of an edge row from blanking the
+    whole row, which pysteps' own ``outval`` does.)
+
+    Returns
+    -------
+    ndarray of bool
+        ``(n_leadtimes, y, x)``, True where the forecast has no observed origin.
+    """
+    from pysteps import extrapolation
+
+    cov = np.asarray(coverage, dtype=bool)
+    uv = np.asarray(uv, dtype=np.float64)
+    if uv.shape != (2,) + cov.shape:
+        raise ValueError(f"uv must have shape {(2,) + cov.shape}, got {uv.shape}")
+    field = np.pad(cov.astype(np.float64), 1, mode="edge")
+    vel = np.pad(uv, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    with _quiet():
+        adv = extrapolation.get_method("semilagrangian")(field, vel, int(n_leadtimes), outval=np.nan)
+    return ~(np.nan_to_num(adv[:, 1:-1, 1:-1], nan=0.0) >= 0.5)
