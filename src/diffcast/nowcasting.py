@@ -47,7 +47,7 @@ Three steps, each usable on its own:
    :class:`ValueError` naming the mismatch and the fix.
 
 3. :func:`run_nowcast` predicts and writes ``forecast.nc`` (CF-1.8),
-   ``forecast.gif``, ``panel.png`` and ``run.json`` into a temporary folder
+   ``forecast.gif``, ``panel.png``, ``forecast.html`` and ``run.json`` into a temporary folder
    that is renamed to the output folder at the end, so a failure leaves no
    partial output. Outputs are in the input's quantity (rain rate in mm/h for
    rain-rate radar files, dBZ for reflectivity; ``units`` chooses) and NaN
@@ -1150,14 +1150,15 @@ def run_nowcast(
     *,
     members: int = 1,
     seed: int | None = None,
-    prob_threshold: float | None = None,
+    prob_threshold: float | Sequence[float] | None = None,
     progress: bool = True,
     sample_kwargs: dict[str, Any] | None = None,
     spec: str | None = None,
     command: Sequence[str] | None = None,
     units: str = "auto",
+    html: bool = True,
 ) -> dict[str, Any]:
-    """Forecast and write ``forecast.nc``, ``forecast.gif``, ``panel.png`` and ``run.json``.
+    """Forecast and write ``forecast.nc``, ``forecast.gif``, ``panel.png``, ``forecast.html`` and ``run.json``.
 
     Outputs are in the input's quantity by default (``units="auto"``): rain rate
     (mm/h) for rain-rate and accumulation radar files, reflectivity (dBZ) for
@@ -1177,11 +1178,12 @@ def run_nowcast(
         Ensemble size for probabilistic models (deterministic models give one).
     seed : int, optional
         Sampling seed (recorded; drawn at random when omitted).
-    prob_threshold : float, optional
-        Threshold of the probability panels, in the output units (mm/h for rain
-        rate, else threshold space, e.g. dBZ or VIL code); also added to the
-        thresholds of ``forecast.nc``. Default: 1 mm/h for rain rate, else the
-        middle paper threshold.
+    prob_threshold : float or sequence of float, optional
+        Thresholds of the probability panels, in the output units (mm/h for rain
+        rate, else threshold space, e.g. dBZ or VIL code); all are added to the
+        thresholds of ``forecast.nc`` and get a panel in ``forecast.html``; the
+        first is the one of ``forecast.gif`` and ``panel.png``. Default: 1 mm/h
+        for rain rate, else the middle paper threshold.
     progress : bool
         Show a progress bar while sampling.
     sample_kwargs : dict, optional
@@ -1196,6 +1198,8 @@ def run_nowcast(
         Command line, for ``run.json``.
     units : {"auto", "mm/h", "dBZ"}
         Quantity of the outputs (:func:`output_meta`).
+    html : bool
+        Write ``forecast.html`` (:func:`diffcast.viz.forecast_page.write_forecast_page`).
 
     Returns
     -------
@@ -1219,19 +1223,23 @@ def run_nowcast(
     meta = output_meta(prepared.meta, prepared.quantity, units)
     unit = display_unit(meta)
     if prob_threshold is None:
-        thr_code = default_prob_threshold(meta)
-        thr = threshold_value(thr_code, meta)
+        thr_codes = [default_prob_threshold(meta)]
+        thr_values = [threshold_value(thr_codes[0], meta)]
     else:
-        thr = float(prob_threshold)
-        thr_code = threshold_code(thr, meta)
-    if not 0.0 < thr_code <= meta.scale:
-        if is_rain_rate(meta):
-            lo, hi = threshold_value(1e-6 * meta.scale, meta), threshold_value(meta.scale, meta)
-            raise ValueError(
-                f"--prob-threshold {thr:g} mm/h is outside the rain rates the model's encoding holds "
-                f"({lo:.3g} to {hi:.3g} mm/h, 0 to {meta.scale:g} dBZ)"
-            )
-        raise ValueError(f"--prob-threshold {thr:g} is outside (0, {meta.scale:g}] ({meta.unit})")
+        thr_values = [float(prob_threshold)] if np.ndim(prob_threshold) == 0 else [float(v) for v in prob_threshold]
+        if not thr_values:
+            raise ValueError("--prob-threshold needs at least one value")
+        thr_codes = [threshold_code(v, meta) for v in thr_values]
+    for thr, thr_code in zip(thr_values, thr_codes):
+        if not 0.0 < thr_code <= meta.scale:
+            if is_rain_rate(meta):
+                lo, hi = threshold_value(1e-6 * meta.scale, meta), threshold_value(meta.scale, meta)
+                raise ValueError(
+                    f"--prob-threshold {thr:g} mm/h is outside the rain rates the model's encoding holds "
+                    f"({lo:.3g} to {hi:.3g} mm/h, 0 to {meta.scale:g} dBZ)"
+                )
+            raise ValueError(f"--prob-threshold {thr:g} is outside (0, {meta.scale:g}] ({meta.unit})")
+    thr, thr_code = thr_values[0], thr_codes[0]  # the gif's and panel's
     coverage = prepared.coverage
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**31))
@@ -1270,7 +1278,7 @@ def run_nowcast(
         title = f"{nowcaster.name}: {m_out} member(s), analysis {_iso(prepared.analysis_time)}"
         history = "diffcast nowcast" + ("" if command is None else " " + " ".join(command))
         note = "times are relative to a nominal analysis time (input had no timestamps)" if prepared.time_nominal else None
-        thresholds = tuple(sorted(set(meta.thresholds) | {thr_code}))
+        thresholds = tuple(sorted(set(meta.thresholds) | set(thr_codes)))
         write_forecast_netcdf(
             tmp / "forecast.nc",
             fc,
@@ -1294,6 +1302,17 @@ def run_nowcast(
             tmp / "panel.png", prepared.x_in, fc, meta, prob_threshold=thr_code, y_true=prepared.y_true, title=title,
             coverage=coverage,
         )
+        outputs = ["forecast.nc", "forecast.gif", "panel.png", "run.json"]
+        if html:
+            from .viz.forecast_page import write_forecast_page
+
+            write_forecast_page(
+                tmp / "forecast.html", prepared.x_in, fc, meta, thresholds=sorted(set(thr_codes)),
+                analysis_time=prepared.analysis_time, step_min=meta.timestep_min, coverage=coverage,
+                grid=prepared.grid, y_true=prepared.y_true, input_mask=prepared.mask, title=title,
+                notes=[note] if note else (),
+            )
+            outputs.insert(3, "forecast.html")
         step = meta.timestep_min
         info = {
             "model": {
@@ -1311,6 +1330,7 @@ def run_nowcast(
             "seed": int(seed),
             "sample_kwargs": {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in kwargs.items()},
             "prob_threshold": thr,
+            "prob_thresholds": thr_values,
             "prob_threshold_unit": unit,
             "output": {
                 "units": meta.physical_unit,
@@ -1335,7 +1355,7 @@ def run_nowcast(
             "valid_times": [_iso(prepared.analysis_time + dt.timedelta(minutes=step * (k + 1))) for k in range(t_out)],
             "forecast_shape": list(fc.shape),
             "meta": prepared.meta.as_dict(),
-            "outputs": ["forecast.nc", "forecast.gif", "panel.png", "run.json"],
+            "outputs": outputs,
             "software": software_versions(),
             "command": list(command) if command is not None else None,
             "elapsed_s": {"predict": round(t_pred, 3), "total": None},
@@ -1355,7 +1375,7 @@ def nowcast_to_files(
     *,
     members: int = 1,
     seed: int | None = None,
-    prob_threshold: float | None = None,
+    prob_threshold: float | Sequence[float] | None = None,
     input_kind: str | None = None,
     h5_key: str | None = None,
     sample_index: int | None = None,
@@ -1373,6 +1393,7 @@ def nowcast_to_files(
     progress: bool = False,
     command: Sequence[str] | None = None,
     units: str = "auto",
+    html: bool = True,
 ) -> dict[str, Any]:
     """Read ``inputs``, forecast with ``spec`` and write the nowcast files: the Python ``diffcast nowcast``.
 
@@ -1394,7 +1415,7 @@ def nowcast_to_files(
     return nowcast_raw(
         nc, raw, out_dir, crop=crop, analysis_time=analysis_time, start_frame=start_frame, members=members, seed=seed,
         prob_threshold=prob_threshold, progress=progress, sample_kwargs=sample_kwargs, spec=str(spec),
-        command=command, units=units,
+        command=command, units=units, html=html,
     )
 
 

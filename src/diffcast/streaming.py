@@ -22,7 +22,7 @@ Rules of a cycle
   is tried again at the next polls, at most ``retries`` times while the files are
   unchanged (same size and modification time), and again whenever they change.
 - A cycle writes ``OUT/<YYYYmmddTHHMMZ>/`` with what ``diffcast nowcast`` writes
-  (``forecast.nc``, ``forecast.gif``, ``panel.png``, ``run.json``), staged in a
+  (``forecast.nc``, ``forecast.gif``, ``panel.png``, ``forecast.html``, ``run.json``), staged in a
   hidden temporary folder in ``OUT`` and renamed when complete
   (:func:`~diffcast.nowcasting.staged_output`). An output that exists is not
   recomputed, so a restarted watcher continues where it stopped; ``OUT/latest``
@@ -137,7 +137,7 @@ class FolderWatcher:
     crop, size, t_in, t_out, data_meta
         As for :func:`~diffcast.nowcasting.make_nowcaster` and
         :func:`~diffcast.nowcasting.prepare_input`.
-    members, seed, prob_threshold, sample_kwargs, command, units
+    members, seed, prob_threshold, sample_kwargs, command, units, html
         As for :func:`~diffcast.nowcasting.run_nowcast` (the seed, when given, is
         used for every cycle).
 
@@ -165,10 +165,11 @@ class FolderWatcher:
         data_meta: str | None = None,
         members: int = 1,
         seed: int | None = None,
-        prob_threshold: float | None = None,
+        prob_threshold: float | Sequence[float] | None = None,
         sample_kwargs: dict[str, Any] | None = None,
         command: Sequence[str] | None = None,
         units: str = "auto",
+        html: bool = True,
     ) -> None:
         from .data.radar import RADAR_FORMATS
         from .inference import BASELINES
@@ -196,7 +197,7 @@ class FolderWatcher:
         self._model_args = {"t_in": t_in, "t_out": t_out, "size": size, "data_meta": data_meta}
         self._run_args: dict[str, Any] = {
             "members": members, "seed": seed, "prob_threshold": prob_threshold, "sample_kwargs": sample_kwargs,
-            "spec": self.spec, "command": command, "units": units, "progress": False,
+            "spec": self.spec, "command": command, "units": units, "progress": False, "html": html,
         }
         # Built now, so that a bad checkpoint or option fails before the first poll; it also
         # gives t_in and (checkpoints) the time step the inputs must have.

@@ -24,7 +24,7 @@ from diffcast.models.factory import build_model
 from diffcast.nowcasting import prepare_input, read_input
 from diffcast.training.model_io import save_model_file
 
-OUTPUTS = {"forecast.nc", "forecast.gif", "panel.png", "run.json"}
+OUTPUTS = {"forecast.nc", "forecast.gif", "panel.png", "forecast.html", "run.json"}
 
 
 def _blob_frames(t: int = 7, h: int = 32, w: int = 32) -> np.ndarray:

@@ -30,11 +30,12 @@ RETRIES = 3
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "nowcast",
-        help="forecast from image/radar/array files; writes forecast.nc, forecast.gif, panel.png, run.json",
+        help="forecast from image/radar/array files; writes forecast.nc, forecast.gif, panel.png, forecast.html, run.json",
         description=(
             "Forecast from observed frames with a trained checkpoint or a baseline and write a CF-1.8 "
             "NetCDF file (members, ensemble mean, exceedance probabilities), an animated GIF, a PNG "
-            "panel and run.json into --out. Inputs: a folder of numbered PNG frames (a sevir_demo "
+            "panel, a self-contained HTML page that plays the nowcast (forecast.html) and run.json into "
+            "--out. Inputs: a folder of numbered PNG frames (a sevir_demo "
             "demo_N folder uses its preds/), radar files or a folder of them (pysteps importers; "
             "times from the files), a .npy array (T,H,W) or (T,1,H,W): float in [0,1] or uint8 codes "
             "(divided by 255), or an HDF5 file (--h5-key), including SEVIR files (vil (N, H, W, T), time "
@@ -77,11 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--prob-threshold",
         type=float,
+        nargs="+",
         default=None,
         metavar="X",
-        help="threshold of the probability panels, also added to forecast.nc, in the output units (mm/h for rain "
-        "rate, dBZ, VIL code); default: 1 mm/h for rain rate, else the middle paper threshold (30 dBZ, VIL 133)",
+        help="thresholds of the probability panels, also added to forecast.nc, in the output units (mm/h for rain "
+        "rate, dBZ, VIL code); one or more: forecast.html shows each, forecast.gif and panel.png the first; "
+        "default: 1 mm/h for rain rate, else the middle paper threshold (30 dBZ, VIL 133)",
     )
+    p.add_argument("--no-html", action="store_true", help="do not write forecast.html")
     p.add_argument(
         "--units",
         choices=OUTPUT_UNITS,
@@ -180,9 +184,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         command=_command(),
         units=args.units,
+        html=not args.no_html,
     )
     print(
-        f"wrote {args.out}/forecast.nc, forecast.gif, panel.png, run.json "
+        f"wrote {args.out}/{', '.join(info['outputs'])} "
         f"({info['members']} member(s) x {len(info['valid_times'])} leads, {info['elapsed_s']['total']:.1f} s)"
     )
     return 0
@@ -222,7 +227,7 @@ def watch(args: argparse.Namespace) -> int:
         retries=RETRIES if args.retries is None else args.retries,
         crop=args.crop, size=tuple(args.size) if args.size else None, t_in=args.t_in, t_out=args.t_out,
         data_meta=args.data_meta, members=args.members, seed=args.seed, prob_threshold=args.prob_threshold,
-        sample_kwargs=_sample_kwargs(args), units=args.units,
+        sample_kwargs=_sample_kwargs(args), units=args.units, html=not args.no_html,
         command=_command(),
     )
     # One log line per cycle: the per-step INFO lines of reading and writing only with -v.

@@ -92,7 +92,7 @@ def test_files_arriving_over_cycles_give_one_output_per_analysis_time(tmp_path, 
     info = json.loads((out / _out(3) / "run.json").read_text())
     assert info["analysis_time"] == "2016-07-11T12:15:00Z"
     assert [Path(f).name for f in info["input"]["files"]] == [_name(1), _name(2), _name(3)]
-    assert {p.name for p in (out / _out(3)).iterdir()} == {"forecast.nc", "forecast.gif", "panel.png", "run.json"}
+    assert {p.name for p in (out / _out(3)).iterdir()} == {"forecast.nc", "forecast.gif", "panel.png", "forecast.html", "run.json"}
     # One line per cycle from the watcher; the per-step lines of reading and writing stay quiet without -v.
     lines = [r.getMessage() for r in caplog.records if r.name == "diffcast.streaming" and " written: " in r.getMessage()]
     assert [m.split()[0] for m in lines] == ["2016-07-11T12:10Z", "2016-07-11T12:15Z", "2016-07-11T12:20Z"]
