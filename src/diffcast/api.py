@@ -55,6 +55,7 @@ def nowcast(
     model: str | os.PathLike[str] | None = None,
     pixel_size: float = 1.0,
     prob_matching: str | None = "cdf",
+    max_memory: str | int | None = None,
     **sample_kwargs: Any,
 ) -> np.ndarray:
     """Nowcast rain rate from the latest radar frames.
@@ -95,8 +96,15 @@ def nowcast(
         diffusion model places the rain, the observation sets how much falls. It was
         chosen on the shipped model's validation event (MeteoSwiss 2015-05-15), where
         it lowered the CRPS from 0.043 to 0.035 mm/h (3 windows); ``None`` returns the model's rain rates as they are.
+    max_memory : str or int, optional
+        Trained diffusion models: memory cap (bytes, or ``"4G"``, ``"800M"``) under which
+        members are sampled in turns (:mod:`diffcast.memory`; same seed, same numbers);
+        :class:`diffcast.memory.MemoryCapError` (a ``ValueError``) before any work when
+        even one member at a time does not fit. Default: 90 % of the available memory,
+        checked only for large forecasts.
     **sample_kwargs
-        Diffusion sampling options for trained models (``sampler``, ``steps``, ...).
+        Diffusion sampling options for trained models (``sampler``, ``steps``,
+        ``member_chunk``, ...).
 
     Returns
     -------
@@ -145,6 +153,11 @@ def nowcast(
         else:
             out = pm.steps_nowcast(r, n_lead, n_mem, int(seed), timestep=float(timestep), pixel_size=float(pixel_size))
         return out
+    if max_memory is not None:
+        from .memory import parse_size
+
+        max_memory = parse_size(max_memory)
+        sample_kwargs = {**sample_kwargs, "max_memory": max_memory}
     out = _nowcast_model(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), sample_kwargs)
     if prob_matching == "cdf" and out.shape[0] > 1:  # baselines returned above: STEPS matches by itself
         out = pm.match_cdf(out, r[-1])
@@ -164,7 +177,7 @@ def _nowcast_model(
     """A trained model on rain rates: encode, predict, decode (see :func:`nowcast`)."""
     import torch
 
-    from .inference import PIXEL_TOL, Nowcaster, padded_grid
+    from .inference import PIXEL_TOL, Nowcaster, inflow_of, padded_grid
     from .models.backbones import pysteps_methods as pm
     from .shipped import shipped_file, shipped_models
 
@@ -205,6 +218,17 @@ def _nowcast_model(
             f"{label} needs {nc.t_in} frames {meta.timestep_min:g} min apart; precip gives {frames.shape[0]}"
         )
     frames = frames[-nc.t_in :]
+    sample_kwargs = dict(sample_kwargs)
+    max_memory = sample_kwargs.pop("max_memory", None)
+    from .inference import is_diffusion_model
+
+    if is_diffusion_model(nc.model):
+        from .memory import member_schedule
+
+        plan = member_schedule(nc.model, nc.height, nc.width, n_mem, max_memory=max_memory,
+                               member_chunk=sample_kwargs.get("member_chunk"), n_thresholds=0)
+        if plan is not None:
+            sample_kwargs["member_chunk"] = plan.member_chunk
     x = np.zeros((nc.t_in, nc.height, nc.width), np.float32)  # zero padding = no rain outside the domain
     x[:, :h, :w] = pm.from_intensity(frames, "rainrate", float(meta.scale))
     with torch.inference_mode():
@@ -216,24 +240,3 @@ def _nowcast_model(
     if unknown is not None:
         out[:, unknown] = np.nan
     return out
-
-
-def inflow_of(model: Any, x_in: np.ndarray, coverage: np.ndarray, n_lead: int) -> np.ndarray | None:
-    """``(n_lead, y, x)`` True where a model advecting with an optical-flow backbone
-    (``extrapolation``) would move in rain from outside the domain or the radar coverage
-    (``coverage``, the ``(y, x)`` of the input, top-left of the possibly zero-padded
-    ``x_in`` ``(t_in, Y, X)``): NaN there, as pysteps' nowcasts leave it, instead of the
-    zero rain that the padding invents. ``None`` for other models.
-
-    The motion is the backbone's own Lucas-Kanade field on the same frames
-    (deterministic), cut to the domain.
-    """
-    from .models.backbones import pysteps_methods as pm
-    from .models.backbones.extrapolation import Extrapolation
-
-    bb = getattr(model, "backbone_net", None)
-    if not isinstance(bb, Extrapolation):
-        return None
-    h, w = coverage.shape
-    uv = bb.motion(np.asarray(x_in, dtype=np.float64)[-bb.motion_frames :])[:, :h, :w]
-    return pm.inflow_mask(coverage, uv, n_lead)

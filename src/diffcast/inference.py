@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -107,6 +108,27 @@ def _limit_attention(model: nn.Module, mcfg: dict[str, Any], trained: tuple[int,
     for m in model.modules():
         if isinstance(m, Attention):
             m.window = (max(1, trained[0] // f), max(1, trained[1] // f))
+
+
+def inflow_of(model: nn.Module, x_in: np.ndarray, coverage: np.ndarray, n_lead: int) -> np.ndarray | None:
+    """``(n_lead, y, x)`` True where a model advecting with an optical-flow backbone
+    (``extrapolation``) would move in rain from outside the domain or the radar coverage
+    (``coverage``, the ``(y, x)`` of the input, top-left of the possibly zero-padded
+    ``x_in`` ``(t_in, Y, X)``): NaN there, as pysteps' nowcasts leave it, instead of the
+    zero rain that the padding invents. ``None`` for other models.
+
+    The motion is the backbone's own Lucas-Kanade field on the same frames
+    (deterministic), cut to the domain.
+    """
+    from .models.backbones import pysteps_methods as pm
+    from .models.backbones.extrapolation import Extrapolation
+
+    bb = getattr(model, "backbone_net", None)
+    if not isinstance(bb, Extrapolation):
+        return None
+    h, w = coverage.shape
+    uv = bb.motion(np.asarray(x_in, dtype=np.float64)[-bb.motion_frames :])[:, :h, :w]
+    return pm.inflow_mask(coverage, uv, n_lead)
 
 
 class Nowcaster:

@@ -507,6 +507,13 @@ def build_forecast_dataset(
     phys = meta.to_physical(fc)
     mean = phys.mean(axis=0, dtype=np.float64).astype(np.float32)
     prob = exceedance_probability(fc, meta, thresholds)
+    # NaN members (motion bringing rain in from outside the domain) leave mean and probability unknown too
+    unknown = ~np.isfinite(fc).all(axis=0)
+    if unknown.any():
+        mean[unknown] = np.nan
+        prob[:, unknown] = np.nan
+    else:
+        unknown = None
     if outside is not None:
         for arr in (phys, mean, prob):
             arr[..., outside] = np.nan
@@ -522,8 +529,12 @@ def build_forecast_dataset(
         "long_name": f"{meta.physical_name.replace('_', ' ')} ({meta.name} data)",
         "units": units,
     }
-    if outside is not None:
-        data_attrs["comment"] = "NaN outside radar coverage (where the last observed frame has no data)"
+    if outside is not None or unknown is not None:
+        data_attrs["comment"] = "; ".join(
+            ([] if outside is None else ["NaN outside radar coverage (where the last observed frame has no data)"])
+            + ([] if unknown is None else ["NaN where the motion brings rain in from outside the domain or the "
+                                           "coverage (no observed origin)"])
+        )
     space_coords, space_vars, space_attrs = _space(grid, h, w, pixel_km)
     if grid is not None:
         data_attrs["grid_mapping"] = GRID_MAPPING_VAR
@@ -632,7 +643,7 @@ def build_forecast_dataset(
     for name in ds.coords:
         # CF: coordinate variables carry no fill value.
         ds[name].encoding.setdefault("_FillValue", None)
-    fill = np.float32(np.nan) if outside is not None else None
+    fill = np.float32(np.nan) if outside is not None or unknown is not None else None
     for name in ("forecast", "ensemble_mean", "exceedance_probability", "observation"):
         if name in ds:
             ds[name].encoding.update({"zlib": True, "complevel": 4, "dtype": "float32", "_FillValue": fill})

@@ -136,6 +136,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--member-chunk", type=int, default=None, metavar="K",
                    help="diffusion models: run the denoiser on at most K members at a time (less memory, same "
                         "members with the default samplers; default: all at once)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory cap of a DiffCast nowcast, e.g. 4G or 800M: members are sampled in turns to stay "
+                   "under it, and a forecast that cannot fit even one member at a time stops before any work "
+                   "(default: 90%% of the memory available at start; small forecasts are not checked)")
     p.add_argument("--prob-matching", choices=("cdf", "none"), default="cdf",
                    help="diffusion ensembles: give each member, lead by lead, the intensity distribution of the "
                         "last observed frame, as STEPS does (default cdf; none = the model's values)")
@@ -204,6 +208,10 @@ def _sample_kwargs(args: argparse.Namespace) -> dict:
     out["prob_matching"] = None if args.prob_matching == "none" else args.prob_matching
     if args.member_chunk is not None:
         out["member_chunk"] = args.member_chunk
+    if args.max_memory is not None:
+        from ..memory import parse_size
+
+        out["max_memory"] = parse_size(args.max_memory)  # a bad size fails here, before any reading
     return out
 
 

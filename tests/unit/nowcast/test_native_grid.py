@@ -36,6 +36,17 @@ def test_native_grid_nowcast(tmp_path, helper_module):
     ds = xr.open_dataset(out / "forecast.nc")
     assert ds.sizes["y"] == 72 and ds.sizes["x"] == 72  # the radar's own grid, not the 32 x 32 training grid
     assert "member" in ds.dims and ds.sizes["member"] == 2
+    # the cells move east/south: what would come in across the western and northern edges is unknown (NaN in
+    # every variable), never invented; the rest of the domain is forecast
+    import numpy as np
+
+    fc = ds["forecast"].values  # (member, time, y, x)
+    unknown = np.isnan(fc[0])
+    assert unknown[-1, :, 0].all() and not unknown[-1, 8:, 8:].any()
+    assert (np.isnan(fc).all(axis=0) == unknown).all()
+    assert (np.isnan(ds["ensemble_mean"].values) == unknown).all()
+    assert (np.isnan(ds["exceedance_probability"].values) == unknown[None]).all()
+    assert "outside the domain" in ds["forecast"].attrs["comment"]
     import json
 
     info = json.loads((out / "run.json").read_text())
