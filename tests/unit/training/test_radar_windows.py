@@ -22,19 +22,36 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def write_odim_archive(folder: Path, starts: list[datetime], n_frames: int, size: int = 64, seed: int = 0,
-                       step_min: int = 5, prefix: str = "comp") -> None:
-    """Moving rain cells as ODIM DBZH composites, one file per ``step_min`` minutes from each start."""
+                       step_min: int = 5, prefix: str = "comp", width: int | None = None,
+                       coverage_radius: float | None = None) -> None:
+    """Moving rain cells as ODIM DBZH composites, one file per ``step_min`` minutes from each start.
+
+    ``size`` rows by ``width`` (default ``size``) columns; ``coverage_radius`` (pixels): no data
+    (ODIM ``nodata``) outside that circle around the centre, as a single radar sees."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    width = size if width is None else width
+    yy, xx = np.mgrid[0:size, 0:width].astype(float)
+    corners = {"LL_lat": 50.0, "LL_lon": 0.0, "UR_lat": 50.6, "UR_lon": 0.9}
+    if width != size or coverage_radius is not None:  # corners that agree with the 1 km pixels of any grid
+        from pyproj import Proj
+
+        proj = Proj("+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +ellps=WGS84")
+        x0, y0 = proj(0.0, 50.0)
+        corners["UR_lon"], corners["UR_lat"] = proj(x0 + 1000.0 * width, y0 + 1000.0 * size, inverse=True)
+    outside = None
+    if coverage_radius is not None:
+        outside = (yy - size / 2) ** 2 + (xx - width / 2) ** 2 > coverage_radius**2
     folder.mkdir(parents=True, exist_ok=True)
     for e, start in enumerate(starts):
         cells = [(rng.uniform(10, size - 10), rng.uniform(5, 30), rng.uniform(5, 9), rng.uniform(35, 50)) for _ in range(3)]
         for k in range(n_frames):
-            dbz = np.zeros((size, size))
+            dbz = np.zeros((size, width))
             for cy, cx, s, peak in cells:
                 dbz = np.maximum(dbz, peak * np.exp(-((yy - cy - 0.5 * k) ** 2 + (xx - cx - 1.2 * k) ** 2) / (2 * s * s)))
             code = np.clip(np.round((dbz + 32.0) / 0.5), 1, 254).astype(np.uint8)
             code[dbz < 5] = 0  # undetect
+            if outside is not None:
+                code[outside] = 255  # nodata
             t = start + timedelta(minutes=step_min * k)
             with h5py.File(folder / f"{prefix}_{t:%Y%m%d%H%M}.h5", "w") as f:
                 f.attrs["Conventions"] = np.bytes_("ODIM_H5/V2_2")
@@ -42,8 +59,7 @@ def write_odim_archive(folder: Path, starts: list[datetime], n_frames: int, size
                 w.attrs["date"], w.attrs["time"] = np.bytes_(f"{t:%Y%m%d}"), np.bytes_(f"{t:%H%M%S}")
                 wh = f.create_group("where")
                 wh.attrs["projdef"] = np.bytes_("+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +ellps=WGS84")
-                for key, v in (("LL_lat", 50.0), ("LL_lon", 0.0), ("UR_lat", 50.6), ("UR_lon", 0.9),
-                               ("xscale", 1000.0), ("yscale", 1000.0)):
+                for key, v in (*corners.items(), ("xscale", 1000.0), ("yscale", 1000.0)):
                     wh.attrs[key] = v
                 d = f.create_group("dataset1/data1")
                 d.create_dataset("data", data=code)
