@@ -71,12 +71,21 @@ def _input(grid: str, root: Path, t_in: int) -> tuple[Any, float]:
     return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames]), pixel
 
 
+_PROBING = {"on": False}
+#: Buckets whose inner calls (motion, sampling) are not counted again in the others.
+EXCLUSIVE = ("memory", "inflow")
+
+
 def _timed(owner: Any, name: str, bucket: str, totals: dict[str, float]) -> None:
     """Wrap ``owner.name`` so its wall time adds to ``totals[bucket]`` (outermost call only)."""
     fn = getattr(owner, name)
     depth = {"n": 0}
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if bucket not in EXCLUSIVE and _PROBING["on"]:  # inside the memory probe or the inflow mask: theirs only
+            return fn(*args, **kwargs)
+        if bucket in EXCLUSIVE:
+            _PROBING["on"] = True
         depth["n"] += 1
         t0 = time.perf_counter()
         try:
@@ -85,6 +94,8 @@ def _timed(owner: Any, name: str, bucket: str, totals: dict[str, float]) -> None
             depth["n"] -= 1
             if depth["n"] == 0:
                 totals[bucket] += time.perf_counter() - t0
+                if bucket in EXCLUSIVE:
+                    _PROBING["on"] = False
 
     setattr(owner, name, wrapper)
 
@@ -101,6 +112,22 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     base_rss = _rss_mb()
     frames, pixel = _input(args.grid, args.radar_root, 5)
     totals: dict[str, float] = defaultdict(float)
+    # the memory plan the nowcast makes (diffcast.memory), recorded beside the measured peak
+    from diffcast import memory
+    from diffcast.inference import Nowcaster, padded_grid
+    from diffcast.shipped import DEFAULT_SHIPPED
+
+    h, w = frames.shape[1:]
+    nc = Nowcaster.from_checkpoint(args.model or DEFAULT_SHIPPED, grid=padded_grid(h, w))
+    cap = memory.parse_size(args.max_memory) if args.max_memory else memory.default_cap()
+    t_plan = time.perf_counter()
+    plan = memory.plan_members(nc.model, nc.height, nc.width, args.members, cap=cap, n_thresholds=0)
+    del nc
+    t_plan = time.perf_counter() - t_plan
+    _timed(memory, "probe_sample_bytes", "memory", totals)
+    from diffcast import inference
+
+    _timed(inference, "inflow_of", "inflow", totals)
     _timed(ex_mod, "motion_field", "motion", totals)
     _timed(Extrapolation, "forward", "backbone+motion", totals)
     _timed(ResidualDiffusion, "context", "context", totals)
@@ -108,7 +135,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     fc = diffcast.nowcast(
         frames, timestep=5, n_leadtimes=args.leads, n_ens_members=args.members, seed=0, model=args.model,
-        pixel_size=pixel,
+        pixel_size=pixel, max_memory=cap,
     )
     total = time.perf_counter() - t0
     motion = totals["motion"]
@@ -122,8 +149,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "members": args.members, "leads": args.leads, "threads": args.threads,
         "wall_s": round(total, 2), "motion_s": round(motion, 2), "backbone_s": round(backbone, 2),
         "context_s": round(context, 2), "sampling_s": round(sampling, 2),
-        "other_s": round(total - totals["sample"], 2),
+        "memory_probe_s": round(t_plan, 2), "memory_probe_in_nowcast_s": round(totals["memory"], 2),
+        "inflow_s": round(totals["inflow"], 2),
+        "other_s": round(total - totals["sample"] - totals["memory"] - totals["inflow"], 2),
         "peak_rss_mb": round(_rss_mb(), 1), "baseline_rss_mb": round(base_rss, 1),
+        "memory_cap_mb": round(plan.cap / 2**20, 1), "memory_estimate_mb": round(plan.estimate / 2**20, 1),
+        "member_chunk": plan.member_chunk,
         "input_float32_mb": round(frames[-4:].size * 4 / 2**20, 1),
         "output_mb": round(fc.nbytes / 2**20, 1),
         "finite_fraction": round(float(np.isfinite(fc).mean()), 4),
@@ -134,12 +165,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
         "| grid | members | wall s | motion | backbone | context | sampling | other | peak RSS MB | "
-        "baseline RSS MB | within 5 min |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "estimate MB (chunk) | baseline RSS MB | within 5 min |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
         f"| {r['grid']} ({r['shape'][0]} x {r['shape'][1]}) | {r['members']} | {r['wall_s']:.1f} | "
         f"{r['motion_s']:.1f} | {r['backbone_s']:.1f} | {r['context_s']:.1f} | {r['sampling_s']:.1f} | "
-        f"{r['other_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['baseline_rss_mb']:.0f} | "
+        f"{r['other_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+        f"{r.get('memory_estimate_mb', float('nan')):.0f} ({r.get('member_chunk', '-')}) | {r['baseline_rss_mb']:.0f} | "
         f"{'yes' if r['within_5_min'] else 'no'} |"
         for r in rows
     ]
@@ -153,6 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--members", type=int, default=8)
     p.add_argument("--leads", type=int, default=12)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-memory", default=None, help="memory cap of the nowcast, e.g. 4G (default: 90%% of available)")
     p.add_argument("--radar-root", type=Path, default=SHARED / "radar")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--grid", default=None, help=argparse.SUPPRESS)  # child process
@@ -173,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                "--threads", str(args.threads), "--radar-root", str(args.radar_root)]
         if args.model:
             cmd += ["--model", args.model]
+        if args.max_memory:
+            cmd += ["--max-memory", args.max_memory]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         if out.returncode:
             print(json.dumps({"bench": "cycle", "grid": grid, "error": out.stderr.strip().splitlines()[-1:]}))

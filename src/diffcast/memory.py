@@ -233,10 +233,12 @@ def _probe_grid(model: Any, height: int, width: int) -> tuple[int, int]:
 def probe_sample_bytes(model: Any, height: int, width: int, steps: int = 1) -> tuple[float, float, float]:
     """Live tensor bytes of ``model.sample`` for a ``height`` x ``width`` grid: ``(fixed, per chunk member, per member)``.
 
-    Measured by three short runs on the probe grid (:func:`_probe_grid`; 1 member, 2 at
-    once, 2 in turns), which separate the memory that does not depend on the members
-    (context encoder, ``mu``), the denoiser's activations per member sampled at once,
-    and what is kept per member, then scaled by area to the forecast grid.
+    Measured by two short runs on the probe grid (:func:`_probe_grid`; 1 member, then 2
+    at once; one sampler step, the backbone once), which separate the memory that does
+    not depend on the members (context encoder, ``mu``) from the denoiser's activations
+    per member sampled at once; what is kept per member (its residual) is counted from
+    its size. Scaled by area to the forecast grid. The tracking costs Python time per
+    tensor op: a probe takes about as long as a forecast of a few members on the probe grid.
     """
     import copy
 
@@ -253,13 +255,17 @@ def probe_sample_bytes(model: Any, height: int, width: int, steps: int = 1) -> t
     x = torch.rand(1, small.t_in, small.channels, ph, pw, generator=gen) * 0.5
     peaks = {}
     with torch.inference_mode():
-        for m, chunk in ((1, 1), (2, 2), (2, 1)):
+        # the backbone (optical flow: numpy, not tensors) once; each run gets its own copy of mu, as a forecast has
+        mu = small._backbone_mu(x)
+        small._backbone_mu = lambda _x: mu.clone()
+        for m in (1, 2):
             with LiveTensorBytes() as meter:
-                small.sample(x, members=m, member_chunk=chunk, steps=steps, generator=torch.Generator().manual_seed(0))
-            peaks[(m, chunk)] = meter.peak
-    per_member = max(peaks[(2, 1)] - peaks[(1, 1)], 0)
-    per_chunk = max(peaks[(2, 2)] - peaks[(1, 1)] - per_member, 0)
-    fixed = max(peaks[(1, 1)] - per_chunk - per_member, 0)
+                small.sample(x, members=m, member_chunk=m, steps=steps, generator=torch.Generator().manual_seed(0))
+            peaks[m] = meter.peak
+    # kept per member until the end: its residual, twice while the segments are joined
+    per_member = 2.0 * small.t_out * small.channels * ph * pw * 4
+    per_chunk = max(peaks[2] - peaks[1] - per_member, 0)
+    fixed = max(peaks[1] - per_chunk - per_member, 0)
     scale = (height * width) / float(ph * pw)
     return fixed * scale, per_chunk * scale, per_member * scale
 
