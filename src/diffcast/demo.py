@@ -306,7 +306,7 @@ def _real_folders(root: Path) -> list[Path]:
 
 def _run_real(root: Path, out: Path, seed: int, progress: bool) -> dict[str, Any]:
     from .evaluation import evaluate
-    from .nowcasting import make_nowcaster, prepare_input, read_input, run_nowcast
+    from .pipeline import make_nowcaster, prepare_input, read_input, run_nowcast
 
     folder = ensure_writable_dir(out / "real")
     entries, items = [], []
@@ -838,7 +838,7 @@ def _forecast_and_score(
 def _rate_meta() -> Any:
     """Rain-rate display metadata: values encoded as radar dBZ / 90, shown in mm/h."""
     from .data.transforms import get_meta
-    from .nowcasting import rain_rate_meta
+    from .pipeline.units import rain_rate_meta
 
     return rain_rate_meta(get_meta("radar"))
 

@@ -2,11 +2,11 @@
 
 A :class:`FolderWatcher` polls a folder that radar files arrive in and nowcasts
 the newest analysis time each time a newer file appears. Each step reuses the
-file-to-file road of :mod:`diffcast.nowcasting`: the folder is indexed by
+file-to-file road of :mod:`diffcast.pipeline`: the folder is indexed by
 :func:`diffcast.data.radar.list_radar_files` (time stamps from the file names,
 ODIM files from their ``/what`` attributes; ``pattern`` and ``radar_format`` as
-for ``--input``), the frames go through :func:`~diffcast.nowcasting.read_input`
-and :func:`~diffcast.nowcasting.nowcast_raw`, and one model is loaded once.
+for ``--input``), the frames go through :func:`~diffcast.pipeline.inputs.read_input`
+and :func:`~diffcast.pipeline.run.nowcast_raw`, and one model is loaded once.
 
 Rules of a cycle
 ----------------
@@ -24,7 +24,7 @@ Rules of a cycle
 - A cycle writes ``OUT/<YYYYmmddTHHMMZ>/`` with what ``diffcast nowcast`` writes
   (``forecast.nc``, ``forecast.gif``, ``panel.png``, ``forecast.html``, ``run.json``), staged in a
   hidden temporary folder in ``OUT`` and renamed when complete
-  (:func:`~diffcast.nowcasting.staged_output`). An output that exists is not
+  (:func:`~diffcast.writers.staging.staged_output`). An output that exists is not
   recomputed, so a restarted watcher continues where it stopped; ``OUT/latest``
   holds the name of the newest output folder (replaced atomically). Temporary
   folders left by a killed run are removed at start (one watcher per ``OUT``).
@@ -135,10 +135,10 @@ class FolderWatcher:
     retries : int
         How many times an unreadable, unchanged input is tried again (default 3).
     crop, size, t_in, t_out, data_meta
-        As for :func:`~diffcast.nowcasting.make_nowcaster` and
-        :func:`~diffcast.nowcasting.prepare_input`.
+        As for :func:`~diffcast.pipeline.model.make_nowcaster` and
+        :func:`~diffcast.pipeline.prepare.prepare_input`.
     members, seed, prob_threshold, sample_kwargs, command, units, html
-        As for :func:`~diffcast.nowcasting.run_nowcast` (the seed, when given, is
+        As for :func:`~diffcast.pipeline.run.run_nowcast` (the seed, when given, is
         used for every cycle).
 
     Raises
@@ -173,7 +173,7 @@ class FolderWatcher:
     ) -> None:
         from .data.radar import RADAR_FORMATS
         from .inference import BASELINES
-        from .nowcasting import OUTPUT_UNITS, make_nowcaster
+        from .pipeline import OUTPUT_UNITS, make_nowcaster
         from .utils.io import ensure_writable_dir
 
         self.folder = Path(folder)
@@ -366,7 +366,7 @@ class FolderWatcher:
         return self._probe.t_in, min(gaps) if gaps else float(self._probe.meta.timestep_min)
 
     def _nowcast(self, fmt: str, files: list[Path], out: Path, step: float) -> dict[str, Any]:
-        from .nowcasting import make_nowcaster, nowcast_raw, read_input
+        from .pipeline import make_nowcaster, nowcast_raw, read_input
 
         try:
             raw = read_input(files, "radar", radar_format=fmt)

@@ -19,7 +19,7 @@ import threading
 
 from ..data.radar import RADAR_FORMATS
 from ..inference import BASELINES
-from ..nowcasting import ARRAY_LAYOUTS, OUTPUT_UNITS
+from ..pipeline import ARRAY_LAYOUTS, OUTPUT_UNITS
 from ..sampling import SPACINGS
 
 #: Default of --poll-seconds and --retries.
@@ -149,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..nowcasting import nowcast_to_files
+    from ..pipeline import nowcast_to_files
 
     if args.threads is not None:
         import torch

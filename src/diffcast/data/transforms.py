@@ -215,3 +215,17 @@ def transcode(x: Any, src: DatasetMeta, dst: DatasetMeta) -> Any:
         raise ValueError(f"no conversion from {src.unit} ({src.name}) to {dst.unit} ({dst.name})")
     res = np.clip(out / dst.scale, 0.0, 1.0).astype(np.float32)
     return torch.from_numpy(res).to(device=x.device) if is_t else res
+
+
+#: Relative tolerance of :func:`exceeds` (float32 round-off of a value read exactly at a threshold).
+THRESHOLD_RTOL = 4e-6
+
+
+def exceeds(x: np.ndarray, code: float, meta: DatasetMeta) -> np.ndarray:
+    """``x * scale >= code`` for ``[0, 1]`` values ``x``, up to float32 round-off.
+
+    A value read from a file exactly at a threshold (MeteoSwiss rain rates are
+    classes such as 1.0 mm/h) passes through float32 dBZ / 90 and back; values
+    within ``THRESHOLD_RTOL`` (relative) below ``code`` count as reaching it.
+    """
+    return np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) * meta.scale >= float(code) * (1.0 - THRESHOLD_RTOL)

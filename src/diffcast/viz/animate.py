@@ -5,7 +5,7 @@ dataset's threshold space (``x * meta.scale``) for SEVIR-like VIL data (the SEVI
 VIL colour map, :func:`diffcast.viz.colormaps.vil_cmap`) and reflectivity (a
 sequential map over 0-70 dBZ), and rain rate in mm/h (a logarithmic map over
 0.1-100 mm/h) when the metadata's physical unit is mm/h
-(:func:`diffcast.nowcasting.rain_rate_meta`). Probabilities use a separate 0-1
+(:func:`diffcast.pipeline.units.rain_rate_meta`). Probabilities use a separate 0-1
 map. Pixels outside radar coverage are drawn in a neutral grey
 (:data:`NO_COVERAGE_RGB`). Matplotlib is used through its object API (no pyplot,
 no global backend switch); GIFs are assembled with Pillow. Every file is written
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..data.contract import DatasetMeta
-from ..io_netcdf import exceeds
+from ..data.transforms import exceeds
 from ..utils.io import atomic_path
 
 log = logging.getLogger(__name__)

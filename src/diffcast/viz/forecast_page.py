@@ -11,7 +11,7 @@ and the exceedance probability at each threshold, with a colour bar per panel
 kind in the output units (the colour maps of :mod:`diffcast.viz.animate`). Pixels
 outside radar coverage or without data are grey (:data:`~diffcast.viz.animate.NO_COVERAGE_RGB`).
 
-Geography: when the grid is georeferenced (a :class:`~diffcast.io_netcdf.ProjectedGrid`
+Geography: when the grid is georeferenced (a :class:`~diffcast.geo.ProjectedGrid`
 with lat/lon), a graticule is drawn over every map panel: lines of constant
 latitude and longitude traced as contours of the pixels' lat/lon (so any
 projection works) at a spacing of 3-5 lines per axis, labelled in degrees, as an
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..data.contract import DatasetMeta
-from ..io_netcdf import exceeds
+from ..data.transforms import exceeds
 from ..utils.io import atomic_write_text
 from .animate import (
     NO_COVERAGE_RGB,

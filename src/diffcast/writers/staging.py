@@ -1,0 +1,51 @@
+"""Staged output: a forecast's files appear together or not at all.
+
+Writers write into the temporary folder that :func:`staged_output` yields; the
+folder is published (renamed) only when every file is written, so an error or an
+interrupt leaves no partial output. Used by ``diffcast nowcast`` and the
+``--watch`` loop (:mod:`diffcast.streaming`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str | os.PathLike[str]) -> Any:
+    """Yield a temporary folder beside ``out_dir``; publish its files on success.
+
+    On success the temporary folder is renamed to ``out_dir`` (or, when
+    ``out_dir`` exists, each file is moved into it with an atomic rename). On any
+    error the temporary folder is removed, so no partial output remains.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
+    parent = out.resolve().parent
+    from ..utils.io import ensure_writable_dir
+
+    ensure_writable_dir(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp.", dir=parent))
+    try:
+        yield tmp
+        # mkdtemp/mkstemp create owner-only entries; give the outputs the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if not out.exists():
+            os.rename(tmp, out)
+        else:
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
+            tmp.rmdir()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
