@@ -19,10 +19,10 @@ from PIL import Image
 from diffcast.cli import main
 from diffcast.data.sevir import SEVIRDataset
 from diffcast.data.transforms import SEVIR_META
-from diffcast.io_netcdf import build_forecast_dataset
 from diffcast.models.factory import build_model
-from diffcast.nowcasting import prepare_input, read_input
+from diffcast.pipeline import prepare_input, read_input
 from diffcast.training.model_io import save_model_file
+from diffcast.writers.netcdf import build_forecast_dataset
 
 OUTPUTS = {"forecast.nc", "forecast.gif", "panel.png", "forecast.html", "run.json"}
 

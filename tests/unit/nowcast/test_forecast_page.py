@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from diffcast.data.transforms import SEVIR_META
-from diffcast.io_netcdf import ProjectedGrid
+from diffcast.geo import ProjectedGrid
 from diffcast.viz.animate import NO_COVERAGE_RGB, colorize
 from diffcast.viz.forecast_page import graticule_step, write_forecast_page
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffcast.io_netcdf import ProjectedGrid, _km_ellipsoid_to_m
+from diffcast.geo import ProjectedGrid, _km_ellipsoid_to_m
 
 pytest.importorskip("pyproj")
 

@@ -12,8 +12,8 @@ import pytest
 
 from diffcast.data.sevir import SEVIRDataset
 from diffcast.data.transforms import CIKM_META, RADAR_DBZ_META, SEVIR_META
-from diffcast.io_netcdf import ProjectedGrid
-from diffcast.nowcasting import (
+from diffcast.geo import ProjectedGrid
+from diffcast.pipeline import (
     NOMINAL_ANALYSIS_TIME,
     RawInput,
     convert_units,
@@ -22,8 +22,8 @@ from diffcast.nowcasting import (
     fit_projected_grid,
     prepare_input,
     read_input,
-    staged_output,
 )
+from diffcast.writers import staged_output
 
 
 def _frames(t=6, h=8, w=8, seed=0):
@@ -397,7 +397,7 @@ def test_radar_mask_follows_the_frames_to_the_model_grid(tmp_path, knmi_writer):
 
 
 def test_fit_grid_masked_half_area_rule():
-    from diffcast.nowcasting import fit_grid_masked
+    from diffcast.pipeline.grid import fit_grid_masked
 
     x = np.full((1, 4, 4), 0.5, np.float32)
     nodata = np.zeros((1, 4, 4), bool)
@@ -415,7 +415,12 @@ def test_fit_grid_masked_half_area_rule():
 # ----------------------------------------------------------------------------- output units
 def test_rain_rate_meta_round_trips_marshall_palmer():
     from diffcast.data.transforms import rainrate_to_dbz
-    from diffcast.nowcasting import RAINRATE_THRESHOLDS, output_meta, rain_rate_meta, threshold_code
+    from diffcast.pipeline.units import (
+        RAINRATE_THRESHOLDS,
+        output_meta,
+        rain_rate_meta,
+        threshold_code,
+    )
 
     rate = rain_rate_meta(RADAR_DBZ_META)
     r = np.array([0.0, 0.02, 0.05, 1.0, 12.0, 100.0])

@@ -11,7 +11,8 @@ import pytest
 import xarray as xr
 
 from diffcast.data.transforms import RADAR_DBZ_META, SEVIR_META, vil_code_to_kgm2
-from diffcast.io_netcdf import ProjectedGrid, exceedance_probability, write_forecast_netcdf
+from diffcast.geo import ProjectedGrid
+from diffcast.writers.netcdf import exceedance_probability, write_forecast_netcdf
 
 T0 = dt.datetime(2021, 6, 1, 12, 30)
 
@@ -255,7 +256,7 @@ def test_nan_outside_coverage_and_coverage_variable(tmp_path):
 
 def test_rain_rate_variables_and_thresholds(tmp_path):
     from diffcast.data.transforms import rainrate_to_dbz
-    from diffcast.nowcasting import rain_rate_meta
+    from diffcast.pipeline.units import rain_rate_meta
 
     meta = rain_rate_meta(RADAR_DBZ_META)
     rates = np.array([0.0, 0.5, 1.0, 12.0], np.float64)

@@ -92,7 +92,7 @@ def test_report_markdown_and_html(tmp_path):
 
 
 def test_no_coverage_is_grey_and_rain_rate_colours(tmp_path):
-    from diffcast.nowcasting import rain_rate_meta
+    from diffcast.pipeline.units import rain_rate_meta
     from diffcast.viz.animate import NO_COVERAGE_RGB, display_unit, threshold_value
 
     meta = rain_rate_meta(RADAR_DBZ_META)
