@@ -212,8 +212,7 @@ def test_diffcast_model_on_other_grid(tmp_path):
     assert fc.shape == (2, 4, 40, 72)
     assert np.isnan(fc[:, :, :5]).all()
     # elsewhere NaN only where the backbone's motion brings rain in from outside the domain or coverage
-    from diffcast.inference import inflow_of
-    from diffcast.inference import Nowcaster, padded_grid
+    from diffcast.inference import Nowcaster, inflow_of, padded_grid
 
     nc = Nowcaster.from_checkpoint(path, grid=padded_grid(40, 72))
     x = np.zeros((3, nc.height, nc.width))
