@@ -14,9 +14,11 @@ changes the schedule, not the numbers: each member's noise has its own generator
 
 The probe counts the bytes of live tensor storages while the sampler runs
 (:class:`LiveTensorBytes`, a ``TorchDispatchMode``), which is exact for tensors and
-blind to the allocator's slack and to numpy work inside the backbone; the
-ensemble term is therefore written generously (float64 copies), and
-``benchmarks/bench_cycle.py`` reports the estimate beside the measured peak.
+blind to the allocator's slack and to the numpy work of the optical flow (motion,
+advection, inflow mask); that work is a term per pixel and lead calibrated on the
+largest benchmark grid (:data:`BACKBONE_BYTES_PER_PIXEL_LEAD`), the ensemble term is
+written generously (float64 copies), and ``benchmarks/bench_cycle.py`` reports the
+estimate beside the measured peak.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ class MemoryPlan:
     cap: int
     baseline: int  # resident memory before the nowcast
     per_chunk_member: int  # denoiser activations per member sampled at once
-    ensemble: int  # the ensemble's arrays
+    ensemble: int  # the ensemble's arrays and the numpy work of motion/advection
 
     def describe(self) -> dict[str, Any]:
         return {"member_chunk": self.member_chunk, "estimate_bytes": self.estimate, "cap_bytes": self.cap,
@@ -230,6 +232,11 @@ def _probe_grid(model: Any, height: int, width: int) -> tuple[int, int]:
     return side, side
 
 
+#: Probe results per model object and grid: a watch loop measures once, not every cycle.
+_PROBES: weakref.WeakKeyDictionary[Any, dict[tuple[int, int, int], tuple[float, float, float]]] = (
+    weakref.WeakKeyDictionary())
+
+
 def probe_sample_bytes(model: Any, height: int, width: int, steps: int = 1) -> tuple[float, float, float]:
     """Live tensor bytes of ``model.sample`` for a ``height`` x ``width`` grid: ``(fixed, per chunk member, per member)``.
 
@@ -244,6 +251,13 @@ def probe_sample_bytes(model: Any, height: int, width: int, steps: int = 1) -> t
 
     import torch
 
+    key = (int(height), int(width), int(steps))
+    try:
+        cached = _PROBES.get(model, {}).get(key)
+    except TypeError:  # not weak-referenceable: no cache
+        cached = None
+    if cached is not None:
+        return cached
     ph, pw = _probe_grid(model, height, width)
     small = copy.deepcopy(model)
     # the same network on the probe grid: a convolutional model's weights do not depend on it
@@ -267,7 +281,12 @@ def probe_sample_bytes(model: Any, height: int, width: int, steps: int = 1) -> t
     per_chunk = max(peaks[2] - peaks[1] - per_member, 0)
     fixed = max(peaks[1] - per_chunk - per_member, 0)
     scale = (height * width) / float(ph * pw)
-    return fixed * scale, per_chunk * scale, per_member * scale
+    result = (fixed * scale, per_chunk * scale, per_member * scale)
+    try:
+        _PROBES.setdefault(model, {})[key] = result
+    except TypeError:
+        pass
+    return result
 
 
 def ensemble_bytes(members: int, t_out: int, height: int, width: int, n_thresholds: int = 4) -> int:
@@ -276,6 +295,18 @@ def ensemble_bytes(members: int, t_out: int, height: int, width: int, n_threshol
     written, the ensemble mean and the exceedance probabilities at each threshold."""
     field = t_out * height * width
     return int(field * (members * (4 + 4 + 8 + 4) + 4 + 4 * n_thresholds))
+
+
+#: Bytes per pixel and lead of the numpy work around the network (optical flow, advection
+#: of the last frame, the inflow mask: float64 fields and displacement grids), calibrated on
+#: ``benchmarks/bench_cycle.py`` at 2000 x 2000 with one member, where it is most of the
+#: peak (6.8 GB measured against 3.9 GB estimated without it).
+BACKBONE_BYTES_PER_PIXEL_LEAD = 64
+
+
+def backbone_bytes(t_out: int, height: int, width: int) -> int:
+    """The numpy work of motion, advection and inflow mask (:data:`BACKBONE_BYTES_PER_PIXEL_LEAD`)."""
+    return int(BACKBONE_BYTES_PER_PIXEL_LEAD * t_out * height * width)
 
 
 def plan_members(
@@ -302,7 +333,8 @@ def plan_members(
     members = int(members)
     fixed, per_chunk, per_member = probe if probe is not None else probe_sample_bytes(model, height, width)
     base = resident_memory() if baseline is None else int(baseline)
-    ens = ensemble_bytes(members, int(model.t_out), height, width, n_thresholds)
+    ens = ensemble_bytes(members, int(model.t_out), height, width, n_thresholds) + backbone_bytes(
+        int(model.t_out), height, width)
 
     def estimate(k: int) -> int:
         return int(base + fixed + per_chunk * k + per_member * members + ens)
@@ -321,7 +353,7 @@ def plan_members(
         if not fit:
             raise MemoryCapError(
                 f"{members} member(s) on {height}x{width} need about {format_size(estimate(1))} even one member at a "
-                f"time (process {format_size(base)}, ensemble arrays {format_size(ens)}, denoiser "
+                f"time (process {format_size(base)}, ensemble arrays and optical flow {format_size(ens)}, denoiser "
                 f"{format_size(fixed + per_chunk + per_member * members)}), over the memory cap of {format_size(cap)}: "
                 "ask for fewer members or a smaller domain, or raise --max-memory"
             )

@@ -67,6 +67,8 @@ def test_probe_predicts_a_larger_grid(model_file):
     assert 0.75 < predicted / m.peak < 1.35, (predicted, m.peak)
     # and a small grid is measured as it is
     assert memory._probe_grid(nc.model, 48, 40) == (48, 40)
+    # measured once per model and grid (a watch loop does not pay it every cycle)
+    assert memory.probe_sample_bytes(nc.model, 128, 96) is memory.probe_sample_bytes(nc.model, 128, 96)
 
 
 def test_cap_changes_the_schedule_not_the_numbers(model_file):
