@@ -154,9 +154,6 @@ def nowcast(
             out = pm.steps_nowcast(r, n_lead, n_mem, int(seed), timestep=float(timestep), pixel_size=float(pixel_size))
         return out
     if max_memory is not None:
-        from .memory import parse_size
-
-        max_memory = parse_size(max_memory)
         sample_kwargs = {**sample_kwargs, "max_memory": max_memory}
     out = _nowcast_model(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), sample_kwargs)
     if prob_matching == "cdf" and out.shape[0] > 1:  # baselines returned above: STEPS matches by itself
@@ -218,17 +215,10 @@ def _nowcast_model(
             f"{label} needs {nc.t_in} frames {meta.timestep_min:g} min apart; precip gives {frames.shape[0]}"
         )
     frames = frames[-nc.t_in :]
+    from .memory import schedule_members
+
     sample_kwargs = dict(sample_kwargs)
-    max_memory = sample_kwargs.pop("max_memory", None)
-    from .inference import is_diffusion_model
-
-    if is_diffusion_model(nc.model):
-        from .memory import member_schedule
-
-        plan = member_schedule(nc.model, nc.height, nc.width, n_mem, max_memory=max_memory,
-                               member_chunk=sample_kwargs.get("member_chunk"), n_thresholds=0)
-        if plan is not None:
-            sample_kwargs["member_chunk"] = plan.member_chunk
+    schedule_members(nc.model, n_mem, sample_kwargs, n_thresholds=0)
     x = np.zeros((nc.t_in, nc.height, nc.width), np.float32)  # zero padding = no rain outside the domain
     x[:, :h, :w] = pm.from_intensity(frames, "rainrate", float(meta.scale))
     with torch.inference_mode():

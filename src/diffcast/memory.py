@@ -391,3 +391,22 @@ def member_schedule(
         return None
     return plan_members(model, int(height), int(width), int(members), cap=cap, member_chunk=member_chunk,
                         n_thresholds=n_thresholds)
+
+
+def schedule_members(model: Any, members: int, sample_kwargs: dict[str, Any], n_thresholds: int = 4) -> MemoryPlan | None:
+    """:func:`member_schedule` for a nowcast's sampling options, before any work.
+
+    Pops ``max_memory`` from ``sample_kwargs`` (it is not a sampler option) and, for a
+    diffusion model whose forecast needs a plan, sets ``sample_kwargs["member_chunk"]``;
+    returns the plan (``None`` for other models and small forecasts).
+    """
+    from .inference import is_diffusion_model
+
+    max_memory = sample_kwargs.pop("max_memory", None)
+    if not is_diffusion_model(model):
+        return None
+    plan = member_schedule(model, model.height, model.width, members, max_memory=max_memory,
+                           member_chunk=sample_kwargs.get("member_chunk"), n_thresholds=n_thresholds)
+    if plan is not None:
+        sample_kwargs["member_chunk"] = plan.member_chunk
+    return plan

@@ -166,18 +166,10 @@ def run_nowcast(
     from ..models.backbones.pysteps_methods import check_prob_matching, match_cdf
 
     check_prob_matching(prob_matching)
-    max_memory = kwargs.pop("max_memory", None)  # not a sampler option either: the cap of the schedule below
-    plan = None
-    from ..inference import is_diffusion_model
+    from ..memory import schedule_members
 
-    if is_diffusion_model(nowcaster.model):
-        from ..memory import member_schedule
-
-        # before any work: members in turns under the cap, or a clear error when even one at a time does not fit
-        plan = member_schedule(nowcaster.model, nowcaster.height, nowcaster.width, members, max_memory=max_memory,
-                               member_chunk=kwargs.get("member_chunk"), n_thresholds=len(meta.thresholds) + len(thr_codes))
-        if plan is not None:
-            kwargs["member_chunk"] = plan.member_chunk
+    # before any work: members in turns under the cap, or a clear error when even one at a time does not fit
+    plan = schedule_members(nowcaster.model, members, kwargs, n_thresholds=len(meta.thresholds) + len(thr_codes))
     with staged_output(out_dir) as tmp:
         t_pred = time.perf_counter()
         result = nowcaster.predict(x, members=members, seed=seed, progress=progress, **kwargs)
@@ -186,7 +178,7 @@ def run_nowcast(
         if not np.isfinite(fc).all():
             raise ValueError(f"{nowcaster.name} produced non-finite values; the model file may be corrupt")
         fc = np.clip(fc, 0.0, 1.0)
-        from ..inference import inflow_of
+        from ..inference import inflow_of, is_diffusion_model
 
         # no rain invented at the inflow edges: NaN where the motion brings it from outside the domain/coverage
         unknown = inflow_of(nowcaster.model, x[0, :, 0].cpu().numpy(),
