@@ -117,8 +117,8 @@ def inflow_of(model: nn.Module, x_in: np.ndarray, coverage: np.ndarray, n_lead: 
     ``x_in`` ``(t_in, Y, X)``): NaN there, as pysteps' nowcasts leave it, instead of the
     zero rain that the padding invents. ``None`` for other models.
 
-    The motion is the backbone's own Lucas-Kanade field on the same frames
-    (deterministic), cut to the domain.
+    The motion is the backbone's own Lucas-Kanade field on the same frames (kept by the
+    backbone from the forecast, so not computed twice), cut to the domain.
     """
     from .models.backbones import pysteps_methods as pm
     from .models.backbones.extrapolation import Extrapolation
