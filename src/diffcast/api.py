@@ -188,6 +188,7 @@ def _nowcast_model(
     if (h, w) != (nc.height, nc.width):
         # Fully convolutional models run on the input's grid, zero-padded (padded_grid).
         nc = Nowcaster.from_checkpoint(spec, grid=padded_grid(h, w))
+        nc.set_domain(h, w)  # motion on the domain, not on its zero padding
     meta = nc.meta
     label = f"model {nc.name} ({os.fspath(spec)})"
     if pm.intensity_of(meta.unit, meta.physical_unit) != "rainrate":

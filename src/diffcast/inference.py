@@ -158,6 +158,15 @@ class Nowcaster:
         self.height = int(mcfg.get("height", 128))
         self.width = int(mcfg.get("width", 128))
 
+    def set_domain(self, height: int, width: int) -> None:
+        """Say that inputs hold data only in their top-left ``height x width`` (the rest zero
+        padding up to the model's grid): kept as ``input_grid`` for cropping the forecast back,
+        and passed to an optical-flow backbone so that it estimates motion on the domain only."""
+        self.input_grid = (int(height), int(width))
+        bb = getattr(self.model, "backbone_net", self.model)
+        if hasattr(bb, "domain"):
+            bb.domain = None if self.input_grid == (self.height, self.width) else self.input_grid
+
     # ------------------------------------------------------------------ builders
     @classmethod
     def from_baseline(

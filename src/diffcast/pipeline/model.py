@@ -88,6 +88,6 @@ def _native_grid(nc: Any, spec: str, raw: RawInput | None) -> Any:
     except GridMismatchError as exc:
         log.info("%s: forecasting on its own %dx%d grid (%s)", nc.name, nc.height, nc.width, exc)
         return nc
-    native.input_grid = (h, w)
+    native.set_domain(h, w)
     log.info("%s runs on the native %dx%d radar grid (padded to %dx%d)", nc.name, h, w, hp, wp)
     return native

@@ -215,6 +215,7 @@ def test_diffcast_model_on_other_grid(tmp_path):
     from diffcast.inference import Nowcaster, inflow_of, padded_grid
 
     nc = Nowcaster.from_checkpoint(path, grid=padded_grid(40, 72))
+    nc.set_domain(40, 72)  # motion on the domain, not on the zero padding (as diffcast.nowcast does)
     x = np.zeros((3, nc.height, nc.width))
     x[:, :40, :72] = pm.from_intensity(precip, "rainrate", float(nc.meta.scale))
     unknown = inflow_of(nc.model, x, np.isfinite(precip[-1]), 4)

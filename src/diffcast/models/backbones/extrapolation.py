@@ -46,6 +46,12 @@ class Extrapolation(Backbone):
     gradient. Non-finite outputs become 0 and the forecast is clipped to [0, 1].
     Motion is estimated on ``x * 255`` so pysteps' 8-bit feature detection sees
     the full dynamic range.
+
+    ``domain = (h, w)`` (set by :meth:`diffcast.inference.Nowcaster.set_domain`) says
+    that only the top-left ``h x w`` of a frame is data and the rest zero padding: the
+    motion is then estimated on the domain alone and extended to the padding with its
+    edge values. Lucas-Kanade on the padded frame can lose the motion entirely, since
+    the static edge of the padding outvotes the moving features.
     """
 
     trainable = False
@@ -80,6 +86,7 @@ class Extrapolation(Backbone):
         self.threshold = float(threshold)
         self.motion_frames = motion_frames
         self.lk_kwargs = dict(lk_kwargs or {})
+        self.domain: tuple[int, int] | None = None
 
     def motion(self, frames: np.ndarray) -> np.ndarray:
         """Lucas-Kanade motion field of a short sequence.
@@ -93,9 +100,16 @@ class Extrapolation(Backbone):
         -------
         ndarray, shape (2, H, W)
             Velocity (u, v) in pixels per time step; zeros where there is no signal.
+            With :attr:`domain` set, estimated on the domain and edge-extended.
         """
         frames = np.ascontiguousarray(np.nan_to_num(np.asarray(frames, dtype=np.float64), nan=0.0, posinf=0.0,
                                                     neginf=0.0))
+        full = frames.shape[1:]
+        if self.domain is not None:
+            h, w = min(int(self.domain[0]), full[0]), min(int(self.domain[1]), full[1])
+            if (h, w) != full:
+                uv = self.motion(frames[:, :h, :w])  # the domain's own shape: no further cut
+                return np.pad(uv, ((0, 0), (0, full[0] - h), (0, full[1] - w)), mode="edge")
         # the last field is kept: a nowcast asks again for the same frames (inflow mask) after the forecast
         key = (frames.shape, hashlib.blake2b(frames.tobytes(), digest_size=16).digest())
         memo = getattr(self, "_motion_memo", None)
