@@ -28,6 +28,15 @@ Rules of a cycle
   recomputed, so a restarted watcher continues where it stopped; ``OUT/latest``
   holds the name of the newest output folder (replaced atomically). Temporary
   folders left by a killed run are removed at start (one watcher per ``OUT``).
+- Catch-up (``catch_up=True``, ``--catch-up``): every analysis time is nowcast, in
+  order, instead of only the newest (reprocessing an archive, or filling the gap
+  after a restart). It starts after the newest complete output in ``OUT`` (at the
+  first time with a full input window when there is none) and goes on without
+  waiting between cycles until it reaches the newest file; a time whose input has
+  a gap, or whose files stay unreadable after ``retries``, is reported and passed
+  when newer times exist. ``once`` then means: work off the backlog and exit.
+- Housekeeping (``keep=N``, ``--keep N``): after each nowcast written, only the
+  ``N`` newest output folders are kept; older ones are removed (logged).
 - Every cycle logs one line: INFO when written or found complete, WARNING when
   skipped. Polls that find nothing new are not cycles (DEBUG).
 - An error in one cycle is logged and the watcher goes on. ``KeyboardInterrupt``
@@ -134,6 +143,11 @@ class FolderWatcher:
         As ``--radar-format`` and ``--pattern`` of ``diffcast nowcast``.
     retries : int
         How many times an unreadable, unchanged input is tried again (default 3).
+    catch_up : bool
+        Nowcast every analysis time in order, not only the newest (see the module
+        docstring).
+    keep : int or None
+        Keep only the ``keep`` newest output folders (``None``: keep all).
     crop, size, t_in, t_out, data_meta
         As for :func:`~diffcast.pipeline.model.make_nowcaster` and
         :func:`~diffcast.pipeline.prepare.prepare_input`.
@@ -158,6 +172,8 @@ class FolderWatcher:
         radar_format: str | None = None,
         radar_pattern: str | None = None,
         retries: int = 3,
+        catch_up: bool = False,
+        keep: int | None = None,
         crop: str = "none",
         size: tuple[int, int] | None = None,
         t_in: int | None = None,
@@ -181,6 +197,8 @@ class FolderWatcher:
             raise FileNotFoundError(f"watch folder {self.folder} does not exist or is not a folder")
         if retries < 0:
             raise ValueError(f"--retries must be >= 0, got {retries}")
+        if keep is not None and keep < 1:
+            raise ValueError(f"--keep must be >= 1, got {keep}")
         if members < 1:
             raise ValueError(f"--members must be >= 1, got {members}")
         if units not in OUTPUT_UNITS:
@@ -193,6 +211,8 @@ class FolderWatcher:
         self.radar_format = radar_format
         self.radar_pattern = radar_pattern
         self.retries = int(retries)
+        self.catch_up = bool(catch_up)
+        self.keep = None if keep is None else int(keep)
         self.crop = crop
         self._model_args = {"t_in": t_in, "t_out": t_out, "size": size, "data_meta": data_meta}
         self._run_args: dict[str, Any] = {
@@ -215,6 +235,10 @@ class FolderWatcher:
         self._reported: set[tuple[Any, ...]] = set()  # missing-frame states already logged
         self._last_error: str | None = None
         self._waiting = False  # the folder had no radar files at the last poll
+        # catch-up: the last analysis time dealt with (written, found, or passed), and whether newer ones wait
+        newest = self.outputs()
+        self._cursor: dt.datetime | None = _output_time(newest[-1].name) if catch_up and newest else None
+        self._backlog = False
 
     # ------------------------------------------------------------------ running
     def run(
@@ -242,7 +266,11 @@ class FolderWatcher:
         try:
             while True:
                 self.poll()
-                if once or (max_cycles is not None and len(self.cycles) - first >= max_cycles):
+                if max_cycles is not None and len(self.cycles) - first >= max_cycles:
+                    break
+                if self._backlog:  # catch-up: the next analysis time at once
+                    continue
+                if once:
                     break
                 sleep(poll_seconds)
         except KeyboardInterrupt:
@@ -271,6 +299,7 @@ class FolderWatcher:
         from .data.radar import list_radar_files
 
         start = time.perf_counter()
+        self._backlog = False
         skipped: list[tuple[Path, str]] = []
         fmt, items = list_radar_files(
             self.folder, self.radar_format, pattern=self.radar_pattern, skipped=skipped, allow_empty=True,
@@ -303,18 +332,19 @@ class FolderWatcher:
                         "late file %s (%s) arrived after the %s nowcast: not used", p.name, _clock(t, self.done),
                         _clock(self.done),
                     )
-        analysis = items[-1][0]
-        if self.done is not None and analysis <= self.done:
-            log.debug("nothing new in %s (newest %s, done)", self.folder, _clock(analysis))
+        t_in, step = self._window(items)
+        analysis = self._next(items, t_in, step) if self.catch_up else items[-1][0]
+        if analysis is None or (self.done is not None and analysis <= self.done and not self.catch_up):
+            log.debug("nothing new in %s (newest %s, done)", self.folder, _clock(items[-1][0]))
             return
+        newer = analysis < items[-1][0]  # catch-up: later analysis times wait
         out = self.out_dir / output_name(analysis)
         if (out / "run.json").is_file():
-            self._advance(analysis)
+            self._advance(analysis, newer)
             self._add(Cycle("exists", analysis, f"{_clock(analysis)} exists: {out} (not recomputed)", out,
                             seconds=time.perf_counter() - start))
             return
         by_time = dict(items)
-        t_in, step = self._window(items)
         need = [analysis - dt.timedelta(minutes=step * (t_in - 1 - j)) for j in range(t_in)]
         files = [by_time[t] for t in need if t in by_time]
         missing = [t for t in need if t not in by_time]
@@ -327,10 +357,13 @@ class FolderWatcher:
                 self._add(Cycle(
                     "missing", analysis,
                     f"{_clock(analysis)} skipped: missing input frame(s) {names} ({len(missing)} of {t_in}, "
-                    f"{step:g} min apart); waiting for late files", files=files, seconds=time.perf_counter() - start,
+                    f"{step:g} min apart); {'passed (catch-up)' if newer else 'waiting for late files'}",
+                    files=files, seconds=time.perf_counter() - start,
                 ))
+            self._pass(analysis, newer)
             return
         if self._attempts.get(state, 0) > self.retries:
+            self._pass(analysis, newer)
             return  # given up until the files change
         # Times between the last nowcast and this one that never had a cycle (not reported after a start).
         done = self.done
@@ -340,12 +373,14 @@ class FolderWatcher:
             info = self._nowcast(fmt, files, out, step)
         except InputReadError as exc:
             self._failed(state, analysis, files, f"{_clock(analysis)} skipped: {exc}", start, True)
+            self._pass(analysis, newer and self._attempts.get(state, 0) > self.retries)
             return
         except Exception as exc:
             log.debug("cycle %s failed", analysis, exc_info=True)
             self._failed(state, analysis, files, f"{_clock(analysis)} failed: {type(exc).__name__}: {exc}", start, False)
+            self._pass(analysis, newer and self._attempts.get(state, 0) > self.retries)
             return
-        self._advance(analysis)
+        self._advance(analysis, newer)
         seconds = time.perf_counter() - start
         used = files[0].name if len(files) == 1 else f"{files[0].name} .. {files[-1].name}"
         shown = [_clock(t, analysis) for t in superseded[:6]] + ([f"... ({len(superseded)} in all)"] if len(superseded) > 6 else [])
@@ -356,6 +391,32 @@ class FolderWatcher:
             f"{len(info['valid_times'])} lead(s), {seconds:.1f} s){note}",
             out, files, seconds,
         ))
+        self._housekeep()
+
+    def _next(self, items: Sequence[tuple[dt.datetime, Path]], t_in: int, step: float) -> dt.datetime | None:
+        """Catch-up: the oldest analysis time after the cursor (at the start of an archive, the
+        first one whose input window lies inside it); ``None`` when all are dealt with."""
+        if self._cursor is None:
+            first = items[0][0] + dt.timedelta(minutes=step * (t_in - 1))
+            return next((t for t, _ in items if t >= first), items[-1][0])
+        return next((t for t, _ in items if t > self._cursor), None)
+
+    def _pass(self, analysis: dt.datetime, newer: bool) -> None:
+        """Catch-up: leave ``analysis`` without output and go on to the next time, when newer ones exist."""
+        if self.catch_up and newer:
+            self._cursor = analysis
+            self._backlog = True
+
+    def _housekeep(self) -> None:
+        """``keep``: remove the output folders older than the ``keep`` newest (never the one ``latest`` names)."""
+        if self.keep is None:
+            return
+        old = self.outputs()[: -self.keep]
+        for p in old:
+            shutil.rmtree(p, ignore_errors=True)
+        if old:
+            log.info("housekeeping: removed %d old output folder(s) (%s%s), keeping the %d newest", len(old),
+                     old[0].name, "" if len(old) == 1 else f" .. {old[-1].name}", self.keep)
 
     def _window(self, items: Sequence[tuple[dt.datetime, Path]]) -> tuple[int, float]:
         """``(t_in, minutes between input frames)``: the model's step, or the archive's for baselines."""
@@ -404,10 +465,15 @@ class FolderWatcher:
             seconds=time.perf_counter() - start,
         ))
 
-    def _advance(self, analysis: dt.datetime) -> None:
-        """``analysis`` is complete: remember it and point ``latest`` at it."""
+    def _advance(self, analysis: dt.datetime, newer: bool = False) -> None:
+        """``analysis`` is complete: remember it and point ``latest`` at it (catch-up: go on
+        to the next time when ``newer`` ones exist)."""
         from .utils.io import atomic_write_text
 
+        if self.catch_up:
+            self._cursor, self._backlog = analysis, newer
+        if self.done is not None and analysis < self.done:
+            return  # catch-up below an output of the newest-only mode: `latest` stays
         self.done = analysis
         atomic_write_text(self.out_dir / LATEST_NAME, output_name(analysis) + "\n")
         # Forget what concerns older times: the state stays small however long the watcher runs.
@@ -428,6 +494,11 @@ class FolderWatcher:
     def outputs(self) -> list[Path]:
         """Complete output folders in :attr:`out_dir`, oldest first."""
         return sorted(p for p in self.out_dir.iterdir() if _OUT_NAME.match(p.name) and (p / "run.json").is_file())
+
+
+def _output_time(name: str) -> dt.datetime:
+    """Analysis time of an output folder name (inverse of :func:`output_name`)."""
+    return dt.datetime.strptime(name, "%Y%m%dT%H%M%SZ" if len(name) == 16 else "%Y%m%dT%H%MZ")
 
 
 def _naive_utc(t: dt.datetime) -> dt.datetime:

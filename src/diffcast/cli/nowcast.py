@@ -71,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cycles", type=int, default=None, metavar="N",
                    help="--watch: stop after N cycles (a cycle: a nowcast written, or one skipped and why)")
     p.add_argument("--once", action="store_true", help="--watch: look at the folder once, nowcast what is new, exit")
+    p.add_argument("--catch-up", action="store_true",
+                   help="--watch: nowcast every analysis time in order, not only the newest (reprocess an archive, "
+                   "fill the gap after a restart: starts after the newest output in OUT); with --once, work off "
+                   "the backlog and exit")
+    p.add_argument("--keep", type=int, default=None, metavar="N",
+                   help="--watch: keep only the N newest output folders (older ones are removed after each nowcast)")
     p.add_argument("--retries", type=int, default=None, metavar="N",
                    help=f"--watch: tries again of an unreadable file that does not change (default {RETRIES})")
     p.add_argument("--members", type=int, default=1, help="ensemble members (probabilistic models; default 1)")
@@ -159,9 +165,11 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.watch is not None:
         return watch(args)
-    used = [f"--{k.replace('_', '-')}" for k in ("poll_seconds", "max_cycles", "retries") if getattr(args, k) is not None]
-    if used or args.once:
-        raise ValueError(f"{', '.join(used + ['--once'] * args.once)} applies to --watch DIR only")
+    used = [f"--{k.replace('_', '-')}" for k in ("poll_seconds", "max_cycles", "retries", "keep")
+            if getattr(args, k) is not None]
+    used += ["--once"] * args.once + ["--catch-up"] * args.catch_up
+    if used:
+        raise ValueError(f"{', '.join(used)} applies to --watch DIR only")
     if args.members < 1:
         raise ValueError(f"--members must be >= 1, got {args.members}")
     info = nowcast_to_files(
@@ -232,7 +240,7 @@ def watch(args: argparse.Namespace) -> int:
     watcher = FolderWatcher(
         args.baseline or args.checkpoint, args.watch, args.out,
         radar_format=args.radar_format, radar_pattern=args.pattern,
-        retries=RETRIES if args.retries is None else args.retries,
+        retries=RETRIES if args.retries is None else args.retries, catch_up=args.catch_up, keep=args.keep,
         crop=args.crop, size=tuple(args.size) if args.size else None, t_in=args.t_in, t_out=args.t_out,
         data_meta=args.data_meta, members=args.members, seed=args.seed, prob_threshold=args.prob_threshold,
         sample_kwargs=_sample_kwargs(args), units=args.units, html=not args.no_html,

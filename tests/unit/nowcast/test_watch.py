@@ -271,5 +271,62 @@ def test_bad_watch_options_exit_2(tmp_path, capsys, extra, match):
 def test_watch_options_need_watch(tmp_path, capsys):
     rc = main(["nowcast", "--baseline", "persistence", "--input", str(tmp_path), "--out", str(tmp_path / "o"), "--once"])
     assert rc == 2 and "--once applies to --watch DIR only" in capsys.readouterr().err
+    rc = main(["nowcast", "--baseline", "persistence", "--input", str(tmp_path), "--out", str(tmp_path / "o"),
+               "--keep", "3", "--catch-up"])
+    assert rc == 2 and "--keep, --catch-up applies to --watch DIR only" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="watch folder"):
         _watcher(tmp_path / "nope", tmp_path / "o")
+
+
+def test_catch_up_nowcasts_every_time_in_order_passing_gaps(tmp_path, staging, caplog):
+    """--catch-up: a backlog (here 12:00 .. 12:35 with 12:20 missing) is worked off in one run: every time with a
+    full window, oldest first, without waiting between cycles; the gap's times are reported and passed."""
+    watch, out = tmp_path / "in", tmp_path / "out"
+    watch.mkdir()
+    _arrive(staging, watch, 0, 1, 2, 3, 5, 6, 7)
+    slept = []
+    cycles = _watcher(watch, out, catch_up=True).run(0.05, once=True, sleep=slept.append)
+    assert not slept
+    assert [(c.status, c.analysis_time) for c in cycles] == [
+        ("written", T0 + timedelta(minutes=10)), ("written", T0 + timedelta(minutes=15)),
+        ("missing", T0 + timedelta(minutes=25)), ("missing", T0 + timedelta(minutes=30)),
+        ("written", T0 + timedelta(minutes=35)),
+    ]
+    assert "passed (catch-up)" in cycles[2].message and "12:20" in cycles[2].message
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [_out(2), _out(3), _out(7)]
+    assert (out / "latest").read_text().strip() == _out(7)
+    # a restart continues after the newest output: new files only
+    _arrive(staging, watch, 4)  # late 12:20: older than the newest output, not a cycle
+    w = _watcher(watch, out, catch_up=True)
+    assert w.run(0.05, once=True, sleep=slept.append) == []
+    _no_temp(out)
+
+
+def test_catch_up_waits_for_a_gap_at_the_newest_time_and_stops_at_max_cycles(tmp_path, staging):
+    watch, out = tmp_path / "in", tmp_path / "out"
+    watch.mkdir()
+    _arrive(staging, watch, 0, 1, 2, 3, 4, 6)
+    w = _watcher(watch, out, catch_up=True)
+    assert [c.analysis_time for c in w.run(0.05, max_cycles=2, sleep=lambda s: None)] == [
+        T0 + timedelta(minutes=10), T0 + timedelta(minutes=15)]
+    cycles = w.run(0.05, once=True, sleep=lambda s: None)
+    assert [(c.status, c.analysis_time) for c in cycles] == [
+        ("written", T0 + timedelta(minutes=20)), ("missing", T0 + timedelta(minutes=30))]
+    assert "waiting for late files" in cycles[-1].message  # the newest time: a late file may still come
+    _arrive(staging, watch, 5)
+    assert [(c.status, c.output) for c in w.poll()] == [("written", out / _out(5))]
+    assert [(c.status, c.output) for c in w.poll()] == [("written", out / _out(6))]
+
+
+def test_keep_removes_old_outputs(tmp_path, staging, caplog):
+    watch, out = tmp_path / "in", tmp_path / "out"
+    watch.mkdir()
+    _arrive(staging, watch, 0, 1, 2, 3, 4, 5)
+    caplog.set_level(logging.INFO, logger="diffcast.streaming")
+    rc = main(_cli(watch, out, "--catch-up", "--once", "--keep", "2"))
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [_out(4), _out(5)]
+    assert (out / "latest").read_text().strip() == _out(5)
+    assert any("housekeeping: removed 1 old output folder(s)" in r.getMessage() for r in caplog.records)
+    rc = main(_cli(watch, out, "--keep", "0", "--once"))
+    assert rc == 2
