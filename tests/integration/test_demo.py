@@ -195,10 +195,14 @@ def test_nowcast_demo_without_a_model_shows_the_baselines(tmp_path, no_shipped, 
     import functools
 
     import diffcast.demo as demo
+    import diffcast.demo.run as demo_run
 
     # the CLI sets members, windows, crop and sampler steps from its flags; the test shrinks the rest
-    monkeypatch.setattr(demo, "NowcastDemoSettings", functools.partial(
-        NowcastDemoSettings, t_in=4, n_lead=2, synthetic_size=32, synthetic_windows=1, animations=1))
+    # (the CLI takes the class from the package, run_demo's defaults from diffcast.demo.run)
+    small = functools.partial(
+        NowcastDemoSettings, t_in=4, n_lead=2, synthetic_size=32, synthetic_windows=1, animations=1)
+    monkeypatch.setattr(demo, "NowcastDemoSettings", small)
+    monkeypatch.setattr(demo_run, "NowcastDemoSettings", small)
     out = tmp_path / "demo_out"
     assert main(["demo", "--synthetic", "--out", str(out), "--no-progress", "--members", "2", "--threads", "1"]) == 0
     assert "no DiffCast model shown" in capsys.readouterr().out
