@@ -80,3 +80,16 @@ def test_imports_point_one_way():
 def test_modules_stay_small():
     sizes = {str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p in _modules("pipeline", "writers", "geo.py")}
     assert not {k: v for k, v in sizes.items() if v > 500}
+
+
+def test_radar_package_is_split_one_way():
+    # each module of diffcast.data.radar imports only those before it here, and stays small
+    order = ["formats", "frames", "files", "series", "events", "archive"]
+    pkg = "diffcast.data.radar"
+    for path in _modules("data/radar"):
+        assert len(path.read_text().splitlines()) <= 500, path.relative_to(SRC)
+        if path.stem == "__init__":
+            continue
+        later = order[order.index(path.stem) + 1 :]
+        bad = {m for m in _imports(path) for s in later if m == f"{pkg}.{s}" or m.startswith(f"{pkg}.{s}.")}
+        assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}"

@@ -2,12 +2,13 @@
 
 :class:`diffcast.data.radar.RadarSeries` takes the time stamps from the file
 names (ODIM files: from their ``/what`` attributes) and the pysteps importers
-decode a file only when its frame is used, so a long folder costs the frames a
-nowcast needs. Values in dBZ or rain rate are mapped to ``[0, 1]`` through the
-declared transform (:data:`diffcast.data.transforms.RADAR_DBZ_META`); the record
-keeps the files' quantity (mm/h or dBZ), the no-data mask and the
-georeferencing of the pysteps metadata (projection, extent, ``yorigin``) as a
-:class:`~diffcast.geo.ProjectedGrid`.
+(one per format, :data:`diffcast.data.radar.formats.RADAR_FORMATS`; none is
+repeated here) decode a file only when its frame is used, so a long folder
+costs the frames a nowcast needs. Values in dBZ or rain rate are mapped to
+``[0, 1]`` through the declared transform
+(:data:`diffcast.data.transforms.RADAR_DBZ_META`); the record keeps the files'
+quantity (mm/h or dBZ), the no-data mask and the georeferencing of the pysteps
+metadata (projection, extent, ``yorigin``) as a :class:`~diffcast.geo.ProjectedGrid`.
 """
 
 from __future__ import annotations
