@@ -151,6 +151,24 @@ class DiffCastSample:
         return self.forecast.mean(dim=0)
 
 
+@dataclass
+class SegmentBatch:
+    """Residual segments of a training batch (:meth:`ResidualDiffusion.training_segments`).
+
+    ``x0``/``cond`` ``(N, segment, C', H', W')`` (block space), ``ctx`` the context per row,
+    ``idx`` ``(N,)`` segment index, ``rows`` ``(N,)`` window of each row, ``mu`` the backbone
+    output ``(B, T_out, C, H, W)``, ``backbone_terms`` its loss terms when it is trained.
+    """
+
+    x0: torch.Tensor
+    cond: torch.Tensor
+    ctx: list[torch.Tensor]
+    idx: torch.Tensor
+    rows: torch.Tensor
+    mu: torch.Tensor
+    backbone_terms: dict[str, torch.Tensor]
+
+
 def _expand_members(x: torch.Tensor, members: int) -> torch.Tensor:
     """``(B, ...) -> (M * B, ...)``, member-major (index ``m * B + b``)."""
     if members == 1:
@@ -349,6 +367,58 @@ class ResidualDiffusion(nn.Module):
         frames = self.to_blocks(torch.cat((x_in, mu), dim=1) * 2 - 1)
         return self.ctx_net(frames, self.local_index)
 
+    def training_segments(
+        self,
+        x_in: torch.Tensor,
+        y_true: torch.Tensor,
+        generator: torch.Generator | None = None,
+        mu: torch.Tensor | None = None,
+    ) -> SegmentBatch:
+        """The residual segments a training step denoises (see :meth:`loss`): backbone ``mu``,
+        context, residual ``x0`` per segment with its teacher-forced condition (the previous
+        true segment) and segment index, all segments (``train_segments="all"``, folded into
+        the batch segment-major) or one random segment per window. Used by :meth:`loss` and by
+        distillation (:mod:`diffcast.training.distill`)."""
+        self._check(x_in, "x_in", self.t_in)
+        self._check(y_true, "y_true", self.t_out)
+        if mu is not None:
+            if self.backbone_trainable:
+                raise ValueError("a precomputed mu applies only to backbones that are not trained (frozen or parameter-free)")
+            self._check(mu, "mu", self.t_out)
+            bb_terms = {}
+        elif self.backbone_trainable:
+            mu, bb_terms = self.backbone_net.forward_with_loss(x_in, y_true)
+        else:
+            mu, bb_terms = self._backbone_mu(x_in), {}
+        mu_d = mu.detach() if self.detach_mu else mu
+        global_ctx, local_ctx = self.context(x_in, mu_d)
+        r = self.to_blocks((y_true * 2 - 1) - (mu_d * 2 - 1))  # residual in [-1, 1] space
+        b, k, s = r.shape[0], self.n_segments, self.segment
+        r = r.reshape(b, k, s, *r.shape[2:])
+        prev = torch.cat((torch.zeros_like(r[:, :1]), r[:, :-1]), dim=1)  # teacher forcing
+        dev = x_in.device
+        gdev = generator.device if generator is not None else dev  # draw where the generator lives
+        if self.train_segments == "all":
+            # fold segments into the batch, segment-major: index = seg * B + b
+            x0 = r.transpose(0, 1).reshape(k * b, s, *r.shape[3:])
+            cond = prev.transpose(0, 1).reshape(k * b, s, *r.shape[3:])
+            idx = torch.arange(k, device=dev).repeat_interleave(b)
+            rows = torch.arange(b, device=dev).repeat(k)
+        else:
+            idx = torch.randint(0, k, (b,), generator=generator, device=gdev).to(dev)
+            rows = torch.arange(b, device=dev)
+            x0, cond = r[rows, idx], prev[rows, idx]
+        return SegmentBatch(x0, cond, self.segment_context(global_ctx, local_ctx, idx, rows), idx, rows, mu, bb_terms)
+
+    def segment_context(
+        self, global_ctx: list[torch.Tensor], local_ctx: list[torch.Tensor], idx: torch.Tensor, rows: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Per training row, the context of its window ``rows`` for segment ``idx``: local for the
+        first segment, global for the others (as in sampling)."""
+        first = idx == 0
+        return [torch.where(first.view(-1, *([1] * (lc.ndim - 1))), lc[rows], gc[rows])
+                for lc, gc in zip(local_ctx, global_ctx)]
+
     # ------------------------------------------------------------------ training
     def loss(
         self,
@@ -382,38 +452,11 @@ class ResidualDiffusion(nn.Module):
             ``y_true``, for monitoring); when the backbone is trained also
             ``backbone`` and its own terms prefixed ``backbone_``.
         """
-        self._check(x_in, "x_in", self.t_in)
-        self._check(y_true, "y_true", self.t_out)
+        batch = self.training_segments(x_in, y_true, generator, mu)
+        x0, cond, ctx, idx, mu, bb_terms = batch.x0, batch.cond, batch.ctx, batch.idx, batch.mu, batch.backbone_terms
         terms: dict[str, torch.Tensor] = {}
-        if mu is not None:
-            if self.backbone_trainable:
-                raise ValueError("a precomputed mu applies only to backbones that are not trained (frozen or parameter-free)")
-            self._check(mu, "mu", self.t_out)
-            bb_terms = {}
-        elif self.backbone_trainable:
-            mu, bb_terms = self.backbone_net.forward_with_loss(x_in, y_true)
-        else:
-            mu, bb_terms = self._backbone_mu(x_in), {}
-        mu_d = mu.detach() if self.detach_mu else mu
-        global_ctx, local_ctx = self.context(x_in, mu_d)
-        r = self.to_blocks((y_true * 2 - 1) - (mu_d * 2 - 1))  # residual in [-1, 1] space
-        b, k, s = r.shape[0], self.n_segments, self.segment
-        r = r.reshape(b, k, s, *r.shape[2:])
-        prev = torch.cat((torch.zeros_like(r[:, :1]), r[:, :-1]), dim=1)  # teacher forcing
         dev = x_in.device
         gdev = generator.device if generator is not None else dev  # draw where the generator lives
-        if self.train_segments == "all":
-            # fold segments into the batch, segment-major: index = seg * B + b
-            x0 = r.transpose(0, 1).reshape(k * b, s, *r.shape[3:])
-            cond = prev.transpose(0, 1).reshape(k * b, s, *r.shape[3:])
-            idx = torch.arange(k, device=dev).repeat_interleave(b)
-            ctx = [torch.cat([lc] + [gc] * (k - 1), dim=0) for lc, gc in zip(local_ctx, global_ctx)]
-        else:
-            idx = torch.randint(0, k, (b,), generator=generator, device=gdev).to(dev)
-            rows = torch.arange(b, device=dev)
-            x0, cond = r[rows, idx], prev[rows, idx]
-            first = (idx == 0).view(b, 1, 1, 1)
-            ctx = [torch.where(first, lc, gc) for lc, gc in zip(local_ctx, global_ctx)]
         n = x0.shape[0]
         t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=gdev).to(dev)
         noise = torch.randn(x0.shape, generator=generator, device=gdev, dtype=x0.dtype).to(dev)
