@@ -144,6 +144,10 @@ class TrainConfig:
         Model file, checkpoint or run folder of a trained model whose backbone
         weights initialise this model's backbone at step 0 (e.g. DiffCast on a
         pretrained backbone; add ``model.diffusion.freeze_backbone: true`` to keep it fixed).
+    distill : dict or None
+        Train a few-step student by distillation instead (``diffcast distill`` writes it):
+        ``teacher`` (model file), ``steps`` (student DDIM steps), ``substeps`` (teacher
+        steps per student step); see :mod:`diffcast.training.distill`.
     """
 
     batch_size: int = 16
@@ -171,6 +175,7 @@ class TrainConfig:
     val_sampler_steps: int | None = 20
     find_unused_parameters: bool = False
     init_backbone: str | None = None
+    distill: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,40 @@ def test_two_processes_under_accelerate_launch(tmp_path):
         a, b = _final_weights(two, steps, name), _final_weights(tmp_path / "one", steps, name)
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_distill_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    """`diffcast distill` (issue 17) is a training run: killed with SIGKILL mid-way, --resume ends bit for bit
+    where an uninterrupted distillation ends."""
+    model = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 32, "width": 32,
+             "backbone": {"name": "persistence"},
+             "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4,
+                           "attn_heads": 1, "attn_dim_head": 8, "ta_kernel": 3, "train_segments": "random"}}
+    cfg = _write_config(tmp_path / "teacher.yaml", model=model, data={"kwargs": {"size": 32, "num_sequences": 16,
+                                                                                  "delay": 0.05}},
+                        train={"max_steps": 2, "val_every": 0, "ckpt_every": 2})
+    assert _train("--config", str(cfg), "--out", str(tmp_path / "teacher")).returncode == 0
+    steps = 10
+    args = ["distill", "--no-progress", "--from", str(tmp_path / "teacher"), "--steps", "2", "--substeps", "2",
+            "--set", f"train.max_steps={steps}", "--set", "train.ckpt_every=2", "--set", "train.keep_last=10",
+            "--set", "train.val_every=4"]
+    ref = subprocess.run([sys.executable, "-c", CLI, *args, "--out", str(tmp_path / "ref")], env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", CLI, *args, "--out", str(run)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = run / "checkpoints" / "step_00000004"
+    deadline = time.time() + 240
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    resumed = subprocess.run([sys.executable, "-c", CLI, "distill", "--no-progress", "--resume", str(run)],
+                             env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = _final_weights(run, steps, name), _final_weights(tmp_path / "ref", steps, name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import convert, data, demo, evaluate, info, models, nowcast, train
+from . import convert, data, demo, distill, evaluate, info, models, nowcast, train
 
-COMMAND_MODULES = (info, data, train, evaluate, nowcast, models, demo, convert)
+COMMAND_MODULES = (info, data, train, distill, evaluate, nowcast, models, demo, convert)
 
 log = logging.getLogger("diffcast")
 

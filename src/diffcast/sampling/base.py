@@ -239,6 +239,20 @@ class Sampler:
         self._step_index = 0
         self._reset_state()
 
+    def set_grid(self, timesteps: list[int], final: int = -1, device: torch.device | str | None = None) -> None:
+        """Step through an explicit grid: ``timesteps`` (strictly decreasing training steps),
+        the last step landing on ``final`` (``-1``: the clean data; a training step: a noisy
+        sample there, e.g. for integrating one interval of the ODE). Resets the state."""
+        ts = [int(t) for t in timesteps]
+        grid = ts + [int(final)]
+        if not ts or any(a <= b for a, b in zip(grid[:-1], grid[1:])) or ts[0] >= self.num_train_timesteps or final < -1:
+            raise ValueError(f"grid {grid} must decrease strictly from at most {self.num_train_timesteps - 1} to >= -1")
+        self.num_inference_steps = len(ts)
+        self._grid, self._prev = ts, ts[1:] + [int(final)]
+        self.timesteps = torch.tensor(self._schedule(self._grid, self._prev), dtype=torch.long, device=device)
+        self._step_index = 0
+        self._reset_state()
+
     def _schedule(self, ts: list[int], prev: list[int]) -> list[int]:
         """The timesteps the model is evaluated at (one per grid step by default)."""
         return list(ts)

@@ -112,13 +112,16 @@ class TrainSummary:
 
 
 class _LossModule(nn.Module):
-    """Routes ``model.loss`` through ``forward`` so DDP and autocast wrap it."""
+    """Routes ``model.loss`` (or a distiller's loss of ``model``) through ``forward`` so DDP and autocast wrap it."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, distiller: Any = None) -> None:
         super().__init__()
         self.model = model
+        self._distiller = [distiller]  # a list: the teacher is not a submodule (no DDP, no state_dict)
 
     def forward(self, x_in: torch.Tensor, y_true: torch.Tensor, mu: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self._distiller[0] is not None:
+            return self._distiller[0].loss(x_in, y_true, mu=mu)
         if mu is None:
             return self.model.loss(x_in, y_true)
         return self.model.loss(x_in, y_true, mu=mu)
@@ -170,6 +173,32 @@ def _init_backbone(model: nn.Module, cfg: RunConfig, source: str) -> None:
         raise ValueError(f"train.init_backbone: the backbone in {file} does not fit this model "
                          f"(different preset or frame size?): {str(exc).splitlines()[0]}") from None
     log.info("backbone initialised from %s", file)
+
+
+def _distiller(model: nn.Module, spec: dict[str, Any], init: bool) -> Any:
+    """``train.distill``: the teacher loaded and frozen, ``model`` (the student) initialised
+    with its weights at step 0 (:mod:`diffcast.training.distill`)."""
+    from ..models.diffusion.residual import ResidualDiffusion
+    from .distill import SUBSTEPS, Distiller
+    from .model_io import resolve_model_file
+
+    unknown = sorted(set(spec) - {"teacher", "steps", "substeps", "solver"})
+    if unknown or "teacher" not in spec or "steps" not in spec:
+        raise ValueError(f"train.distill needs teacher and steps (and optionally substeps); got {sorted(spec)}")
+    if not isinstance(model, ResidualDiffusion):
+        raise ValueError(f"train.distill: only DiffCast models can be distilled, not {type(model).__name__}")
+    file = resolve_model_file(spec["teacher"])
+    state, tcfg, _ = load_model_file(file)
+    teacher = build_model(tcfg["model"])
+    teacher.load_state_dict(state)
+    if init:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"train.distill: the student's architecture differs from the teacher {file}: "
+                             f"{str(exc).splitlines()[0]}") from None
+        log.info("student initialised from the teacher %s", file)
+    return Distiller(model, teacher, int(spec["steps"]), int(spec.get("substeps", SUBSTEPS)), spec.get("solver"))
 
 
 def _allow_new_precision(mixed_precision: str) -> None:
@@ -306,6 +335,7 @@ class Trainer:
             raise ValueError(f"cannot build the model from the config's model section: {exc}") from None
         if latest is None and tc.init_backbone:
             _init_backbone(model, cfg, tc.init_backbone)
+        distiller = _distiller(model, tc.distill, init=latest is None) if tc.distill else None
         n_trainable = count_parameters(model, trainable_only=True)
         if n_trainable == 0:
             raise ValueError(
@@ -345,7 +375,9 @@ class Trainer:
             ck.cleanup_temp(self.run_dir)
             atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
 
-        wrapper, optimizer = acc.prepare(_LossModule(model), optimizer)
+        wrapper, optimizer = acc.prepare(_LossModule(model, distiller), optimizer)
+        if distiller is not None:
+            distiller.teacher.to(acc.device)
         ema.module.to(acc.device)
         if latest is not None:
             optimizer.load_state_dict(ck.load_torch(latest / "optimizer.pt"))
