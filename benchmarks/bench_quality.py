@@ -12,6 +12,17 @@ Usage::
 
     python benchmarks/bench_quality.py --run demo_out/runs/diffcast --members 8 --limit 64
 
+Distilled students (issue 17, ``diffcast distill``): ``--student RUN`` (repeatable)
+scores each student with its own stored sampler and step count on the same test
+sequences, reports its differences to the teacher's default setting
+(``vs_teacher``: CRPS and CSI-M relative, spread/skill absolute) and whether it meets
+the issue's target (``student_target``: within 3 % on CRPS and CSI-M, spread/skill
+within 0.1). Every row also has the spread/skill ratio, the rank-histogram flatness
+(RMS deviation from flat times the number of bins; 0 = flat) and the wall seconds
+per forecast (all members), all from the same run. For the held-out radar events
+use ``benchmarks/bench_skill.py --model TEACHER --model TEACHER@ddim:250 --model
+STUDENT`` (``@sampler:steps`` picks a sampler).
+
 Without a trained run ``run()`` reports that it skipped (``make bench`` does not
 train a model).
 """
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +47,19 @@ DEFAULT_GRID = {
 }
 REFERENCE = ("ddim", 250)
 SCORES = (("crps", "lower is better"), ("csi_m", "higher is better"), ("csi_pool16_m", "higher is better"))
+#: Issue 17's target for a student against its teacher (default sampler): relative CRPS and CSI-M, absolute spread/skill.
+STUDENT_TARGET = {"crps": 0.03, "csi_m": 0.03, "spread_skill_ratio": 0.1}
+
+
+def ensemble_scores(res: dict[str, Any]) -> dict[str, float | None]:
+    """Spread/skill ratio and rank-histogram flatness of an :func:`diffcast.evaluation.evaluate` result."""
+    hist = res.get("rank_histogram")
+    flat = None
+    if hist:
+        h = [float(v) for v in hist]
+        flat = round(math.sqrt(sum((v * len(h) - 1.0) ** 2 for v in h) / len(h)), 4)
+    ssr = res.get("spread_skill_ratio")
+    return {"spread_skill_ratio": None if ssr is None else round(float(ssr), 4), "rank_flatness": flat}
 
 
 def split_setting(name: str) -> tuple[str, str | None]:
@@ -80,6 +105,7 @@ def evaluate_grid(
     progress: bool = False,
     ref_seeds: int = 1,
     reference_rows: list[dict[str, Any]] | None = None,
+    students: tuple[Path, ...] | list[Path] = (),
 ) -> list[dict[str, Any]]:
     """Score every (sampler, steps) setting of ``grid`` plus the DDIM-250 reference.
 
@@ -87,7 +113,8 @@ def evaluate_grid(
     (other initial noise): how far DDIM-250 moves from itself is the sampling noise of
     the evaluation, against which the tolerance should be read. ``reference_rows`` (the
     DDIM-250 rows of an earlier call with the same arguments) are used instead of
-    recomputing them.
+    recomputing them. ``students`` (distilled models) are scored with their own sampler
+    settings on the same sequences (see the module docstring).
     """
     import torch
 
@@ -135,6 +162,36 @@ def evaluate_grid(
         }
         for key, _ in SCORES:
             row[key] = float(res[key])
+        row.update(ensemble_scores(res))
+        row["seconds_per_forecast"] = round(row["seconds"] / max(row["sequences"], 1), 3)
+        rows.append(row)
+    teacher_row = next((r for r in rows if (r["sampler"], r["steps"]) == (nc.model.sampler_name, nc.model.sampling_steps)
+                        and r["seed"] == seed), None)
+    for path in students:
+        st = Nowcaster.from_checkpoint(path)
+        if not st.is_probabilistic:
+            raise ValueError(f"student {path} holds a deterministic model")
+        t0 = time.perf_counter()
+        res = evaluate([st], dataset, members=members, batch_size=batch_size, limit=limit, seed=seed,
+                       fss_scales=(), progress=progress)[st.name]
+        row = {
+            "benchmark": "quality", "student": str(path), "sampler": f"student:{st.model.sampler_name}",
+            "steps": st.model.sampling_steps, "seed": seed,
+            "denoiser_calls_per_segment": denoiser_calls(st.model, st.model.sampler_name, st.model.sampling_steps),
+            "members": members, "sequences": min(limit, len(dataset)), "seconds": round(time.perf_counter() - t0, 2),
+            "torch_threads": torch.get_num_threads(),
+            **{key: float(res[key]) for key, _ in SCORES}, **ensemble_scores(res),
+        }
+        row["seconds_per_forecast"] = round(row["seconds"] / max(row["sequences"], 1), 3)
+        if teacher_row is not None:
+            vs = {k: round((row[k] - teacher_row[k]) / abs(teacher_row[k]), 4) if teacher_row[k] else 0.0
+                  for k in ("crps", "csi_m")}
+            if row["spread_skill_ratio"] is not None and teacher_row["spread_skill_ratio"] is not None:
+                vs["spread_skill_ratio"] = round(row["spread_skill_ratio"] - teacher_row["spread_skill_ratio"], 4)
+            row["vs_teacher"] = {"teacher": f"{teacher_row['sampler']}:{teacher_row['steps']}", **vs}
+            # CRPS may be lower and CSI higher than the teacher's: only being worse by more than the tolerance fails
+            row["student_target"] = (vs["crps"] <= STUDENT_TARGET["crps"] and vs["csi_m"] >= -STUDENT_TARGET["csi_m"]
+                                     and abs(vs.get("spread_skill_ratio", 0.0)) <= STUDENT_TARGET["spread_skill_ratio"])
         rows.append(row)
     ref = rows[0]
     for row in rows:
@@ -146,8 +203,8 @@ def evaluate_grid(
             ok = ok and abs(rel) <= tolerance
         row["within_tolerance"] = ok
         row["reference_repeat"] = (row["sampler"], row["steps"]) == REFERENCE and row["seed"] != seed
-    candidates = [r for r in rows if r["within_tolerance"] and not r["reference_repeat"]]
-    best = min(candidates, key=lambda r: (r["denoiser_calls_per_segment"], r["seconds"]))
+    candidates = [r for r in rows if r["within_tolerance"] and not r["reference_repeat"] and "student" not in r]
+    best = min(candidates or [ref], key=lambda r: (r["denoiser_calls_per_segment"], r["seconds"]))
     rows.append({
         "benchmark": "quality",
         "choice": {"sampler": best["sampler"], "steps": best["steps"]},
@@ -163,15 +220,24 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     table = [r for r in rows if "sampler" in r]
     table.sort(key=lambda r: (r["denoiser_calls_per_segment"], r["sampler"]))
     lines = [
-        "| sampler | steps | denoiser calls / segment | CRPS | CSI-M | CSI-pool16 | within 2 % of DDIM-250 |",
-        "|---|---:|---:|---:|---:|---:|:---:|",
+        "| sampler | steps | denoiser calls / segment | CRPS | CSI-M | CSI-pool16 | spread/skill | rank flatness "
+        "| s / forecast | within 2 % of DDIM-250 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
+
+    def num(v: Any, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
     for r in table:
         name = f"{r['sampler']} (seed {r['seed']})" if r.get("reference_repeat") else r["sampler"]
+        if "student_target" in r:
+            name += f" (target vs teacher: {'met' if r['student_target'] else 'missed'})"
         lines.append(
             f"| {name} | {r['steps']} | {r['denoiser_calls_per_segment']} | {r['crps']:.5f} "
             f"({r['crps_rel']:+.1%}) | {r['csi_m']:.4f} ({r['csi_m_rel']:+.1%}) | "
-            f"{r['csi_pool16_m']:.4f} ({r['csi_pool16_m_rel']:+.1%}) | {'yes' if r['within_tolerance'] else 'no'} |"
+            f"{r['csi_pool16_m']:.4f} ({r['csi_pool16_m_rel']:+.1%}) | {num(r.get('spread_skill_ratio'), '.2f')} | "
+            f"{num(r.get('rank_flatness'), '.2f')} | {num(r.get('seconds_per_forecast'), '.2f')} | "
+            f"{'yes' if r['within_tolerance'] else 'no'} |"
         )
     choice = next((r for r in rows if "choice" in r), None)
     if choice:
@@ -207,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                              "take the DDIM-250 rows from there instead of recomputing them")
     parser.add_argument("--ref-seeds", type=int, default=1,
                         help="run DDIM-250 with this many seeds (the spread is the evaluation's noise)")
+    parser.add_argument("--student", type=Path, action="append", default=[], metavar="RUN",
+                        help="a distilled student of --run (diffcast distill), scored with its own sampler; repeatable")
     parser.add_argument("--markdown", type=Path, default=None, help="write the Markdown table here")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -217,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                           if (r.get("sampler"), r.get("steps")) == REFERENCE]
     rows = evaluate_grid(args.run, grid=grid, members=args.members, limit=args.limit,
                          batch_size=args.batch_size, seed=args.seed, tolerance=args.tolerance,
-                         progress=args.progress, ref_seeds=args.ref_seeds, reference_rows=reference_rows)
+                         progress=args.progress, ref_seeds=args.ref_seeds, reference_rows=reference_rows,
+                         students=args.student)
     for row in rows:
         print(json.dumps(row, sort_keys=True), flush=True)
     if args.markdown:

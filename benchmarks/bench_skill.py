@@ -82,7 +82,8 @@ def iter_cases(args: argparse.Namespace) -> Iterator[Case]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", action="append", default=[], metavar="SPEC", help="trained model (file, checkpoint or run folder); repeatable")
+    p.add_argument("--model", action="append", default=[], metavar="SPEC", help="trained model (file, checkpoint, run folder or shipped name; MODEL@sampler:steps samples it with "
+                   "that sampler, e.g. a teacher at ddim:250 beside its distilled student); repeatable")
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), help="baselines to score (default: all four)")
     p.add_argument("--cases", nargs="+", default=["radar", "sevir"], help="radar, sevir, synthetic")
     p.add_argument("--radar-root", type=Path, default=SHARED / "radar")
@@ -119,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     raise
                 r = {"skipped": str(exc)}
                 case.note = (case.note + "; " if case.note else "") + f"{m} skipped: {exc}"
-            results[case.name][Path(m).name if m not in BASELINES else m] = r
+            spec, at, setting = m.rpartition("@")
+            label = m if m in BASELINES else Path(spec).name + f"@{setting}" if at else Path(m).name
+            results[case.name][label] = r
             print(json.dumps({"bench": "skill", "case": case.name, "model": m,
                               **{k: v for k, v in r.items() if not isinstance(v, (list, dict))}}), flush=True)
     table = markdown(results, cases, args.n_leadtimes)

@@ -247,15 +247,29 @@ class Skill:
 
 
 # ----------------------------------------------------------------------------- running
+def split_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"MODEL@sampler:steps"`` -> ``("MODEL", {"sampler": ..., "steps": ...})``; a plain spec has no sampler settings."""
+    model, at, setting = str(spec).rpartition("@")
+    if not at:
+        return str(spec), {}
+    sampler, _, steps = setting.partition(":")
+    if not sampler or not steps.isdigit():
+        raise ValueError(f"model spec {spec!r}: after @ give sampler:steps, e.g. {model}@ddim:250")
+    return model, {"sampler": sampler, "steps": int(steps)}
+
+
 def score_model(model: str, case: Case, n_lead: int, members: int, seed: int, quiet: bool = True) -> dict[str, Any]:
-    """Forecast every window of ``case`` with ``model`` through :func:`diffcast.nowcast` and score it."""
+    """Forecast every window of ``case`` with ``model`` through :func:`diffcast.nowcast` and score it
+    (``MODEL@sampler:steps`` samples a trained model with that sampler, see :func:`split_model_spec`)."""
     import diffcast
+
+    model, sample_kwargs = split_model_spec(model)
 
     skill: Skill | None = None
     for i, w in enumerate(case.windows):
         t0 = time.perf_counter()
         fc = diffcast.nowcast(w.x, timestep=w.timestep, n_leadtimes=n_lead, n_ens_members=members, seed=seed + i,
-                              model=model, pixel_size=w.pixel_km)
+                              model=model, pixel_size=w.pixel_km, **sample_kwargs)
         dt = time.perf_counter() - t0
         if skill is None:
             skill = Skill(case, n_lead, fc.shape[0], w.pixel_km)

@@ -109,8 +109,8 @@ def test_student_matches_a_known_target_distribution(steps):
 
 
 # --------------------------------------------------------------------------- the command
-def _teacher_run(tmp_path):
-    cfg = config_from_dict(tiny_config(
+def _teacher_run(tmp_path, **sections):
+    cfg = config_from_dict(tiny_config(**sections,
         model={"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 32, "width": 32,
                "backbone": {"name": "persistence"},
                "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4,
@@ -203,3 +203,48 @@ def test_sampler_set_grid_steps_through_an_interval():
             smp.set_grid(bad, final=-1)
     with pytest.raises(ValueError, match="decrease strictly"):
         smp.set_grid([500, 400], final=400)
+
+
+def test_bench_quality_scores_students_against_their_teacher(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_quality.py"
+    spec = importlib.util.spec_from_file_location("diffcast_bench_quality", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "REFERENCE", ("ddim", 20))  # DDIM-250's role at a test's cost
+    # synthetic storms: a dataset that the evaluation builds by name, at the model's frame size
+    teacher = _teacher_run(tmp_path, data={"name": "synthetic", "kwargs": {"size": 32, "num_sequences": 8},
+                                           "val_limit": 2})
+    assert main(["distill", "--from", str(teacher), "--steps", "1", "--no-progress", "--set", "train.max_steps=1",
+                 "--set", "train.val_every=0", "--out", str(tmp_path / "s1")]) == 0
+    rows = bench.evaluate_grid(teacher, grid={"unipc_3": (4,)}, members=3, limit=2, batch_size=2,
+                               students=[tmp_path / "s1"], split="val")
+    table = [r for r in rows if "sampler" in r]
+    assert [(r["sampler"], r["steps"]) for r in table] == [("ddim", 20), ("unipc_3", 4), ("student:ddim", 1)]
+    student = table[-1]
+    assert student["denoiser_calls_per_segment"] == 1 and student["student"] == str(tmp_path / "s1")
+    # against the teacher's own default setting (its config: unipc_3, 4 steps), as issue 17's target reads
+    assert student["vs_teacher"]["teacher"] == "unipc_3:4"
+    rel = (student["crps"] - table[1]["crps"]) / table[1]["crps"]
+    assert student["vs_teacher"]["crps"] == pytest.approx(rel, abs=1e-4)
+    assert isinstance(student["student_target"], bool)
+    for r in table:
+        assert r["rank_flatness"] >= 0 and r["spread_skill_ratio"] > 0 and r["seconds_per_forecast"] > 0
+    choice = next(r for r in rows if "choice" in r)
+    assert choice["choice"]["sampler"] != "student:ddim"  # students are not sampler settings of the teacher
+    md = bench.markdown(rows)
+    assert "student:ddim (target vs teacher:" in md and "spread/skill" in md
+
+
+def test_model_spec_with_a_sampler():
+    from diffcast.skill import split_model_spec
+
+    assert split_model_spec("runs/x") == ("runs/x", {})
+    assert split_model_spec("radar_diffcast_extrapolation@ddim:250") == ("radar_diffcast_extrapolation",
+                                                                          {"sampler": "ddim", "steps": 250})
+    with pytest.raises(ValueError, match="sampler:steps"):
+        split_model_spec("m@ddim")
