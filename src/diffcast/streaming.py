@@ -28,15 +28,10 @@ Rules of a cycle
   recomputed, so a restarted watcher continues where it stopped; ``OUT/latest``
   holds the name of the newest output folder (replaced atomically). Temporary
   folders left by a killed run are removed at start (one watcher per ``OUT``).
-- Catch-up (``catch_up=True``, ``--catch-up``): every analysis time is nowcast, in
-  order, instead of only the newest (reprocessing an archive, or filling the gap
-  after a restart). It starts after the newest complete output in ``OUT`` (at the
-  first time with a full input window when there is none) and goes on without
-  waiting between cycles until it reaches the newest file; a time whose input has
-  a gap, or whose files stay unreadable after ``retries``, is reported and passed
-  when newer times exist. ``once`` then means: work off the backlog and exit.
-- Housekeeping (``keep=N``, ``--keep N``): after each nowcast written, only the
-  ``N`` newest output folders are kept; older ones are removed (logged).
+- ``catch_up`` (``--catch-up``): every analysis time in order, not only the newest,
+  from after the newest output in ``OUT`` (or the first full input window), without
+  waiting between cycles; gaps and given-up times are passed while newer times exist;
+  ``once`` works off the backlog. ``keep=N`` (``--keep``): the N newest outputs stay.
 - Every cycle logs one line: INFO when written or found complete, WARNING when
   skipped. Polls that find nothing new are not cycles (DEBUG).
 - An error in one cycle is logged and the watcher goes on. ``KeyboardInterrupt``
