@@ -41,6 +41,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diffcast`` console script."""
+    from ..utils.io import BusyError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
@@ -49,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, PermissionError, KeyError, BusyError) as exc:
         # One clear line for bad input; tracebacks only with -vv.
         if args.verbose > 1:
             raise

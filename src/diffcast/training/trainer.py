@@ -31,6 +31,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import threading
@@ -47,7 +48,7 @@ from torch import nn
 from ..config import RunConfig, config_from_dict, dump_config, load_config, read_yaml
 from ..data.contract import split_sequence
 from ..models.factory import build_model, count_parameters
-from ..utils.io import atomic_write_text, ensure_writable_dir
+from ..utils.io import atomic_write_text, ensure_writable_dir, exclusive_lock
 from . import checkpoint as ck
 from .data import ShardedBatches, build_dataset, item_seed, train_batches, val_batches
 from .ema import EMA
@@ -309,7 +310,20 @@ class Trainer:
 
     # ------------------------------------------------------------ run
     def fit(self) -> TrainSummary:
-        """Train until ``train.max_steps`` (or a stop signal); returns the summary."""
+        """Train until ``train.max_steps`` (or a stop signal); returns the summary.
+
+        One trainer per run folder: a second one (another ``train``/``--resume`` on the
+        same folder while this one runs) raises :class:`~diffcast.utils.io.BusyError`
+        before any work (lock ``RUN/.lock``, held by the main process, released by the
+        kernel however the process ends).
+        """
+        ensure_writable_dir(self.run_dir)
+        if int(os.environ.get("RANK", "0")) != 0:  # other processes of an accelerate launch: rank 0 holds it
+            return self._fit()
+        with exclusive_lock(self.run_dir / ".lock", f"run folder {self.run_dir}"):
+            return self._fit()
+
+    def _fit(self) -> TrainSummary:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 

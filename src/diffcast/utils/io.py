@@ -77,3 +77,49 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise PermissionError(f"cannot write to output folder {path}: {exc.strerror or exc}") from exc
     return path
+
+
+class BusyError(RuntimeError):
+    """Another process holds the lock of a run folder or output (:func:`exclusive_lock`)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike[str], what: str) -> Iterator[Path]:
+    """Hold an exclusive, non-blocking ``flock`` on ``lock_file`` for the block.
+
+    The file holds the owner's PID and is removed when the block ends. The kernel
+    releases the lock when the process ends, however it ends (SIGKILL included), so
+    a crashed run never blocks the next one (its empty or stale file is simply locked
+    again). Raises :class:`BusyError` naming ``what`` and the holder's PID while
+    another process holds it. Where ``flock`` does not exist (Windows) the block runs
+    unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield Path(lock_file)
+        return
+    path = Path(lock_file)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise BusyError(f"{what} is in use by another process (pid {holder}; lock {path})") from None
+        try:  # the holder before us may have removed the file between our open and flock: lock the current one
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # still holding the lock: nobody can take this inode after us
+        os.close(fd)

@@ -22,7 +22,9 @@ def staged_output(out_dir: str | os.PathLike[str]) -> Any:
 
     On success the temporary folder is renamed to ``out_dir`` (or, when
     ``out_dir`` exists, each file is moved into it with an atomic rename). On any
-    error the temporary folder is removed, so no partial output remains.
+    error the temporary folder is removed, so no partial output remains. A second
+    process staging into the same ``out_dir`` meanwhile gets
+    :class:`~diffcast.utils.io.BusyError` (lock file ``.NAME.lock`` beside it).
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -31,6 +33,15 @@ def staged_output(out_dir: str | os.PathLike[str]) -> Any:
     from ..utils.io import ensure_writable_dir
 
     ensure_writable_dir(parent)
+    from ..utils.io import exclusive_lock
+
+    # One writer per output: a second nowcast into the same folder refuses before any work,
+    # instead of the two interleaving their files (the lock goes with the process, even on SIGKILL).
+    with exclusive_lock(parent / f".{out.name}.lock", f"output {out}"):
+        yield from _stage(out, parent)
+
+
+def _stage(out: Path, parent: Path) -> Any:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp.", dir=parent))
     try:
         yield tmp
