@@ -61,3 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"diffcast {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a quota, a read-only or failing file system: one line, not a traceback
+        if args.verbose > 1:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"diffcast {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
