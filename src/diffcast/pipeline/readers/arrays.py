@@ -142,9 +142,12 @@ def _read_array(
 def _read_npy(path: Path, sample_index: int | None, layout: str = "auto") -> RawInput:
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a plain numeric .npy array: {exc}") from exc
-    frames, _, _ = _read_array(arr, str(path), sample_index, layout)
+    except (ValueError, EOFError) as exc:  # EOFError: empty or cut-short header
+        raise ValueError(f"{path} is not a plain numeric .npy array: {exc or 'the file is empty'}") from exc
+    try:
+        frames, _, _ = _read_array(arr, str(path), sample_index, layout)
+    except (OSError, EOFError) as exc:  # a file cut short after its header: the memory map cannot cover it
+        raise ValueError(f"{path} is cut short or damaged ({exc})") from exc
     return RawInput(frames, "npy", [str(path)])
 
 
