@@ -157,3 +157,51 @@ def test_distill_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     for name in ("model.safetensors", "ema.safetensors"):
         a, b = _final_weights(run, steps, name), _final_weights(tmp_path / "ref", steps, name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_sigkill_at_twenty_random_moments_still_ends_bit_for_bit(tmp_path):
+    """Issue 18 item 6a: a run killed with SIGKILL at 20 random moments (between steps, mid-step, and while a
+    checkpoint is being written: one is written every step) and resumed each time ends with the weights of an
+    uninterrupted run."""
+    import random
+
+    steps = 80
+    cfg = _write_config(
+        tmp_path / "cfg.yaml",
+        data={"kwargs": {"size": 32, "num_sequences": 16, "delay": 0.02}},
+        train={"max_steps": steps, "ckpt_every": 1, "val_every": 10, "keep_last": 2},
+    )
+    ref = _train("--config", str(cfg), "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "run"
+    rng = random.Random(18)
+    kills = 0
+    first = True
+    while True:
+        args = ["--config", str(cfg), "--out", str(run)] if first else ["--resume", str(run)]
+        proc = subprocess.Popen([sys.executable, "-c", CLI, "train", "--no-progress", *args], env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = False
+        if kills < 20:
+            # wait for the run to be under way (a checkpoint beyond the last one seen), then a random moment
+            seen = {p.name for p in (run / "checkpoints").glob("*")} if (run / "checkpoints").exists() else set()
+            deadline = time.time() + 120
+            while proc.poll() is None and time.time() < deadline:
+                now = {p.name for p in (run / "checkpoints").glob("*")} if (run / "checkpoints").exists() else set()
+                if now - seen:
+                    break
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.15))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                kills += 1
+                continue
+        assert proc.wait(timeout=300) == 0
+        if (run / "checkpoints" / f"step_{steps:08d}").exists():
+            break
+    assert kills == 20
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = _final_weights(run, steps, name), _final_weights(tmp_path / "ref", steps, name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert not list((run / "checkpoints").glob(".tmp-*"))
