@@ -521,3 +521,32 @@ def test_odim_error_names_the_file_once(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as exc:
         radar.read_frame(path, "odim")
     assert str(exc.value).count(str(path)) == 1 and "OSError" in str(exc.value)
+
+
+def test_describing_an_hdf5_archive_reads_no_pixels(tmp_path, helper_module, monkeypatch):
+    """Issue 18 item 4: `data info` on a folder of ODIM composites takes the grid, unit and pixel size from the
+    attributes; a 4400 x 3800 composite folder no longer costs 1 GB to describe."""
+    from datetime import datetime
+
+    from diffcast.cli.data import describe
+    from diffcast.data.radar import frame_header, read_frame
+    from diffcast.data.radar import frames as frames_mod
+
+    writer = helper_module("unit/training/test_radar_windows.py")
+    writer.write_odim_archive(tmp_path / "odim", [datetime(2021, 6, 1, 12)], n_frames=3, size=40, width=56)
+    first = sorted((tmp_path / "odim").rglob("*.h5"))[0]
+    x, _, meta = read_frame(first, "odim")
+    shape, head = frame_header(first, "odim")
+    assert shape == x.shape == (40, 56)
+    assert {k: head[k] for k in ("unit", "xpixelsize", "cartesian_unit")} == {
+        k: meta.get(k, "m") for k in ("unit", "xpixelsize", "cartesian_unit")}
+    full = describe(str(tmp_path / "odim"))
+
+    def no_pixels(*a, **k):
+        raise AssertionError("read a radar field to describe the archive")
+
+    monkeypatch.setattr(frames_mod, "read_frame", no_pixels)
+    import diffcast.data.radar.archive as archive_mod
+
+    monkeypatch.setattr(archive_mod, "read_frame", no_pixels)
+    assert describe(str(tmp_path / "odim")) == full

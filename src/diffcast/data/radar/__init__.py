@@ -41,6 +41,7 @@ from .formats import (
 from .frames import (
     DBZ_SCALE,
     RadarFrames,
+    frame_header,
     radar_quantity,
     read_frame,
     regrid,
@@ -68,6 +69,7 @@ __all__ = [
     "list_radar_files",
     "odim_quantities",
     "radar_quantity",
+    "frame_header",
     "read_frame",
     "read_radar_files",
     "regrid",

@@ -29,7 +29,7 @@ from .events import (
     find_events,
 )
 from .files import list_radar_files
-from .frames import _as_size, _pixel_km, _radar_meta, radar_quantity, read_frame
+from .frames import _as_size, _pixel_km, _radar_meta, frame_header, radar_quantity, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,11 @@ class RadarArchive(Dataset):
             self.why_empty, full = self._why_empty(chosen, runs)
             self.empty_reason = f"radar split {split!r} of {self.root} has no window of {self.seq_len} frames: {full}"
             log.info("%s", self.empty_reason)
-        # pixel size and quantity from the first file's metadata (one read; the grid is the same for all)
-        x0, _, meta0 = read_frame(items[0][1], self.fmt, None, resample)
-        self.native_shape = x0.shape
+        # pixel size and quantity from the first file's header (the grid is the same for all; HDF5
+        # composites are not decoded for it, so describing an archive reads no pixels)
+        self.native_shape, meta0 = frame_header(items[0][1], self.fmt)
         self.quantity = radar_quantity(meta0)
-        pixel_km = _pixel_km(meta0, x0.shape, self.size, resample)
+        pixel_km = _pixel_km(meta0, self.native_shape, self.size, resample)
         self.model_meta = _radar_meta(self.timestep_min, pixel_km, self.fmt, resample, self.size)
         self.meta = self.model_meta
         if units == "mm/h":

@@ -170,6 +170,41 @@ def read_frame(
     return x, mask, meta
 
 
+#: Units of the ODIM quantities as pysteps' importers give them.
+_ODIM_UNITS = {"DBZH": "dBZ", "RATE": "mm/h", "ACRR": "mm"}
+
+
+def _odim_header(path: Path) -> tuple[tuple[int, int], dict[str, Any]]:
+    """Grid shape, unit and pixel size of an ODIM/OPERA HDF5 file from its attributes (no pixels read),
+    for the quantity :func:`read_frame` would read (the first of ``ODIM_QUANTITIES`` present)."""
+    import h5py
+
+    from .formats import ODIM_QUANTITIES, odim_quantities
+
+    with h5py.File(path, "r") as fh:
+        qtys = odim_quantities(fh)
+        qty = next(q for q in ODIM_QUANTITIES if q in qtys)
+        shape = next(tuple(g["data"].shape) for name in sorted(fh) if name.startswith("dataset")
+                     for gname, g in sorted(fh[name].items()) if gname.startswith("data") and "data" in g)
+        xscale = float(fh["where"].attrs["xscale"])
+    if len(shape) != 2:
+        raise ValueError(f"{path}: expected a 2-D field, got {shape}")
+    return (int(shape[0]), int(shape[1])), {"unit": _ODIM_UNITS[qty], "xpixelsize": xscale, "cartesian_unit": "m"}
+
+
+def frame_header(path: str | Path, fmt: str) -> tuple[tuple[int, int], dict[str, Any]]:
+    """``(native (H, W), metadata)`` of a radar file with at least ``unit``, ``xpixelsize`` and
+    ``cartesian_unit``: from the attributes alone for ODIM and OPERA HDF5 (a continental composite
+    is not decoded to learn its size), else from :func:`read_frame` (small files)."""
+    if fmt in ("odim", "opera"):
+        try:
+            return _odim_header(Path(path))
+        except Exception:  # anything unusual: the full read, whose errors name the problem
+            pass
+    x, _, meta = read_frame(path, fmt)
+    return x.shape, meta
+
+
 @dataclass
 class RadarFrames:
     """Consecutive radar frames mapped to the tensor contract.
