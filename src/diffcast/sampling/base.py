@@ -39,7 +39,14 @@ itself, never from ``t - T // n``, so nothing is truncated inconsistently.
     same range (the time-uniform grid of DPM-Solver, Lu et al. 2022), nearest training
     timestep, the first replaced by ``T - 1``.
 
-The last two need the schedule (``alphas_cumprod``); when neighbouring noise levels
+``"logsnr_trailing"``
+    The ``logsnr`` grid without its clean end point: ``n`` points uniform in half
+    log-SNR from the top down to one step above ``lambda_0`` (``frac = i / n``), so the
+    last step jumps from there to the clean data. For few-step samplers (distilled
+    students): ``logsnr`` with 2 steps is ``[T - 1, 0]``, whose second step, from
+    ``t = 0``, does nothing.
+
+The last three need the schedule (``alphas_cumprod``); when neighbouring noise levels
 fall on the same training timestep, neighbours are moved apart by one step, so the
 grid stays strictly decreasing.
 """
@@ -50,7 +57,7 @@ import math
 
 import torch
 
-SPACINGS = ("trailing", "leading", "linspace", "diffcast", "karras", "logsnr")
+SPACINGS = ("trailing", "leading", "linspace", "diffcast", "karras", "logsnr", "logsnr_trailing")
 #: Karras et al. (2022) rho of the ``"karras"`` spacing.
 KARRAS_RHO = 7.0
 #: Largest noise level of the ``"karras"`` and ``"logsnr"`` grids below ``t = T - 1``
@@ -134,7 +141,7 @@ def respace(
         if prev[-1] != -1:
             raise ValueError("diffcast spacing must end at -1")  # cannot happen for steps <= T
         return ts, prev
-    elif spacing in ("karras", "logsnr"):
+    elif spacing in ("karras", "logsnr", "logsnr_trailing"):
         if alphas_cumprod is None or len(alphas_cumprod) != T:
             raise ValueError(f"timestep_spacing {spacing!r} needs the training schedule (alphas_cumprod of length {T})")
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
@@ -143,7 +150,10 @@ def respace(
         # half the grid where the signal is already gone; cap the top at EDM's sigma_max.
         hi = torch.clamp(log_sigma[-1], max=math.log(SIGMA_MAX))
         lo = log_sigma[0]
-        frac = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+        if spacing == "logsnr_trailing":
+            frac = torch.arange(steps, dtype=torch.float64) / steps
+        else:
+            frac = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
         if spacing == "karras":
             inv = 1.0 / KARRAS_RHO
             s_hi, s_lo = hi.exp() ** inv, lo.exp() ** inv

@@ -9,7 +9,8 @@ student step matches several teacher steps at once, as in TRACT (Berthelot et al
 
 - The student (same architecture, initialised with the teacher's weights) samples
   with deterministic DDIM on a grid of ``K`` timesteps ``t_0 = T - 1 > ... > t_{K-1}``
-  (the model's ``timestep_spacing``), the last step landing on the clean residual.
+  uniform in log-SNR (``timestep_spacing: logsnr_trailing``), the last step landing
+  on the clean residual.
 - A training example is a residual segment ``x`` of real data (teacher forcing, as in
   training the teacher), a student step ``i`` drawn uniformly and
   ``z = alpha_t x + sigma_t eps`` at ``t = t_i``.
@@ -221,7 +222,10 @@ def student_config(teacher_cfg: dict[str, Any], steps: int, substeps: int, teach
         raise ValueError(f"only DiffCast models (model.type diffcast) can be distilled; this one is {model.get('type')!r}")
     diff = model.setdefault("diffusion", {})
     # the backbone is the teacher's, frozen (its mu is the teacher's)
-    diff.update({"sampler": "ddim", "sampling_steps": int(steps), "eta": 0.0, "freeze_backbone": True})
+    # logsnr_trailing: K points uniform in log-SNR ending above the clean data (the plain logsnr grid ends at
+    # t = 0, so its last step would be a wasted call); the backbone is the teacher's, frozen
+    diff.update({"sampler": "ddim", "sampling_steps": int(steps), "eta": 0.0, "freeze_backbone": True,
+                 "timestep_spacing": "logsnr_trailing"})
     train = cfg.setdefault("train", {})
     train["distill"] = {"teacher": str(teacher_file), "steps": int(steps), "substeps": int(substeps)}
     train.pop("init_backbone", None)
