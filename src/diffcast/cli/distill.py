@@ -72,7 +72,6 @@ def student_run_config(teacher: str, steps: int, substeps: int | None, overrides
 
 def run(args: argparse.Namespace) -> int:
     from ..config import config_from_dict, dump_config, read_yaml
-    from ..training import NonFiniteLossError, train
 
     if args.resume is not None:
         given = [f for f, v in (("--from", args.teacher), ("--steps", args.steps), ("--substeps", args.substeps),
@@ -95,18 +94,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if out is None:
         raise ValueError("give --out RUN_DIR (where the student's checkpoints and logs go)")
-    try:
-        summary = train(cfg, out, resume=args.resume is not None, progress=not args.no_progress)
-    except NonFiniteLossError as exc:
-        print(f"diffcast distill: error: {exc}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, PermissionError):
-        raise
-    except OSError as exc:
-        print(f"diffcast distill: error: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    from accelerate import PartialState
+    from .train import train_and_report
 
-    if PartialState().is_main_process:
-        print(summary.format())
-    return 130 if summary.interrupted else 0
+    return train_and_report(cfg, out, args.resume is not None, not args.no_progress, "distill")

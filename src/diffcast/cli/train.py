@@ -53,8 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import config_from_dict, dump_config, load_config, read_yaml
-    from ..training import NonFiniteLossError, train
-
     if args.resume is not None and args.out is not None and args.resume.resolve() != args.out.resolve():
         raise ValueError("--resume RUN_DIR and --out name different folders; give only --resume RUN_DIR")
     out = args.resume if args.resume is not None else args.out
@@ -71,15 +69,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if out is None:
         raise ValueError("give --out RUN_DIR (where checkpoints and logs go)")
+    return train_and_report(cfg, out, args.resume is not None, not args.no_progress, "train")
+
+
+def train_and_report(cfg, out: Path, resume: bool, progress: bool, command: str) -> int:
+    """Run :func:`diffcast.training.train` and print its summary; the exit code of ``diffcast COMMAND``
+    (1 for a non-finite loss or a write failure, 130 when stopped by a signal). Shared by ``train`` and ``distill``."""
+    from ..training import NonFiniteLossError, train
+
     try:
-        summary = train(cfg, out, resume=args.resume is not None, progress=not args.no_progress)
+        summary = train(cfg, out, resume=resume, progress=progress)
     except NonFiniteLossError as exc:
-        print(f"diffcast train: error: {exc}", file=sys.stderr)
+        print(f"diffcast {command}: error: {exc}", file=sys.stderr)
         return 1
     except (FileNotFoundError, PermissionError):
         raise
     except OSError as exc:  # full disk and other write failures: one clear line
-        print(f"diffcast train: error: {exc.strerror or exc}", file=sys.stderr)
+        print(f"diffcast {command}: error: {exc.strerror or exc}", file=sys.stderr)
         return 1
     from accelerate import PartialState
 
