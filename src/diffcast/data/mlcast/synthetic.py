@@ -176,5 +176,5 @@ def write_spec_store(
         comp = {"compressors": [zarr.codecs.ZstdCodec(level=3)]}
     enc = {name: {"chunks": chunks, **comp}, "time": {"units": "minutes since 1970-01-01", "dtype": "int64"},
            "missing_times": {"units": "minutes since 1970-01-01", "dtype": "int64"}}
-    ds.to_zarr(str(path), mode="w", consolidated=True, zarr_format=zarr_format, encoding=enc)
+    ds.to_zarr(str(path), mode="w", consolidated=zarr_format == 2, zarr_format=zarr_format, encoding=enc)
     return str(path)
