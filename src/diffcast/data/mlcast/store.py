@@ -86,9 +86,13 @@ def _open(url: str, storage_options: dict[str, Any] | None) -> Any:
     remote = "://" in url and not url.startswith("file://")
     if not remote and not Path(url.removeprefix("file://")).exists():
         raise FileNotFoundError(f"Zarr store {url} does not exist")
+    consolidated = None  # remote: try consolidated metadata, then the plain listing
+    if not remote:
+        local = Path(url.removeprefix("file://"))
+        consolidated = True if (local / ".zmetadata").is_file() else (False if (local / "zarr.json").is_file() else None)
     try:
         return xr.open_zarr(
-            url, consolidated=None, chunks=None, decode_timedelta=False,
+            url, consolidated=consolidated, chunks=None, decode_timedelta=False,
             storage_options=storage_options or None if remote else None,
         )
     except FileNotFoundError:
@@ -409,11 +413,8 @@ class SpecStore:
             raw = arr[int(idx[0]) : int(idx[-1]) + 1].values
         else:
             raw = arr[idx].values if idx.size else np.zeros((0, *self.grid_shape), np.float32)
-        out = self._orient(np.asarray(raw, dtype=np.float32))
-        if self.q.factor != 1.0:
-            out *= np.float32(self.q.factor)
-        if self._frame_hours is not None:
-            out /= self._frame_hours[idx].astype(np.float32)[:, None, None]
+        out = self.q.convert(self._orient(np.asarray(raw, dtype=np.float32)),
+                             None if self._frame_hours is None else self._frame_hours[idx])
         if window is not None:
             out = out[:, window[0], window[1]]
         return out[0] if one else out
