@@ -10,6 +10,9 @@ says how to convert. Nothing here opens a store.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 #: Version of the spec this reader follows.
 SPEC_VERSION = "0.3.0"
@@ -32,6 +35,24 @@ class Quantity:
     kind: str
     quantity: str
     factor: float
+
+    def convert(self, values: Any, hours: Any = None) -> np.ndarray:
+        """``(T, ...)`` values of the variable in :attr:`quantity` (float32, NaN kept).
+
+        Multiplies by :attr:`factor`; amounts are then divided by ``hours``, the
+        interval each frame accumulates over (a scalar or one value per frame along
+        axis 0), which they need. Used by the store reader and by
+        ``diffcast.nowcast`` on an ``xarray.DataArray``, so both convert alike.
+        """
+        out = np.array(values, dtype=np.float32)
+        if self.factor != 1.0:
+            out *= np.float32(self.factor)
+        if self.kind == "amount":
+            if hours is None:
+                raise ValueError("an accumulation (precipitation_amount) needs the hours it covers to become mm/h")
+            h = np.asarray(hours, dtype=np.float32)
+            out /= h.reshape(h.shape + (1,) * (out.ndim - h.ndim)) if h.ndim else h
+        return out
 
 
 #: Allowed standard names -> kind.
