@@ -226,6 +226,11 @@ def evaluate(
         if seq.ndim != 5:
             raise ValueError(f"dataset items must be (T, C, H, W), got a batch of shape {tuple(seq.shape)}")
         x_in, y_true = split_sequence(seq, t_in, t_out)
+        if bool(torch.isnan(y_true).any()):
+            raise ValueError(
+                f"items {batch[0]}..{batch[-1]}: observed frames have pixels without data (NaN), and the metrics "
+                "have no mask; evaluate on fully covered crops (the mlcast dataset's val/test crops are)"
+            )
         if device is not None:
             x_in, y_true = x_in.to(device), y_true.to(device)
         for nc in nowcasters:

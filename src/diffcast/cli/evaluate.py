@@ -5,6 +5,8 @@ Examples::
     diffcast evaluate --model persistence --model extrapolation --data synthetic --limit 16 --out eval/
     diffcast evaluate --model runs/dc/checkpoints/best --model persistence --members 8 \\
         --data images --data-root ../shared/data/sevir_demo --out eval_demo/
+    diffcast evaluate --model radar_diffcast_extrapolation --model extrapolation --data /data/radklim.zarr \\
+        --test 2021-2023 --limit 64 --out eval_radklim/      # an mlcast spec Zarr store
     accelerate launch --num_processes 4 "$(which diffcast)" evaluate --model runs/sevir --data sevir \\
         --data-root /data/sevir/CATALOG.csv --out eval_sevir/
 
@@ -23,6 +25,7 @@ import sys
 from typing import Any
 
 from ..sampling import SPACINGS
+from .store_args import STORE_DATASET, store_arguments, store_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", "-m", action="append", required=True, metavar="SPEC",
                    help="baseline name (persistence, extrapolation) or model file / checkpoint / run folder; repeatable")
-    p.add_argument("--data", required=True, choices=DATASETS.names(), help="registered dataset")
+    p.add_argument("--data", required=True, metavar="DATASET|STORE",
+                   help=f"registered dataset ({', '.join(DATASETS.names())}) or an mlcast spec Zarr store "
+                   "(path or s3:// URL; scored on its --test range, see --split)")
     p.add_argument("--data-root", default=None, metavar="PATH", help="dataset location (folder, file or catalog)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="data_set",
                    help="extra dataset constructor option (JSON value), e.g. --set num_sequences=64 or, for radar, "
                    "--set 'split_events={\"test\": [\"2016-07-11\"]}'")
+    store_arguments(p, data=False)
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                    help="dataset split (default test; 'all': every event of a radar archive)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N sequences only")
@@ -127,6 +133,35 @@ def _fss_pixels(args: argparse.Namespace, meta: Any, radar: bool) -> list[int]:
     return list(args.fss_scales) if args.fss_scales is not None else [4, 16]
 
 
+def _data_source(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``(dataset name, data root)`` of ``--data``/``--data-root``: a registered name, or a spec store."""
+    from ..data import DATASETS
+    from ..data.mlcast import is_zarr_store
+
+    if args.data in DATASETS.names():
+        name, root = args.data, args.data_root
+    elif is_zarr_store(args.data):
+        if args.data_root is not None:
+            raise ValueError(f"--data {args.data} is a Zarr store; drop --data-root {args.data_root}")
+        name, root = STORE_DATASET, args.data
+    else:
+        raise ValueError(f"--data {args.data!r} is neither a registered dataset ({', '.join(DATASETS.names())}) "
+                         "nor a Zarr store (a folder with .zmetadata/.zgroup/zarr.json, or an s3:// URL)")
+    if name != STORE_DATASET and store_kwargs(args):
+        raise ValueError("--standard-name, --storage-option and --train/--val/--test apply to a spec store "
+                         "(--data STORE)")
+    return name, root
+
+
+def _store_crop(url: str, args: argparse.Namespace) -> int:
+    """Default crop side on a spec store: :data:`RADAR_CROP`, or the largest multiple of 32 that fits its frames."""
+    from ..data.mlcast import SpecStore, parse_storage_options
+
+    h, w = SpecStore(url, standard_name=args.standard_name,
+                     storage_options=parse_storage_options(args.storage_option)).grid_shape
+    return RADAR_CROP if min(h, w) >= RADAR_CROP else max(32, min(h, w) // 32 * 32)
+
+
 def _accelerator() -> Any:
     """An Accelerator when launched with several processes or a GPU is present, else None."""
     import torch
@@ -153,13 +188,16 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable_dir(args.out)  # fail before any work
     device = accelerator.device if accelerator is not None else "cpu"
 
+    data_name, data_root = _data_source(args)
+    store = data_name == STORE_DATASET
+    crop = args.size or (_store_crop(data_root, args) if store else RADAR_CROP)
     # checkpoints first: they fix the frame counts and size the baselines must match
     loaded: dict[int, Any] = {}
-    radar = args.data == "radar"
+    radar = data_name == "radar"
     for i, spec in enumerate(args.model):
         if spec not in BASELINES:
             # radar: fully convolutional models are rebuilt for the evaluation grid (native-resolution crop)
-            grid = (args.size or RADAR_CROP,) * 2 if radar else None
+            grid = (crop,) * 2 if radar or store else None
             try:
                 loaded[i] = Nowcaster.from_checkpoint(spec, map_location=device, grid=grid)
             except GridMismatchError as exc:
@@ -169,6 +207,12 @@ def run(args: argparse.Namespace) -> int:
     t_in, t_out = (ref.t_in, ref.t_out) if ref is not None else (args.t_in, args.t_out)
     size = (ref.height, ref.width) if ref is not None else ((args.size, args.size) if args.size else None)
     sets = _parse_sets(args.data_set)
+    if store:
+        # Native-resolution crops fully covered by data, scored in the chosen units (rain rate by default).
+        sets.update(store_kwargs(args))
+        sets.setdefault("units", args.units)
+        if size is None and "size" not in sets:
+            size = (crop, crop)
     if radar:
         # Native resolution, a fixed centre crop, scored in the chosen units (rain rate by default).
         sets.setdefault("units", args.units)
@@ -182,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--set size={extra} conflicts with the model/--size grid {tuple(size)}")
         size = extra
     dataset = build_dataset(
-        args.data, split=args.split, seq_len=t_in + t_out, data_root=args.data_root, size=size,
+        data_name, split=args.split, seq_len=t_in + t_out, data_root=data_root, size=size,
         **sets,
     )
     meta = dataset.meta
@@ -221,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         lpips=lpips,
         lpips_skipped=lpips_why,
-        fss_scales=_fss_pixels(args, meta, radar),
+        fss_scales=_fss_pixels(args, meta, radar or store),
         thresholds=args.thresholds,
         accelerator=accelerator,
         progress=not args.no_progress,
@@ -232,8 +276,8 @@ def run(args: argparse.Namespace) -> int:
     run_info = {
         "command": "diffcast evaluate",
         "models": list(args.model),
-        "data": args.data,
-        "data_root": args.data_root,
+        "data": data_name,
+        "data_root": data_root,
         "split": args.split,
         "limit": args.limit,
         "members": args.members,
@@ -244,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
         "processes": accelerator.num_processes if accelerator is not None else 1,
         "lpips_weights": str(lpips_path) if lpips is not None else None,
     }
+    if callable(getattr(dataset, "provenance", None)):  # a spec store: identifier, version, variable, ranges
+        run_info["data_provenance"] = dataset.provenance()
     files = write_outputs(results, args.out, meta=meta, run_info=run_info, plots=not args.no_plots)
     sys.stdout.write(markdown_table(results, meta))
     for kind, path in files.items():

@@ -5,6 +5,8 @@ Examples::
     diffcast train --config configs/tiny_convgru.yaml --out runs/tiny
     diffcast train --config tiny_diffcast_convgru --set train.max_steps=200 --set train.lr=3e-4 --out runs/dc
     diffcast train --resume runs/dc                       # continue a stopped or killed run
+    diffcast train --config radar_diffcast_extrapolation --data /data/radklim.zarr \
+        --train 2001-01-01/2019-12-31 --val 2020 --out runs/radklim   # an mlcast spec Zarr store
     accelerate launch --multi_gpu --num_processes 4 "$(which diffcast)" train --config sevir_diffcast_simvp --out runs/sevir
 
 Several processes on a CPU-only machine (gloo): ``ACCELERATE_USE_CPU=1 accelerate launch
@@ -18,6 +20,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from .store_args import store_arguments, with_store
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume", type=Path, default=None, metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its newest checkpoint (its config.yaml is used unless --config is given)",
     )
+    store_arguments(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.resume} has no config.yaml; pass --config as well")
     else:  # built-in defaults plus --set overrides
         cfg = load_config(None, args.overrides)
+    cfg = with_store(cfg, args)
     if args.print_config:
         sys.stdout.write(dump_config(cfg))
         return 0

@@ -12,6 +12,7 @@ DATASETS = Registry("dataset")
 
 # Import the modules that register datasets (they use DATASETS above).
 from . import h5seq, images, radar, radar_train, sevir, synthetic  # noqa: E402,F401
+from .mlcast import dataset as _mlcast_dataset  # noqa: E402,F401
 
 __all__ = [
     "DATASETS",

@@ -82,6 +82,75 @@ def find_series(root: Path) -> list[Path]:
     return found
 
 
+def rank_crops(
+    rain: np.ndarray,
+    valid: np.ndarray,
+    size: int | tuple[int, int],
+    candidates: int,
+    keep: int,
+    min_rain: float,
+    rng: np.random.Generator,
+    min_coverage: float = 0.999,
+) -> list[tuple[float, int, int]]:
+    """The rainiest of ``candidates`` random crop positions: ``[(rain fraction, y0, x0), ...]``, best first.
+
+    ``rain`` and ``valid`` are ``(H, W)`` boolean maps (rain in the last input frame;
+    data in every frame). A position is kept when at least ``min_coverage`` of its
+    pixels are valid and its rain fraction is at least ``min_rain``; at most ``keep``
+    are returned. Shared by :class:`RadarWindows` and the spec-store windows
+    (:mod:`diffcast.data.mlcast.dataset`).
+    """
+    ch, cw = (size, size) if isinstance(size, int) else size
+    h, w = rain.shape
+    ys = rng.integers(0, h - ch + 1, candidates)
+    xs = rng.integers(0, w - cw + 1, candidates)
+    scored = []
+    for y0, x0 in zip(ys, xs):
+        win = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+        if valid[win].mean() < min_coverage:
+            continue
+        frac = float(rain[win].mean())
+        if frac >= min_rain:
+            scored.append((frac, int(y0), int(x0)))
+    scored.sort(reverse=True)
+    return scored[:keep]
+
+
+def context_box(y0: int, x0: int, size: tuple[int, int], ctx: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(cy0, cx0, ch, cw)``: the ``ctx`` x ``ctx`` window centred on a crop, clipped to a frame of ``shape``."""
+    (sh, sw), (h, w) = size, shape
+    cy0 = min(max(y0 + sh // 2 - ctx // 2, 0), max(h - ctx, 0))
+    cx0 = min(max(x0 + sw // 2 - ctx // 2, 0), max(w - ctx, 0))
+    return cy0, cx0, min(ctx, h), min(ctx, w)
+
+
+def backbone_mu(frames_in: np.ndarray, t_out: int, backbone: str) -> np.ndarray:
+    """``(t_out, h, w)`` forecast of a parameter-free backbone from ``(t_in, h, w)`` frames in ``[0, 1]``."""
+    from ..models.backbones import BACKBONES
+
+    t_in, h, w = frames_in.shape
+    bb = BACKBONES.build(backbone, t_in=t_in, t_out=t_out, channels=1, height=h, width=w)
+    with torch.no_grad():
+        return bb(torch.from_numpy(np.ascontiguousarray(frames_in, np.float32))[None, :, None])[0, :, 0].clamp(0, 1).numpy()
+
+
+def check_parameter_free(backbone: str | None) -> None:
+    """Raise ``ValueError`` unless ``backbone`` is ``None`` or a parameter-free backbone (its ``mu`` can be precomputed)."""
+    from ..models.backbones import BACKBONES
+
+    if backbone and getattr(BACKBONES.get(backbone), "trainable", True):
+        raise ValueError(f"backbone {backbone!r} has parameters; only parameter-free backbones are cached")
+
+
+def random_rot_flip(item: np.ndarray) -> np.ndarray:
+    """A random rotation by a multiple of 90 degrees and a random flip of the last two axes (``np.random``)."""
+    k = int(np.random.randint(4))
+    item = np.rot90(item, k, axes=(-2, -1))
+    if np.random.randint(2):
+        item = item[..., ::-1]
+    return np.ascontiguousarray(item)
+
+
 @DATASETS.register("radar_windows")
 class RadarWindows(Dataset):
     """Crops of radar windows with the backbone output, for training DiffCast on radar.
@@ -234,12 +303,9 @@ class RadarWindows(Dataset):
     def _build(self, s: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
         from tqdm.auto import tqdm
 
-        from ..models.backbones import BACKBONES
-
         n_frames = self.seq_len + (self.t_out if self.backbone else 0)
         ctx = int(s["mu_context"])
-        if self.backbone and getattr(BACKBONES.get(self.backbone), "trainable", True):
-            raise ValueError(f"backbone {self.backbone!r} has parameters; only parameter-free backbones are cached")
+        check_parameter_free(self.backbone)
         rng = np.random.default_rng(s["seed"])
         rain_x = s["rain_threshold"] / DBZ_SCALE
         items: list[np.ndarray] = []
@@ -264,30 +330,16 @@ class RadarWindows(Dataset):
                 bar.update(1)
                 if h < self.size or w < self.size:
                     continue
-                ys = rng.integers(0, h - self.size + 1, s["candidates"])
-                xs = rng.integers(0, w - self.size + 1, s["candidates"])
-                scored = []
-                for y0, x0 in zip(ys, xs):
-                    win = (slice(y0, y0 + self.size), slice(x0, x0 + self.size))
-                    if valid[win].mean() < 0.999:
-                        continue
-                    rain = float((frames[self.t_in - 1][win] >= rain_x).mean())
-                    if rain >= s["min_rain"]:
-                        scored.append((rain, int(y0), int(x0)))
-                scored.sort(reverse=True)
-                for _, y0, x0 in scored[: s["crops_per_window"]]:
+                crops = rank_crops(frames[self.t_in - 1] >= rain_x, valid, self.size, s["candidates"],
+                                   s["crops_per_window"], s["min_rain"], rng)
+                for _, y0, x0 in crops:
                     crop = frames[:, y0 : y0 + self.size, x0 : x0 + self.size]
                     item = np.empty((n_frames, self.size, self.size), np.float16)
                     item[: self.seq_len] = crop
                     if self.backbone:
                         # mu on the context window around the crop, then cut to the crop
-                        cy0 = min(max(y0 + self.size // 2 - ctx // 2, 0), max(h - ctx, 0))
-                        cx0 = min(max(x0 + self.size // 2 - ctx // 2, 0), max(w - ctx, 0))
-                        ch, cw = min(ctx, h), min(ctx, w)
-                        big = np.ascontiguousarray(frames[: self.t_in, cy0 : cy0 + ch, cx0 : cx0 + cw])
-                        bb = BACKBONES.build(self.backbone, t_in=self.t_in, t_out=self.t_out, channels=1, height=ch, width=cw)
-                        with torch.no_grad():
-                            mu = bb(torch.from_numpy(big)[None, :, None])[0, :, 0].clamp(0, 1).numpy()
+                        cy0, cx0, ch, cw = context_box(y0, x0, (self.size, self.size), ctx, (h, w))
+                        mu = backbone_mu(frames[: self.t_in, cy0 : cy0 + ch, cx0 : cx0 + cw], self.t_out, self.backbone)
                         item[self.seq_len :] = mu[:, y0 - cy0 : y0 - cy0 + self.size, x0 - cx0 : x0 - cx0 + self.size]
                     items.append(item)
                     t0 = arch.times[start + self.t_in - 1]
@@ -303,8 +355,5 @@ class RadarWindows(Dataset):
     def __getitem__(self, idx: int) -> torch.Tensor:
         item = self.pool[int(idx)].astype(np.float32)
         if self.augment:
-            k = int(np.random.randint(4))
-            item = np.rot90(item, k, axes=(1, 2))
-            if np.random.randint(2):
-                item = item[:, :, ::-1]
+            item = random_rot_flip(item)
         return torch.from_numpy(np.ascontiguousarray(item))[:, None]

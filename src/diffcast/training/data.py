@@ -83,11 +83,21 @@ class ShardedBatches:
         This process and the number of processes.
     shuffle : bool
         Draw a permutation per epoch (else the natural order).
+    group : int
+        Items ``[g * group, (g + 1) * group)`` stay together, in order (a dataset that
+        cuts several crops from one decompressed window, ``items_per_window``): the
+        permutation is drawn over the groups, and whole groups are dealt to the ranks.
+        With ``group > 1`` and several processes, global batch ``b`` is no longer the
+        single-process batch ``b``.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 group: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in [0, {world_size}), got {rank}")
+        if group < 1:
+            raise ValueError(f"group must be >= 1, got {group}")
+        self.group = int(group)
         self.n = int(n)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -95,6 +105,8 @@ class ShardedBatches:
         self.world_size = int(world_size)
         self.shuffle = shuffle
         self.batches_per_epoch = self.n // (self.batch_size * self.world_size)
+        if self.group > 1:  # every rank gets the same number of whole groups
+            self.batches_per_epoch = (self.n // self.group // self.world_size) * self.group // self.batch_size
         if self.batches_per_epoch == 0:
             raise ValueError(
                 f"training set has {self.n} sequences, fewer than one global batch "
@@ -104,11 +116,16 @@ class ShardedBatches:
 
     def epoch_indices(self, epoch: int) -> list[int]:
         """This rank's indices for ``epoch`` in order (``batches_per_epoch * batch_size`` of them)."""
+        g = self.group
+        n_units = self.n // g if g > 1 else self.n
         if self.shuffle:
             gen = torch.Generator().manual_seed(item_seed(self.seed, _TRAIN_TAG, epoch, 0))
-            perm = torch.randperm(self.n, generator=gen).tolist()
+            perm = torch.randperm(n_units, generator=gen).tolist()
         else:
-            perm = list(range(self.n))
+            perm = list(range(n_units))
+        if g > 1:  # whole groups to each rank, each group's items in order
+            mine = [u * g + k for u in perm[self.rank :: self.world_size] for k in range(g)]
+            return mine[: self.batches_per_epoch * self.batch_size]
         used = perm[: self.batches_per_epoch * self.batch_size * self.world_size]
         return used[self.rank :: self.world_size]
 

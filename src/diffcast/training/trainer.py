@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import errno
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -120,12 +121,21 @@ class _LossModule(nn.Module):
         self.model = model
         self._distiller = [distiller]  # a list: the teacher is not a submodule (no DDP, no state_dict)
 
-    def forward(self, x_in: torch.Tensor, y_true: torch.Tensor, mu: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x_in: torch.Tensor, y_true: torch.Tensor, mu: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        kw: dict[str, Any] = {} if mu is None else {"mu": mu}
+        if mask is not None:
+            if self._distiller[0] is not None or "mask" not in inspect.signature(self.model.loss).parameters:
+                what = "distillation" if self._distiller[0] is not None else f"{type(self.model).__name__}.loss"
+                raise ValueError(
+                    f"the training items have pixels without data (NaN) but {what} cannot leave them out of the "
+                    "loss; use fully covered crops (data.kwargs.min_coverage=1) or train DiffCast on a "
+                    "parameter-free backbone"
+                )
+            kw["mask"] = mask
         if self._distiller[0] is not None:
-            return self._distiller[0].loss(x_in, y_true, mu=mu)
-        if mu is None:
-            return self.model.loss(x_in, y_true)
-        return self.model.loss(x_in, y_true, mu=mu)
+            return self._distiller[0].loss(x_in, y_true, **kw)
+        return self.model.loss(x_in, y_true, **kw)
 
 
 class _StopFlag:
@@ -240,6 +250,17 @@ def _isolated_rng(device: torch.device) -> Iterator[None]:
         random.setstate(py_state)
 
 
+def _nodata_mask(x_in: torch.Tensor, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """NaN pixels of a batch are "no data" (spec stores, :mod:`diffcast.data.mlcast.dataset`):
+    ``(x_in, y_true, mask)`` with NaN set to 0 and ``mask`` True where ``y_true`` has data
+    (``None`` when every pixel has). Infinities stay: they are bad data, not missing data."""
+    if not bool(torch.isnan(y_true).any()) and not bool(torch.isnan(x_in).any()):
+        return x_in, y_true, None
+    mask = ~torch.isnan(y_true)
+    return torch.nan_to_num(x_in, nan=0.0, posinf=float("inf"), neginf=float("-inf")), \
+        torch.nan_to_num(y_true, nan=0.0, posinf=float("inf"), neginf=float("-inf")), mask
+
+
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     out = {}
     for k, v in metrics.items():
@@ -266,6 +287,7 @@ class Trainer:
         self.run_dir = Path(out_dir)
         self.resume = resume
         self.progress = progress
+        self.data_provenance: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ setup
     def _check_run_dir(self) -> Path | None:
@@ -368,6 +390,10 @@ class Trainer:
 
             meta = get_meta(cfg.data.name)
         self.meta = meta
+        prov = getattr(train_ds, "provenance", None)
+        self.data_provenance = prov() if callable(prov) else None
+        if is_main and self.data_provenance is not None:
+            atomic_write_text(self.run_dir / "data.json", json.dumps(self.data_provenance, indent=2, default=str))
         val_ds = None
         if tc.val_every > 0 and cfg.data.val_limit > 0:
             val_ds = build_dataset(cfg, cfg.data.val_split)
@@ -417,7 +443,8 @@ class Trainer:
         else:
             _seed_all(item_seed(cfg.seed, 3, rank))  # per-rank training noise
 
-        order = ShardedBatches(len(train_ds), tc.batch_size, cfg.seed, rank, world)
+        order = ShardedBatches(len(train_ds), tc.batch_size, cfg.seed, rank, world,
+                               group=int(getattr(train_ds, "items_per_window", 1)))
         micro = int(state["micro_step"])
         if latest is not None and state.get("num_processes") != world:
             micro = state["step"] * tc.grad_accum  # same number of updates, new layout
@@ -458,12 +485,15 @@ class Trainer:
                     for k in range(tc.grad_accum):
                         seq = next(batches).to(acc.device, non_blocking=True)
                         micro += 1
-                        x_in, y_true = split_sequence(seq[:, : t_in + t_out], t_in, t_out)
+                        x_in, y_true, mask = _nodata_mask(*split_sequence(seq[:, : t_in + t_out], t_in, t_out))
                         # Items of t_in + 2 t_out frames carry the backbone's mu (a backbone cache).
                         mu = seq[:, t_in + t_out :] if seq.shape[1] == t_in + 2 * t_out else None
                         sync = contextlib.nullcontext() if k == tc.grad_accum - 1 else acc.no_sync(wrapper)
                         with sync:
-                            terms = wrapper(x_in, y_true) if mu is None else wrapper(x_in, y_true, mu)
+                            if mask is not None:
+                                terms = wrapper(x_in, y_true, mu, mask)
+                            else:
+                                terms = wrapper(x_in, y_true) if mu is None else wrapper(x_in, y_true, mu)
                             if not isinstance(terms, dict) or "loss" not in terms:
                                 raise ValueError(f"{type(model).__name__}.loss must return a dict with a 'loss' entry")
                             acc.backward(terms["loss"] / tc.grad_accum)
@@ -631,10 +661,13 @@ class Trainer:
         cfgd = self.cfg.to_dict()
         meta = self.meta.as_dict() if hasattr(self.meta, "as_dict") else None
         model = self.acc.unwrap_model(self.wrapper).model
+        extra = {}
+        if self.data_provenance is not None:  # e.g. a spec store: identifier, version, URL, variable, units, splits
+            extra["diffcast_data"] = json.dumps(self.data_provenance, sort_keys=True, default=str)
         save_model_file(folder / "model.safetensors", model.state_dict(), cfgd, meta,
-                        extra={"weights": "model", "step": str(step)})
+                        extra={"weights": "model", "step": str(step), **extra})
         save_model_file(folder / "ema.safetensors", self.ema.state_dict(), cfgd, meta,
-                        extra={"weights": "ema", "step": str(step)})
+                        extra={"weights": "ema", "step": str(step), **extra})
 
     def _save_checkpoint(self, step: int, micro: int, best_score: float | None, best_step: int | None) -> Path:
         """Write ``checkpoints/step_XXXXXXXX`` atomically (all ranks call this)."""

@@ -426,6 +426,7 @@ class ResidualDiffusion(nn.Module):
         y_true: torch.Tensor,
         generator: torch.Generator | None = None,
         mu: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training loss terms.
 
@@ -441,6 +442,11 @@ class ResidualDiffusion(nn.Module):
             ``(B, T_out, C, H, W)`` backbone output computed beforehand (a backbone
             cache, e.g. :class:`~diffcast.data.radar_train.RadarWindows` with a
             parameter-free backbone); only for backbones that are not trained.
+        mask : Tensor, optional
+            Boolean, broadcastable to ``y_true``: True where the observation has data
+            (radar coverage). Pixels without data are left out of every term (the
+            squared errors are averaged over the pixels with data); the backbone must
+            not be trained with a mask.
 
         Returns
         -------
@@ -452,8 +458,15 @@ class ResidualDiffusion(nn.Module):
             ``y_true``, for monitoring); when the backbone is trained also
             ``backbone`` and its own terms prefixed ``backbone_``.
         """
+        if mask is not None and self.backbone_trainable:
+            raise ValueError("a no-data mask needs a backbone that is not trained (frozen or parameter-free)")
         batch = self.training_segments(x_in, y_true, generator, mu)
         x0, cond, ctx, idx, mu, bb_terms = batch.x0, batch.cond, batch.ctx, batch.idx, batch.mu, batch.backbone_terms
+        seg_mask = None
+        if mask is not None:  # the same blocks and segments as the residual x0
+            m = self.to_blocks(mask.expand_as(y_true).to(x0.dtype))
+            m = m.reshape(m.shape[0], self.n_segments, self.segment, *m.shape[2:])
+            seg_mask = m[batch.rows, batch.idx]
         terms: dict[str, torch.Tensor] = {}
         dev = x_in.device
         gdev = generator.device if generator is not None else dev  # draw where the generator lives
@@ -463,10 +476,16 @@ class ResidualDiffusion(nn.Module):
         x_t = q_sample(self.alphas_cumprod, x0, noise, t)
         out = self.model(x_t, t, cond, ctx, idx)
         target = objective_target(self.objective, self.alphas_cumprod, x0, noise, t)
-        per_sample = F.mse_loss(out, target, reduction="none").flatten(1).mean(dim=1)
+        sq = F.mse_loss(out, target, reduction="none")
+        if seg_mask is None:
+            per_sample = sq.flatten(1).mean(dim=1)
+            terms["mse"] = F.mse_loss(mu.detach(), y_true)
+        else:  # masked MSE: the mean over the pixels with data
+            per_sample = (sq * seg_mask).flatten(1).sum(1) / seg_mask.flatten(1).sum(1).clamp_min(1.0)
+            full = mask.expand_as(y_true).to(y_true.dtype)
+            terms["mse"] = ((mu.detach() - y_true) ** 2 * full).sum() / full.sum().clamp_min(1.0)
         l_diff = (per_sample * self.loss_weight[t]).mean()
         terms["diffusion"] = l_diff
-        terms["mse"] = F.mse_loss(mu.detach(), y_true)
         if bb_terms:
             l_bb = bb_terms["loss"]
             terms["backbone"] = l_bb
