@@ -4,6 +4,11 @@
 >>> fc = diffcast.nowcast(precip, timestep=5, n_leadtimes=12, n_ens_members=8, seed=0, model="steps")
 >>> fc.shape                                  # (8, 12, y, x), mm/h, NaN outside coverage
 
+An ``xarray.DataArray`` ``(time, y, x)`` in gives a labelled ``DataArray``
+``(ens_number, lead_time, y, x)`` out (:mod:`diffcast.api_xarray`): units converted
+by its ``standard_name``/``units``, the time step from its ``time``, the grid,
+``lat``/``lon`` and CRS carried over.
+
 Baselines (``extrapolation``, ``sprog``, ``steps``, ``persistence``) run in rain rate
 on the native grid with pysteps' documented settings
 (:mod:`diffcast.models.backbones.pysteps_methods`), so their numbers equal pysteps
@@ -20,6 +25,8 @@ import os
 from typing import Any
 
 import numpy as np
+
+from .api_xarray import is_xarray
 
 log = logging.getLogger(__name__)
 
@@ -48,31 +55,40 @@ def _positive(name: str, value: Any, integer: bool = False) -> float:
 
 def nowcast(
     precip: Any,
-    timestep: float = 5,
+    timestep: float | None = None,
     n_leadtimes: int = 12,
     n_ens_members: int = 8,
     seed: int | None = None,
     model: str | os.PathLike[str] | None = None,
-    pixel_size: float = 1.0,
+    pixel_size: float | None = None,
     prob_matching: str | None = "cdf",
     max_memory: str | int | None = None,
     **sample_kwargs: Any,
-) -> np.ndarray:
+) -> Any:
     """Nowcast rain rate from the latest radar frames.
 
     Parameters
     ----------
-    precip : array_like
+    precip : array_like or xarray.DataArray
         ``(t, y, x)`` rain rate in mm/h, oldest frame first, the last frame at the
         analysis time, ``timestep`` minutes apart; NaN where there is no radar
-        coverage. Baselines take any ``y, x`` (tested from 64 to 1024);
+        coverage. Or an ``xarray.DataArray`` with a ``time`` dimension (``(time, y, x)``,
+        e.g. ``xr.open_zarr(store, decode_coords="all")[name]`` of an mlcast spec store,
+        or a variable of a CF file; an ``xarray.Dataset`` holding one radar variable
+        also works): its values are converted by ``standard_name`` and ``units`` as the
+        spec store reader does (rates to mm/h, accumulations divided by the time step in
+        hours, reflectivity in dBZ to rain rate by Marshall-Palmer ``Z = 200 R^1.6``,
+        0 at and below 0 dBZ), ``y`` may run either way, and its frames must be evenly
+        spaced in time. Baselines take any ``y, x`` (tested from 64 to 1024);
         ``extrapolation`` needs ``t >= 2`` frames, ``sprog`` and ``steps`` ``t >= 3``;
         a trained model needs its ``t_in`` frames; fully convolutional models (DiffCast
         on a parameter-free backbone) run on any grid, zero-padded to a multiple of
         :data:`diffcast.inference.GRID_MULTIPLE` (no rain outside the domain) and cropped back.
-    timestep : float
+    timestep : float, optional
         Minutes between frames (STEPS uses it for its motion perturbations; a
         trained model takes every ``k``-th frame when its step is ``k`` times this).
+        Default: 5 for arrays, the spacing of ``time`` for a DataArray (a different
+        value is a ``ValueError``).
     n_leadtimes : int
         Number of forecast steps (a trained model: at most its ``t_out``).
     n_ens_members : int
@@ -86,8 +102,10 @@ def nowcast(
         checkpoint folder / run folder. Default: the shipped radar model
         (:data:`diffcast.shipped.DEFAULT_SHIPPED`), or :data:`FALLBACK_MODEL` when it
         is not installed.
-    pixel_size : float
+    pixel_size : float, optional
         Grid spacing in km (STEPS' ``kmperpixel``; checked against a trained model's).
+        Default: 1 for arrays; for a DataArray the spacing of its ``x``/``y``
+        coordinates when their units are m or km (a different value is a ``ValueError``), else 1.
     prob_matching : {"cdf", None}
         Trained probabilistic models only: ``"cdf"`` (default) matches each member's
         rain-rate distribution, lead by lead, to that of the last observed frame
@@ -108,12 +126,21 @@ def nowcast(
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or xarray.DataArray
         ``(n_ens_members, n_leadtimes, y, x)`` float64 rain rate in mm/h on the input
         grid (deterministic models: ``n_ens_members = 1``); NaN where the last input
         frame had no coverage and, for the pysteps methods and models over the
         ``extrapolation`` backbone (the shipped one), where advection brings in values
         from outside the domain or the coverage (nothing observed to forecast from).
+        For a DataArray input, a DataArray with dims ``(ens_number, lead_time, y, x)``
+        (the input's names for ``y`` and ``x``, in the input's order), coordinates
+        ``forecast_reference_time`` (the last input time), ``lead_time`` (timedelta,
+        the model's step apart), ``valid_time`` (along ``lead_time``), the input's
+        ``x``, ``y``, ``lat``, ``lon`` and its grid-mapping variable (a scalar coordinate,
+        named by the ``grid_mapping`` attribute, so ``to_netcdf`` keeps the CRS), and
+        attributes ``standard_name`` (``rainfall_flux``, or ``precipitation_flux`` for
+        precipitation input), ``units`` ``kg m-2 h-1`` (= mm/h; reflectivity input also
+        comes back as rain rate) and ``grid_mapping``.
 
     Raises
     ------
@@ -125,6 +152,15 @@ def nowcast(
     """
     from .models.backbones import pysteps_methods as pm
 
+    labels = None
+    if is_xarray(precip):
+        from .api_xarray import from_xarray
+
+        labels = from_xarray(precip, timestep, pixel_size)
+        precip, timestep = labels.precip, labels.timestep
+        pixel_size = labels.pixel_size if labels.pixel_size is not None else pixel_size
+    timestep = 5 if timestep is None else timestep
+    pixel_size = 1.0 if pixel_size is None else pixel_size
     _positive("timestep", timestep)
     _positive("pixel_size", pixel_size)
     _positive("n_leadtimes", n_leadtimes, integer=True)
@@ -141,6 +177,28 @@ def nowcast(
         seed = int(np.random.SeedSequence().entropy % (2**31))
     n_lead, n_mem = int(n_leadtimes), int(n_ens_members)
     pm.check_prob_matching(prob_matching)
+    out, lead_min = _forecast(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), prob_matching,
+                              max_memory, sample_kwargs)
+    if labels is None:
+        return out
+    return labels.to_dataarray(out, lead_min, os.fspath(spec))
+
+
+def _forecast(
+    r: np.ndarray,
+    spec: str | os.PathLike[str],
+    timestep: float,
+    n_lead: int,
+    n_mem: int,
+    seed: int,
+    pixel_size: float,
+    prob_matching: str | None,
+    max_memory: str | int | None,
+    sample_kwargs: dict[str, Any],
+) -> tuple[np.ndarray, float]:
+    """The forecast of :func:`nowcast` (checked arguments) and the minutes between its leads."""
+    from .models.backbones import pysteps_methods as pm
+
     if isinstance(spec, str) and spec in NOWCAST_BASELINES:
         if sample_kwargs:
             raise ValueError(f"options {', '.join(sorted(sample_kwargs))} apply to diffusion models, not to {spec}")
@@ -152,13 +210,13 @@ def nowcast(
             out = pm.sprog_nowcast(r, n_lead)[None]
         else:
             out = pm.steps_nowcast(r, n_lead, n_mem, int(seed), timestep=float(timestep), pixel_size=float(pixel_size))
-        return out
+        return out, timestep
     if max_memory is not None:
         sample_kwargs = {**sample_kwargs, "max_memory": max_memory}
-    out = _nowcast_model(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), sample_kwargs)
+    out, lead_min = _nowcast_model(r, spec, timestep, n_lead, n_mem, seed, pixel_size, sample_kwargs)
     if prob_matching == "cdf" and out.shape[0] > 1:  # baselines returned above: STEPS matches by itself
         out = pm.match_cdf(out, r[-1])
-    return out
+    return out, lead_min
 
 
 def _nowcast_model(
@@ -170,12 +228,21 @@ def _nowcast_model(
     seed: int,
     pixel_size: float,
     sample_kwargs: dict[str, Any],
-) -> np.ndarray:
-    """A trained model on rain rates: encode, predict, decode (see :func:`nowcast`)."""
-    import torch
+) -> tuple[np.ndarray, float]:
+    """A trained model on rain rates: encode, predict, decode (see :func:`nowcast`); also the model's step (min)."""
+    nc = load_model(spec, r.shape[1], r.shape[2])
+    return run_model(nc, spec, r, timestep, n_lead, n_mem, seed, pixel_size, sample_kwargs)
 
-    from .inference import PIXEL_TOL, Nowcaster, inflow_of, padded_grid
-    from .models.backbones import pysteps_methods as pm
+
+def load_model(spec: str | os.PathLike[str], height: int | None = None, width: int | None = None) -> Any:
+    """The :class:`~diffcast.inference.Nowcaster` of a model name or path for ``height x width`` frames.
+
+    Fully convolutional models are rebuilt for the grid zero-padded to
+    :func:`~diffcast.inference.padded_grid`, with motion estimated on the domain only;
+    no size: the model as trained. Shared by :func:`nowcast` and
+    :mod:`diffcast.integrations.mlcast`.
+    """
+    from .inference import Nowcaster, padded_grid
     from .shipped import shipped_file, shipped_models
 
     if not os.path.exists(os.fspath(spec)) and shipped_file(os.fspath(spec)) is None:
@@ -184,11 +251,38 @@ def _nowcast_model(
             f"({', '.join(shipped_models()) or 'none installed'}) and no such model file or folder"
         )
     nc = Nowcaster.from_checkpoint(spec)
-    h, w = r.shape[1:]
-    if (h, w) != (nc.height, nc.width):
+    if height is not None and width is not None and (height, width) != (nc.height, nc.width):
         # Fully convolutional models run on the input's grid, zero-padded (padded_grid).
-        nc = Nowcaster.from_checkpoint(spec, grid=padded_grid(h, w))
-        nc.set_domain(h, w)  # motion on the domain, not on its zero padding
+        nc = Nowcaster.from_checkpoint(spec, grid=padded_grid(height, width))
+        nc.set_domain(height, width)  # motion on the domain, not on its zero padding
+    return nc
+
+
+def run_model(
+    nc: Any,
+    spec: str | os.PathLike[str],
+    r: np.ndarray,
+    timestep: float,
+    n_lead: int,
+    n_mem: int,
+    seed: int,
+    pixel_size: float,
+    sample_kwargs: dict[str, Any],
+    mark_inflow: bool = True,
+) -> tuple[np.ndarray, float]:
+    """Forecast ``(members, n_lead, y, x)`` mm/h from rain rates ``r`` ``(t, y, x)`` with a loaded model.
+
+    Checks the model against the input (quantity, time step, pixel size, leads,
+    frames), encodes, predicts and decodes; NaN where ``r[-1]`` has no data and,
+    with ``mark_inflow``, where the motion brings rain in from outside. Also returns
+    the model's step in minutes (the spacing of the leads).
+    """
+    import torch
+
+    from .inference import PIXEL_TOL, inflow_of
+    from .models.backbones import pysteps_methods as pm
+
+    h, w = r.shape[1:]
     meta = nc.meta
     label = f"model {nc.name} ({os.fspath(spec)})"
     if pm.intensity_of(meta.unit, meta.physical_unit) != "rainrate":
@@ -227,7 +321,7 @@ def _nowcast_model(
     fc = res.forecast[:, 0, :n_lead, 0, :h, :w].float().cpu().numpy()
     out = pm.to_intensity(fc, "rainrate", float(meta.scale))
     out[..., ~np.isfinite(r[-1])] = np.nan
-    unknown = inflow_of(nc.model, x, np.isfinite(r[-1]), n_lead)
+    unknown = inflow_of(nc.model, x, np.isfinite(r[-1]), n_lead) if mark_inflow else None
     if unknown is not None:
         out[:, unknown] = np.nan
-    return out
+    return out, float(meta.timestep_min)
