@@ -18,6 +18,9 @@ from . import BACKBONES
 from .base import Backbone
 from .pysteps_methods import motion_field
 
+#: Leads extrapolated per call of the semi-Lagrangian scheme (bounds its float64 copies).
+LEAD_CHUNK = 4
+
 logger = logging.getLogger(__name__)
 
 
@@ -123,18 +126,34 @@ class Extrapolation(Backbone):
         self._motion_memo = (key, uv)
         return uv.copy()
 
-    def extrapolate(self, frames: np.ndarray) -> np.ndarray:
-        """Forecast ``t_out`` frames from one (T_in, H, W) sequence, values in [0, 1]."""
+    def extrapolate(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Forecast ``t_out`` frames from one (T_in, H, W) sequence, values in [0, 1].
+
+        pysteps' semi-Lagrangian scheme runs :data:`LEAD_CHUNK` leads at a time, each
+        call continuing from the previous displacement (``displacement_prev``: the same
+        arithmetic as one call, bit for bit), and every chunk goes straight into
+        ``out`` (float32, ``(t_out, H, W)``; allocated when omitted). Peak memory is then
+        the float32 forecast plus a few float64 frames, not three float64 copies of it.
+        """
         from pysteps import extrapolation
 
         frames = np.nan_to_num(np.asarray(frames, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         last = frames[-1]
+        if out is None:
+            out = np.empty((self.t_out, *last.shape), np.float32)
         uv = self.motion(frames[-self.motion_frames :])
         if not np.any(uv) or not np.any(last):
-            out = np.repeat(last[None], self.t_out, axis=0)
+            out[:] = last[None]
         else:
-            out = extrapolation.get_method("semilagrangian")(last, uv, self.t_out, outval=0.0)
-        return np.clip(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
+            method = extrapolation.get_method("semilagrangian")
+            disp = None
+            for a in range(0, self.t_out, LEAD_CHUNK):
+                b = min(a + LEAD_CHUNK, self.t_out)
+                chunk, disp = method(last, uv, b - a, outval=0.0, displacement_prev=disp, return_displacement=True)
+                out[a:b] = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)
+                del chunk
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
         """Extrapolate every sample and channel.
@@ -152,5 +171,5 @@ class Extrapolation(Backbone):
         out = np.empty((x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
         for b in range(x.shape[0]):
             for c in range(x.shape[2]):
-                out[b, :, c] = self.extrapolate(x[b, :, c])
+                self.extrapolate(x[b, :, c], out=out[b, :, c])
         return torch.from_numpy(out).to(device=x_in.device, dtype=x_in.dtype)
