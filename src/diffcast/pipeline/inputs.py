@@ -7,11 +7,13 @@ paths to the reader of that kind, one module each under
 - ``images``: a folder of numbered images (:mod:`~diffcast.pipeline.readers.images`);
 - ``npy`` and ``h5``: arrays, SEVIR files included (:mod:`~diffcast.pipeline.readers.arrays`);
 - ``radar``: radar files, ODIM and KNMI HDF5 included, decoded lazily
-  (:mod:`~diffcast.pipeline.readers.radar`).
+  (:mod:`~diffcast.pipeline.readers.radar`);
+- ``zarr``: a radar archive in the mlcast Zarr spec, a local folder or a URL
+  (``s3://...``), read lazily (:mod:`~diffcast.pipeline.readers.zarr`).
 
 Every reader returns a :class:`~diffcast.pipeline.readers.base.RawInput`. Radar
-files keep their georeferencing (a :class:`~diffcast.geo.ProjectedGrid`); the
-other kinds have none.
+files and Zarr stores keep their georeferencing (a :class:`~diffcast.geo.ProjectedGrid`);
+the other kinds have none.
 """
 
 from __future__ import annotations
@@ -20,17 +22,25 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .readers.arrays import H5_SUFFIXES, _read_h5, _read_npy
 from .readers.base import INPUT_KINDS, RawInput
 from .readers.images import IMAGE_SUFFIXES, _input_subfolder, _read_images
 from .readers.radar import _is_radar_h5, _read_radar
+from .readers.zarr import _read_zarr
 
 log = logging.getLogger(__name__)
 
 
 def detect_kind(paths: Sequence[str | os.PathLike[str]]) -> str:
     """Guess the input kind of ``paths`` (see :data:`INPUT_KINDS`)."""
+    from ..data.mlcast import is_zarr_store
+
+    if len(paths) == 1 and is_zarr_store(paths[0]):
+        return "zarr"
+    if len(paths) > 1 and any(is_zarr_store(p) for p in paths):
+        raise ValueError("a Zarr store holds the whole time series; give one store, not a list")
     ps = [Path(p) for p in paths]
     if len(ps) == 1:
         p = ps[0]
@@ -57,6 +67,13 @@ def detect_kind(paths: Sequence[str | os.PathLike[str]]) -> str:
     return "radar"
 
 
+def _is_store_input(paths: Sequence[str | os.PathLike[str]]) -> bool:
+    """True when ``paths`` name one Zarr store (a store folder or a URL)."""
+    from ..data.mlcast import is_zarr_store
+
+    return any(is_zarr_store(p) for p in paths)
+
+
 def read_input(
     paths: Sequence[str | os.PathLike[str]],
     kind: str | None = None,
@@ -67,6 +84,8 @@ def read_input(
     layout: str = "auto",
     start_frame: int | None = None,
     radar_pattern: str | None = None,
+    standard_name: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> RawInput:
     """Read nowcast input frames from files (layouts: the reader modules, :mod:`diffcast.pipeline.readers`).
 
@@ -77,7 +96,8 @@ def read_input(
     Parameters
     ----------
     paths : sequence of path-like
-        One folder or file, or a list of radar files.
+        One folder or file, a list of radar files, or one Zarr store (a folder or
+        a URL such as ``s3://bucket/archive.zarr``).
     kind : str, optional
         Force the input kind (one of :data:`INPUT_KINDS`); guessed when omitted.
     h5_key : str, optional
@@ -96,6 +116,10 @@ def read_input(
     start_frame : int, optional
         The first input frame :func:`prepare_input` will be given (radar: the file
         decoded for the grid and units, so that no frame outside the window is read).
+    standard_name : str, optional
+        Zarr stores: the variable's ``standard_name`` when the store holds several.
+    storage_options : dict, optional
+        Zarr stores at a URL: fsspec options (``{"anon": True, "endpoint_url": ...}``).
 
     Raises
     ------
@@ -106,6 +130,17 @@ def read_input(
     """
     if not paths:
         raise ValueError("no input given: pass --input PATH [PATH ...]")
+    if kind not in (None, *INPUT_KINDS):
+        raise ValueError(f"unknown input kind {kind!r}; choose one of: {', '.join(INPUT_KINDS)}")
+    if kind == "zarr" or (kind is None and _is_store_input(paths)):
+        if len(paths) != 1:
+            raise ValueError(f"zarr input is one store, got {len(paths)} paths")
+        raw = _read_zarr(str(paths[0]), standard_name, storage_options)
+        log.info("opened %s: %d frame(s) of %dx%d, read lazily", raw.sources[0], *raw.frames.shape)
+        return raw
+    for name, given in (("--standard-name", standard_name), ("--storage-option", storage_options)):
+        if given:
+            raise ValueError(f"{name} applies to Zarr stores only; {', '.join(map(str, paths))} is not one")
     ps = [Path(p) for p in paths]
     for p in ps:
         if not p.exists():

@@ -77,7 +77,7 @@ def _native_grid(nc: Any, spec: str, raw: RawInput | None) -> Any:
     """
     from ..inference import PIXEL_TOL, GridMismatchError, Nowcaster, padded_grid
 
-    if raw is None or raw.kind != "radar" or raw.pixel_km is None:
+    if raw is None or raw.kind not in ("radar", "zarr") or raw.pixel_km is None:
         return nc
     h, w = (int(v) for v in raw.frames.shape[-2:])
     if (h, w) == (nc.height, nc.width) or abs(float(raw.pixel_km) / float(nc.meta.pixel_km) - 1.0) > PIXEL_TOL:

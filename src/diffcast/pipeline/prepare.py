@@ -67,6 +67,11 @@ class PreparedInput:
         resized pixel has data when at least half its area has); ``None``: all covered.
     quantity : str or None
         The input's quantity (:attr:`RawInput.quantity`).
+    latlon : (ndarray, ndarray) or None
+        The input's own ``(lat, lon)`` (:attr:`RawInput.latlon`) when the model grid
+        is the input's grid (no crop, no resize); ``None`` otherwise.
+    input_attrs : dict
+        What the outputs record about the input (:attr:`RawInput.attrs`).
     """
 
     x_in: np.ndarray
@@ -82,6 +87,8 @@ class PreparedInput:
     grid: ProjectedGrid | None = None
     mask: np.ndarray | None = None
     quantity: str | None = None
+    latlon: tuple[np.ndarray, np.ndarray] | None = None
+    input_attrs: dict = field(default_factory=dict)
 
     @property
     def coverage(self) -> np.ndarray | None:
@@ -274,6 +281,8 @@ def prepare_input(
         grid=grid,
         mask=nodata,
         quantity=raw.quantity,
+        latlon=raw.latlon if raw.latlon is not None and grid is not None and grid == raw.grid else None,
+        input_attrs=dict(raw.attrs),
     )
 
 

@@ -250,6 +250,11 @@ class SpecStore:
             self.q: Quantity = quantity_of(self.standard_name, self.units)
         except ValueError as exc:
             raise SpecStoreError(f"{url}: variable {self.name!r}: {exc}") from None
+        if var.dims[0] == "time" and "time" not in ds.coords:
+            raise SpecStoreError(
+                f"{url}: no time coordinate: the dimension 'time' of {self.name!r} has no coordinate values; "
+                f"add a CF time variable (units like 'minutes since 1970-01-01')"
+            )
         if var.dims[0] != "time" or "time" not in ds.coords:
             raise SpecStoreError(
                 f"{url}: variable {self.name!r} has dimensions {var.dims}; the spec needs (time, y, x) with a time coordinate"

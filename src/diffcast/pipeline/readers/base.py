@@ -1,7 +1,8 @@
 """The record every nowcast input reader returns: :class:`RawInput`.
 
 Each input kind has its reader module beside this one (:mod:`.images`,
-:mod:`.arrays` for ``.npy`` and HDF5 arrays, :mod:`.radar`); they decode files
+:mod:`.arrays` for ``.npy`` and HDF5 arrays, :mod:`.radar`, :mod:`.zarr` for
+mlcast spec stores); they decode files
 through the data layer (:mod:`diffcast.data.images`, :mod:`diffcast.data.radar`)
 that the training datasets use too, and return frames, grid, mask and units in
 this one record.
@@ -19,7 +20,7 @@ from ...data.contract import DatasetMeta
 from ...geo import ProjectedGrid
 
 #: Input kinds understood by :func:`read_input`.
-INPUT_KINDS = ("images", "radar", "npy", "h5")
+INPUT_KINDS = ("images", "radar", "npy", "h5", "zarr")
 
 
 @dataclass
@@ -60,10 +61,17 @@ class RawInput:
     quantity : str or None
         What the files hold when they say (radar: ``"mm/h"`` for rain rates and
         accumulations, ``"dBZ"`` for reflectivity); outputs are given in it by default.
+    latlon : (ndarray, ndarray) or None
+        The input's own ``(lat, lon)`` of the ``(H, W)`` pixel centres in degrees
+        (Zarr spec stores), written to the outputs instead of values computed from
+        :attr:`grid` when the forecast is on the input's grid.
+    attrs : dict
+        What the outputs record about the input as global attributes (a store's
+        URL, variable, dataset identifier and version).
 
     Notes
     -----
-    Radar frames (and their mask) are array-likes that decode a file the first
+    Radar frames and Zarr store frames (and their masks) are array-likes that decode a file the first
     time its frame is indexed (:class:`diffcast.data.radar.LazyFrames`), so
     :func:`prepare_input` reads only the frames it uses.
     """
@@ -81,3 +89,5 @@ class RawInput:
     start_frame: int | None = None
     mask: Any = None
     quantity: str | None = None
+    latlon: tuple[np.ndarray, np.ndarray] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
