@@ -101,7 +101,8 @@ class ProjectedGrid:
     Attributes
     ----------
     projection : str
-        PROJ string (as given by the pysteps importer).
+        PROJ string (as given by the pysteps importer) or WKT (Zarr spec stores'
+        ``crs_wkt``); anything :class:`pyproj.CRS` reads.
     x0, y0 : float
         Outer corner of pixel ``(0, 0)``, projection units.
     dx, dy : float
@@ -273,7 +274,12 @@ class ProjectedGrid:
             cf = dict(crs.to_cf())
         wkt = cf.get("crs_wkt") or crs.to_wkt()
         attrs: dict[str, Any] = {k: v for k, v in cf.items() if v is not None}
-        attrs.update(crs_wkt=wkt, spatial_ref=wkt, proj4_params=self.projection)
+        proj4 = self.projection
+        if not proj4.lstrip().startswith("+"):  # a WKT (Zarr stores): PROJ string for tools that want one
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                proj4 = crs.to_proj4()
+        attrs.update(crs_wkt=wkt, spatial_ref=wkt, proj4_params=proj4)
         err = self._cf_params_error(cf)
         pixel = min(abs(self.dx), abs(self.dy))
         if not err <= _CF_PARAMS_TOL * pixel:

@@ -7,6 +7,8 @@ diffcast nowcast --checkpoint runs/diffcast --input frames.npy --members 8 --see
 diffcast nowcast --checkpoint persistence --input radar_folder/ --size 128 128 --crop center --out nc_out
 diffcast nowcast --checkpoint runs/diffcast --input SEVIR_VIL_STORMEVENTS_2019_0701_1231.h5 --sample-index 3 --out nc_out
 diffcast nowcast --baseline extrapolation --watch /data/radar/incoming --poll-seconds 10 --out nowcasts
+diffcast nowcast --checkpoint runs/diffcast --input radklim.zarr --start-frame 1200 --format zarr --out nc_out
+diffcast nowcast --baseline steps --input s3://bucket/archive.zarr --storage-option anon=true --out nc_out
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import threading
 
 from ..data.radar import RADAR_FORMATS
 from ..inference import BASELINES
-from ..pipeline import ARRAY_LAYOUTS, OUTPUT_UNITS
+from ..pipeline import ARRAY_LAYOUTS, INPUT_KINDS, OUTPUT_UNITS
+from ..pipeline.run import OUTPUT_FORMATS
 from ..sampling import SPACINGS
 
 #: Default of --poll-seconds and --retries.
@@ -39,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "demo_N folder uses its preds/), radar files or a folder of them (pysteps importers; "
             "times from the files), a .npy array (T,H,W) or (T,1,H,W): float in [0,1] or uint8 codes "
             "(divided by 255), or an HDF5 file (--h5-key), including SEVIR files (vil (N, H, W, T), time "
-            "last; pick the event with --sample-index). The last t_in frames are used (SEVIR: the first "
+            "last; pick the event with --sample-index), or a radar archive in the mlcast Zarr spec (a store "
+            "folder or URL; --standard-name, --storage-option; only the frames used are read; forecast.nc "
+            "records the store, its variable, dataset identifier and version and the input frame times). The last t_in frames are used (SEVIR: the first "
             "t_in; see --start-frame); frames are area-averaged onto the model grid when the aspect ratio "
             "matches. forecast.nc of radar files carries their map projection (CF grid mapping, lat/lon), "
             "is NaN outside radar coverage (coverage variable) and is in the files' quantity: rain rate "
@@ -100,7 +105,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "accumulation radar files: mm/h, reflectivity files: dBZ; other inputs: the model's units), mm/h or dBZ "
         "(reflectivity models; Marshall-Palmer Z = 200 R^1.6, rain below 0 dBZ = 0.036 mm/h is 0)",
     )
-    p.add_argument("--input-kind", choices=("images", "radar", "npy", "h5"), default=None, help="override input detection")
+    p.add_argument("--input-kind", choices=INPUT_KINDS, default=None, help="override input detection")
+    p.add_argument("--standard-name", default=None, metavar="NAME",
+                   help="Zarr stores: the variable's CF standard_name when the store holds several radar "
+                   "variables (rainfall_flux, precipitation_flux, precipitation_amount, rainfall_amount, "
+                   "equivalent_reflectivity_factor)")
+    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="Zarr stores at a URL: fsspec storage option, repeatable (e.g. anon=true, "
+                   "client_kwargs.endpoint_url=https://...)")
+    p.add_argument("--format", dest="output_format", choices=sorted(OUTPUT_FORMATS), default="netcdf",
+                   help="forecast file: netcdf (forecast.nc, default) or zarr (forecast.zarr, the same content as a "
+                   "Zarr store: members, leads, CRS variable, lat/lon)"),
     p.add_argument("--h5-key", default=None, metavar="PATH", help="dataset path inside an HDF5 input")
     p.add_argument(
         "--sample-index", type=int, default=None, metavar="I",
@@ -172,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(used)} applies to --watch DIR only")
     if args.members < 1:
         raise ValueError(f"--members must be >= 1, got {args.members}")
+    from ..data.mlcast import parse_storage_options
+
     info = nowcast_to_files(
         args.baseline or args.checkpoint,
         args.input,
@@ -197,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
         command=_command(),
         units=args.units,
         html=not args.no_html,
+        standard_name=args.standard_name,
+        storage_options=parse_storage_options(args.storage_option),
+        output_format=args.output_format,
     )
     print(
         f"wrote {args.out}/{', '.join(info['outputs'])} "
@@ -233,7 +253,9 @@ def watch(args: argparse.Namespace) -> int:
 
     ignored = {"--input-kind": args.input_kind not in (None, "radar"), "--h5-key": args.h5_key is not None,
                "--sample-index": args.sample_index is not None, "--layout": args.layout != "auto",
-               "--start-frame": args.start_frame is not None, "--analysis-time": args.analysis_time is not None}
+               "--start-frame": args.start_frame is not None, "--analysis-time": args.analysis_time is not None,
+               "--standard-name": args.standard_name is not None, "--storage-option": bool(args.storage_option),
+               "--format": args.output_format != "netcdf"}
     bad = [k for k, v in ignored.items() if v]
     if bad:
         raise ValueError(f"--watch reads radar files and nowcasts the newest frames; {', '.join(bad)} does not apply")

@@ -36,6 +36,9 @@ from .units import OUTPUT_UNITS, output_meta, threshold_code
 
 log = logging.getLogger(__name__)
 
+#: ``--format`` -> the forecast file it writes.
+OUTPUT_FORMATS = {"netcdf": "forecast.nc", "zarr": "forecast.zarr"}
+
 
 def software_versions() -> dict[str, str]:
     """Versions of the packages that shape a forecast."""
@@ -66,6 +69,7 @@ def run_nowcast(
     command: Sequence[str] | None = None,
     units: str = "auto",
     html: bool = True,
+    output_format: str = "netcdf",
 ) -> dict[str, Any]:
     """Forecast and write ``forecast.nc``, ``forecast.gif``, ``panel.png``, ``forecast.html`` and ``run.json``.
 
@@ -109,6 +113,9 @@ def run_nowcast(
         Quantity of the outputs (:func:`output_meta`).
     html : bool
         Write ``forecast.html`` (:func:`diffcast.viz.forecast_page.write_forecast_page`).
+    output_format : {"netcdf", "zarr"}
+        ``forecast.nc`` (CF-1.8 NetCDF) or ``forecast.zarr`` (the same dataset as a
+        Zarr store, :func:`diffcast.writers.zarr.write_forecast_zarr`).
 
     Returns
     -------
@@ -126,7 +133,13 @@ def run_nowcast(
         threshold_value,
     )
     from ..writers.netcdf import write_forecast_netcdf
+    from ..writers.zarr import write_forecast_zarr
 
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {output_format!r}; choose one of: {', '.join(OUTPUT_FORMATS)}")
+    forecast_file, write_forecast = OUTPUT_FORMATS[output_format], (
+        write_forecast_netcdf if output_format == "netcdf" else write_forecast_zarr
+    )
     if members < 1:
         raise ValueError(f"--members must be >= 1, got {members}")
     meta = output_meta(prepared.meta, prepared.quantity, units)
@@ -198,8 +211,12 @@ def run_nowcast(
         history = "diffcast nowcast" + ("" if command is None else " " + " ".join(command))
         note = "times are relative to a nominal analysis time (input had no timestamps)" if prepared.time_nominal else None
         thresholds = tuple(sorted(set(meta.thresholds) | set(thr_codes)))
-        write_forecast_netcdf(
-            tmp / "forecast.nc",
+        extra = {"model": nowcaster.name, "model_spec": spec or nowcaster.name, "seed": int(seed),
+                 "input_kind": prepared.kind, **prepared.input_attrs}
+        if not prepared.time_nominal:
+            extra["input_frame_times"] = " ".join(_iso(t) for t in prepared.times)
+        write_forecast(
+            tmp / forecast_file,
             fc,
             meta,
             prepared.analysis_time,
@@ -208,10 +225,11 @@ def run_nowcast(
             title=f"DiffCast nowcast by {nowcaster.name}",
             source=f"diffcast {nowcaster.name} ({'probabilistic' if nowcaster.is_probabilistic else 'deterministic'})",
             history=history,
-            extra_attrs={"model": nowcaster.name, "seed": int(seed), "input_kind": prepared.kind},
+            extra_attrs=extra,
             time_note=note,
             grid=prepared.grid,
             coverage=coverage,
+            latlon=prepared.latlon,
         )
         save_forecast_gif(
             tmp / "forecast.gif", prepared.x_in, fc, meta, prob_threshold=thr_code, y_true=prepared.y_true,
@@ -221,7 +239,7 @@ def run_nowcast(
             tmp / "panel.png", prepared.x_in, fc, meta, prob_threshold=thr_code, y_true=prepared.y_true, title=title,
             coverage=coverage,
         )
-        outputs = ["forecast.nc", "forecast.gif", "panel.png", "run.json"]
+        outputs = [forecast_file, "forecast.gif", "panel.png", "run.json"]
         if html:
             from ..viz.forecast_page import write_forecast_page
 
@@ -264,6 +282,7 @@ def run_nowcast(
                 "kind": prepared.kind,
                 "quantity": prepared.quantity,
                 "files": prepared.sources,
+                **({"attrs": prepared.input_attrs} if prepared.input_attrs else {}),
                 "raw_shape": list(prepared.raw_shape),
                 "x_in_shape": list(prepared.x_in.shape),
                 "times": [_iso(t) for t in prepared.times],
@@ -314,6 +333,9 @@ def nowcast_to_files(
     command: Sequence[str] | None = None,
     units: str = "auto",
     html: bool = True,
+    standard_name: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    output_format: str = "netcdf",
 ) -> dict[str, Any]:
     """Read ``inputs``, forecast with ``spec`` and write the nowcast files: the Python ``diffcast nowcast``.
 
@@ -326,16 +348,18 @@ def nowcast_to_files(
     """
     if units not in OUTPUT_UNITS:
         raise ValueError(f"unknown units {units!r}; choose one of: {', '.join(OUTPUT_UNITS)}")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {output_format!r}; choose one of: {', '.join(OUTPUT_FORMATS)}")
     raw = read_input(
         inputs, input_kind, h5_key=h5_key, sample_index=sample_index, radar_format=radar_format, layout=layout,
         radar_pattern=radar_pattern,
-        start_frame=start_frame,
+        start_frame=start_frame, standard_name=standard_name, storage_options=storage_options,
     )
     nc = make_nowcaster(spec, raw, t_in=t_in, t_out=t_out, size=size, data_meta=data_meta)
     return nowcast_raw(
         nc, raw, out_dir, crop=crop, analysis_time=analysis_time, start_frame=start_frame, members=members, seed=seed,
         prob_threshold=prob_threshold, progress=progress, sample_kwargs=sample_kwargs, spec=str(spec),
-        command=command, units=units, html=html,
+        command=command, units=units, html=html, output_format=output_format,
     )
 
 

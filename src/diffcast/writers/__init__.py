@@ -2,6 +2,8 @@
 
 - :mod:`diffcast.writers.netcdf`: ``forecast.nc`` (CF-1.8: members, ensemble mean,
   exceedance probabilities, observations, coverage, grid mapping);
+- :mod:`diffcast.writers.zarr`: ``forecast.zarr`` (``--format zarr``), the same
+  content as a Zarr store;
 - :mod:`diffcast.viz.animate`: ``forecast.gif`` and ``panel.png``;
 - :mod:`diffcast.viz.forecast_page`: ``forecast.html``, one self-contained page;
 - :mod:`diffcast.writers.staging`: the temporary folder they write into, renamed
@@ -18,6 +20,7 @@ from ..viz.animate import save_forecast_gif, save_forecast_panel
 from ..viz.forecast_page import write_forecast_page
 from .netcdf import build_forecast_dataset, exceedance_probability, write_forecast_netcdf
 from .staging import staged_output
+from .zarr import write_forecast_zarr
 
 __all__ = [
     "build_forecast_dataset",
@@ -27,4 +30,5 @@ __all__ = [
     "staged_output",
     "write_forecast_netcdf",
     "write_forecast_page",
+    "write_forecast_zarr",
 ]

@@ -132,6 +132,7 @@ def build_forecast_dataset(
     time_note: str | None = None,
     grid: ProjectedGrid | None = None,
     coverage: np.ndarray | None = None,
+    latlon: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Any:
     """Build the CF-1.8 :class:`xarray.Dataset` of an ensemble nowcast.
 
@@ -165,6 +166,10 @@ def build_forecast_dataset(
         ``(H, W)`` bool, True where the last observed frame has data. Gridded
         variables are NaN where it is False, and a ``coverage`` flag variable is
         written. ``None``: every pixel is covered, no ``coverage`` variable.
+    latlon : (ndarray, ndarray), optional
+        ``(H, W)`` latitude and longitude (degrees) the input gave for these pixels
+        (a Zarr spec store's own ``lat``/``lon``); written instead of the values
+        computed from ``grid``, so the forecast's lat/lon are the input's.
 
     Returns
     -------
@@ -229,7 +234,7 @@ def build_forecast_dataset(
             + ([] if unknown is None else ["NaN where the motion brings rain in from outside the domain or the "
                                            "coverage (no observed origin)"])
         )
-    space_coords, space_vars, space_attrs = _space(grid, h, w, pixel_km)
+    space_coords, space_vars, space_attrs = _space(grid, h, w, pixel_km, latlon)
     if grid is not None:
         data_attrs["grid_mapping"] = GRID_MAPPING_VAR
     coords: dict[str, Any] = {
@@ -351,7 +356,9 @@ def build_forecast_dataset(
     return ds
 
 
-def _space(grid: ProjectedGrid | None, h: int, w: int, pixel_km: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _space(
+    grid: ProjectedGrid | None, h: int, w: int, pixel_km: float, latlon: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(coords, data_vars, global attrs)`` describing where the ``(H, W)`` pixels lie."""
     if grid is None:
         xs = (np.arange(w, dtype=np.float32) + 0.5) * pixel_km
@@ -379,9 +386,14 @@ def _space(grid: ProjectedGrid | None, h: int, w: int, pixel_km: float) -> tuple
             "y": ("y", grid.y, {"standard_name": "projection_y_coordinate", "long_name": "y of pixel centre in the projection", "units": units, "axis": "Y"}),
             "x": ("x", grid.x, {"standard_name": "projection_x_coordinate", "long_name": "x of pixel centre in the projection", "units": units, "axis": "X"}),
         }
-        lon, lat, datum = grid.lonlat()
-        coords["lat"] = (("y", "x"), lat, {"standard_name": "latitude", "long_name": "latitude of pixel centre", "units": "degrees_north", "comment": f"on {datum}"})
-        coords["lon"] = (("y", "x"), lon, {"standard_name": "longitude", "long_name": "longitude of pixel centre", "units": "degrees_east", "comment": f"on {datum}"})
+        if latlon is not None and np.shape(latlon[0]) == (h, w) == np.shape(latlon[1]):
+            lat, lon = (np.asarray(a, dtype=np.float64) for a in latlon)
+            where = "copied from the input's own lat/lon"
+        else:
+            lon, lat, datum = grid.lonlat()
+            where = f"on {datum}"
+        coords["lat"] = (("y", "x"), lat, {"standard_name": "latitude", "long_name": "latitude of pixel centre", "units": "degrees_north", "comment": where})
+        coords["lon"] = (("y", "x"), lon, {"standard_name": "longitude", "long_name": "longitude of pixel centre", "units": "degrees_east", "comment": where})
         lats, lons = lat, lon
     attrs.update(
         geospatial_lat_min=float(np.min(lats)), geospatial_lat_max=float(np.max(lats)),

@@ -16,6 +16,26 @@ from pathlib import Path
 from typing import Any
 
 
+def replace_entry(src: Path, dst: Path) -> None:
+    """Rename ``src`` onto ``dst``; a folder (a Zarr store) replaces an existing one too.
+
+    ``os.replace`` cannot replace a non-empty folder: the old one is renamed aside
+    first and removed after, so ``dst`` is always either the old or the new store.
+    """
+    if src.is_dir() and dst.is_dir() and not dst.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+        os.replace(dst, old / dst.name)
+        try:
+            os.replace(src, dst)
+        except BaseException:
+            os.replace(old / dst.name, dst)
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
 @contextlib.contextmanager
 def staged_output(out_dir: str | os.PathLike[str]) -> Any:
     """Yield a temporary folder beside ``out_dir``; publish its files on success.
@@ -49,13 +69,13 @@ def _stage(out: Path, parent: Path) -> Any:
         umask = os.umask(0)
         os.umask(umask)
         for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
+            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
         os.chmod(tmp, 0o777 & ~umask)
         if not out.exists():
             os.rename(tmp, out)
         else:
             for f in tmp.iterdir():
-                os.replace(f, out / f.name)
+                replace_entry(f, out / f.name)
             tmp.rmdir()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
