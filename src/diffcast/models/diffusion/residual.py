@@ -460,6 +460,11 @@ class ResidualDiffusion(nn.Module):
         """
         if mask is not None and self.backbone_trainable:
             raise ValueError("a no-data mask needs a backbone that is not trained (frozen or parameter-free)")
+        if mask is not None:
+            # residual 0 where there are no data, so those pixels reach neither the target nor the
+            # teacher-forced condition of the next segment
+            mu = self._backbone_mu(x_in) if mu is None else mu
+            y_true = torch.where(mask.expand_as(y_true), y_true, mu.to(y_true.dtype))
         batch = self.training_segments(x_in, y_true, generator, mu)
         x0, cond, ctx, idx, mu, bb_terms = batch.x0, batch.cond, batch.ctx, batch.idx, batch.mu, batch.backbone_terms
         seg_mask = None
