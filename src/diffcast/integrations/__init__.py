@@ -1,0 +1,1 @@
+"""Adapters that put diffcast models behind other packages' interfaces (nothing here imports those packages)."""
