@@ -181,6 +181,32 @@ def test_nowcast_from_a_store_keeps_quantity_grid_and_provenance(tmp_path, kw, c
     ds.close()
 
 
+def test_checkpoint_nowcast_runs_on_the_store_grid(tmp_path, one_thread):
+    """A fully convolutional DiffCast (tiny, untrained) forecasts the store's own 96 x 80 grid, not its 32 x 32."""
+    import xarray as xr
+
+    from diffcast.models import build_model
+    from diffcast.training.model_io import save_model_file
+
+    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 2, "channels": 1, "height": 32, "width": 32,
+            "backbone": {"name": "extrapolation"},
+            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4,
+                          "attn_heads": 1, "attn_dim_head": 8, "ta_kernel": 7, "sampling_steps": 2}}
+    meta = {"name": "radar", "unit": "dBZ", "scale": 90.0, "thresholds": [20, 30, 35, 40], "timestep_min": 5.0,
+            "pixel_km": 1.0, "physical_unit": "dBZ", "physical_name": "equivalent_reflectivity_factor", "transform": "x"}
+    model = save_model_file(tmp_path / "m.safetensors", build_model(mcfg).state_dict(),
+                            {"model": mcfg, "data": {"name": "radar_windows"}}, meta=meta)
+    p = _write(tmp_path, kind="amount", xy_units="km", y_increasing=True, n_frames=8)
+    out = tmp_path / "out"
+    assert main(["nowcast", "--checkpoint", str(model), "--input", p, "--members", "2", "--seed", "0", "--no-html",
+                 "--out", str(out), "--format", "zarr"]) == 0
+    ds = xr.open_zarr(out / "forecast.zarr")
+    assert dict(ds.forecast.sizes) == {"member": 2, "time": 2, "y": SHAPE[0], "x": SHAPE[1]}
+    assert ds.forecast.attrs["units"] == "mm h-1" and ds.attrs["model_spec"] == str(model)
+    lat, lon = SpecStore(p).latlon()
+    assert np.abs(ds.lat.values - lat).max() < 1e-6 and np.abs(ds.lon.values - lon).max() < 1e-6
+
+
 def test_nowcast_reads_only_the_frames_it_uses(tmp_path):
     from diffcast.pipeline import prepare_input, read_input
     from diffcast.pipeline.model import make_nowcaster
@@ -225,6 +251,24 @@ def test_storage_options_and_standard_name_reach_the_store(tmp_path, monkeypatch
     assert seen["options"] == {"anon": True, "client_kwargs": {"endpoint_url": "http://x"}}
     assert main([*NOWCAST, "--input", p, "--out", str(tmp_path / "o2"), "--standard-name", "rainfall_flux"]) == 2
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_store_at_a_url(tmp_path, capsys):
+    """A URL goes to fsspec (memory:// here; s3:// the same way with --storage-option)."""
+    import fsspec
+
+    url = write_spec_store("memory://diffcast-test/s.zarr", n_frames=12, shape=SHAPE)
+    try:
+        assert main(["data", "info", url]) == 0
+        assert f"store: {url}" in capsys.readouterr().out
+        out = tmp_path / "out"
+        assert main([*NOWCAST, "--input", url, "--out", str(out)]) == 0
+        import xarray as xr
+
+        with xr.open_dataset(out / "forecast.nc") as ds:
+            assert ds.attrs["input_store"] == url and ds.sizes["time"] == 2
+    finally:
+        fsspec.filesystem("memory").rm("/diffcast-test", recursive=True)
 
 
 def test_store_options_on_other_inputs_are_refused(tmp_path, capsys):
