@@ -2,14 +2,14 @@
 
 ::
 
-    read      readers/{images,arrays,radar}.py -> RawInput: frames (t, y, x), grid, mask, units
+    read      readers/{images,arrays,radar,zarr}.py -> RawInput: frames (t, y, x), grid, mask, units
               inputs.py picks the reader (detect_kind, read_input)
     prepare   prepare.py (+ grid.py, units.py)  -> PreparedInput: model space, model grid and step
     model     model.py (make_nowcaster)         -> a Nowcaster: baseline or checkpoint, its grid
     predict   Nowcaster.predict (inference.py)  -> motion / backbone (mu) -> residual sampling
                                                    (members, memory-capped, seeded) -> members
     write     run.py (run_nowcast)              -> physical units, NaN outside coverage, then the
-              writers (diffcast.writers: netcdf, gif/panel images, html page, staged output)
+              writers (diffcast.writers: netcdf or zarr, gif/panel images, html page, staged output)
 
 Each stage is usable on its own, and imports point one way: ``run`` -> ``inputs``,
 ``model``, ``prepare`` -> ``grid``, ``units`` -> ``readers`` -> :mod:`diffcast.data`,
