@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import DATASETS
-from ..radar.frames import to_unit_interval
+from ..radar import DBZ_SCALE
 from ..radar_train import (
     backbone_mu,
     check_parameter_free,
@@ -49,6 +49,9 @@ from .store import SpecStore
 from .windows import regular_runs, split_windows, window_starts
 
 log = logging.getLogger(__name__)
+
+#: Marshall-Palmer ``Z = 200 R^1.6`` as ``dBZ = offset + slope log10(R)`` (see :func:`~diffcast.data.transforms.rainrate_to_dbz`).
+_MP_OFFSET, _MP_SLOPE = np.float32(10.0 * np.log10(200.0)), np.float32(16.0)
 
 _SPLITS = ("train", "val", "test", "all")
 
@@ -294,10 +297,19 @@ class StoreWindows(Dataset):
         return raw, corners
 
     def _encode(self, raw: np.ndarray) -> np.ndarray:
-        """``[0, 1]`` frames (dBZ / 90) with NaN where there is no data."""
-        x, valid = to_unit_interval(raw, {"unit": self.store.quantity, "transform": None})
-        x[~valid] = np.nan
-        return x
+        """``[0, 1]`` frames (dBZ / 90) with NaN where there is no data.
+
+        The encoding of :func:`~diffcast.data.radar.frames.to_unit_interval` (Marshall-Palmer
+        ``dBZ = 10 log10(200 R^1.6)``, 0 dBZ for no rain), computed in float32 with one
+        logarithm: it is most of the time an item takes.
+        """
+        if self.store.quantity == "dBZ":
+            dbz = raw
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dbz = _MP_OFFSET + _MP_SLOPE * np.log10(np.maximum(raw, np.float32(0)))
+        x = np.clip(dbz * np.float32(1.0 / DBZ_SCALE), np.float32(0), np.float32(1)).astype(np.float32, copy=False)
+        return x  # NaN (no data) stays NaN through log10 and clip
 
     def __getitem__(self, idx: int) -> torch.Tensor:
         n = len(self)
