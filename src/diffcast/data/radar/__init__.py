@@ -2,9 +2,12 @@
 
 One concern per module; imports point one way (each module uses only those above it):
 
-- :mod:`.formats`: the supported file formats (MeteoSwiss GIF, FMI PGM, BoM NetCDF,
-  ODIM and OPERA HDF5, KNMI HDF5), one pysteps importer each, time stamps from
-  the file names (ODIM: the ``/what`` attributes), :func:`detect_format`;
+- :mod:`.importers`: the pysteps importers of the DWD (HDF5, RADOLAN), MeteoSwiss
+  HDF5 and METRANET, NWC SAF CRR, FMI GeoTIFF and MRMS GRIB2 formats, and the
+  optional libraries some need (:func:`require_library`);
+- :mod:`.formats`: the supported file formats, one per pysteps importer (MeteoSwiss
+  GIF, FMI PGM, BoM NetCDF, ODIM and OPERA HDF5, KNMI HDF5 and those above), time
+  stamps from the file names (ODIM: the ``/what`` attributes), :func:`detect_format`;
 - :mod:`.frames`: one file as a ``[0, 1]`` frame (dBZ / 90; rain rates by
   Marshall-Palmer), north-up, cropped or regridded (:func:`read_frame`), and the
   metadata of frames (:class:`RadarFrames`, :func:`radar_quantity`);
@@ -48,6 +51,7 @@ from .frames import (
     source_metadata,
     to_unit_interval,
 )
+from .importers import OPTIONAL_LIBRARIES, require_library
 from .series import LazyFrames, RadarSeries, read_radar_files
 
 __all__ = [
@@ -55,6 +59,7 @@ __all__ = [
     "EVENT_GAP_MIN",
     "LazyFrames",
     "ODIM_QUANTITIES",
+    "OPTIONAL_LIBRARIES",
     "RADAR_FORMATS",
     "RADAR_SPLITS",
     "RadarArchive",
@@ -73,6 +78,7 @@ __all__ = [
     "read_frame",
     "read_radar_files",
     "regrid",
+    "require_library",
     "select_files",
     "source_metadata",
     "to_unit_interval",

@@ -1,21 +1,36 @@
 """Radar file formats: file-name patterns, time stamps and the pysteps importer of each.
 
-Supported formats (``fmt``), each with a file-name pattern that gives the time stamp:
+Supported formats (``fmt``), one per pysteps importer, each with a file-name pattern
+that gives the time stamp:
 
-============  ===============================================  ===========================
-``mch``       MeteoSwiss GIF, ``AQC161932100V_00005.801.gif``  ``yyDDDHHMM`` (day of year)
-``fmi``       FMI PGM(.gz),                                    ``YYYYmmddHHMM``
-              ``201609281600_fmi.radar.composite...pgm.gz``
-``bom``       BoM Rainfields NetCDF, ``66_20201031_000000...nc``  ``YYYYmmdd_HHMMSS``
-``odim``      ODIM HDF5 composites (any name)                   ``/what`` date + time attrs
-``knmi``      KNMI HDF5, ``RAD_NL25_RAP_NA_201008260000.h5``   ``YYYYmmddHHMM``
-``opera``     OPERA ODIM HDF5 composites (pysteps'             ``/what`` date + time attrs
-              ``import_opera_hdf5``; chosen explicitly)
-============  ===============================================  ===========================
+================  =================================================  ===========================
+``mch``           MeteoSwiss GIF, ``AQC161932100V_00005.801.gif``    ``yyDDDHHMM`` (day of year)
+``mch_hdf5``      MeteoSwiss HDF5, ``RZC241231200VL.801.h5``         ``yyDDDHHMM``
+``mch_metranet``  MeteoSwiss METRANET, ``RZC161932100VL.801``        ``yyDDDHHMM``
+                  (needs MeteoSwiss' ``metranet``)
+``fmi``           FMI PGM(.gz),                                      ``YYYYmmddHHMM``
+                  ``201609281600_fmi.radar.composite...pgm.gz``
+``fmi_geotiff``   FMI GeoTIFF, ``201609281600_FINUTM.tif``           ``YYYYmmddHHMM``
+                  (needs GDAL, ``osgeo``)
+``bom``           BoM Rainfields NetCDF, ``66_20201031_000000...nc``  ``YYYYmmdd_HHMMSS``
+``knmi``          KNMI HDF5, ``RAD_NL25_RAP_NA_201008260000.h5``     ``YYYYmmddHHMM``
+``dwd_hdf5``      DWD ODIM HDF5, ``20250604_1700_RY.h5``             ``YYYYmmdd_HHMM``
+``dwd_radolan``   DWD RADOLAN binary (RX, WX, WN, RW, RY, YW),       ``yymmddHHMM``
+                  ``raa01-rw_10000-2301010050-dwd---bin``
+``saf_crri``      NWC SAF CRR NetCDF,                                ``YYYYmmddTHHMMSS``
+                  ``S_NWC_CRR_MSG4_Europe-VISIR_20180601T070000Z.nc``
+``mrms_grib``     NOAA MRMS GRIB2 (needs ``pygrib``),                ``YYYYmmdd-HHMMSS``
+                  ``PrecipRate_00.00_20190610-000000.grib2``
+``odim``          ODIM HDF5 composites (any name)                     ``/what`` date + time attrs
+``opera``         OPERA ODIM HDF5 composites (pysteps'               ``/what`` date + time attrs
+                  ``import_opera_hdf5``; chosen explicitly)
+================  =================================================  ===========================
 
 ODIM files may store ``quantity`` per field (``datasetN/dataM/what``) or per
 dataset (``datasetN/what``, as OPERA composites do); both are read, as pysteps'
 ``import_odim_hdf5`` does. Of DBZH, RATE and ACRR the first present is used.
+A format whose optional library is missing gives one error naming it
+(:func:`~diffcast.data.radar.importers.require_library`).
 
 One importer per format lives here; every reader (:mod:`.frames`, the nowcast's
 :mod:`diffcast.pipeline.readers.radar`) goes through :data:`RADAR_FORMATS`.
@@ -32,6 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import importers as imp
+from .importers import ODIM_QUANTITIES, _attr_text, require_library
 
 
 def _utc(*args: int) -> datetime:
@@ -54,6 +72,15 @@ def _time_bom(m: re.Match[str]) -> datetime:
     return datetime.strptime(m["d"] + m["t"], "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
 
 
+def _strptime(fmt: str) -> Callable[[re.Match[str]], datetime]:
+    """Time parser of the ``ts`` group of a file name in the ``strptime`` format ``fmt`` (UTC)."""
+
+    def parse(m: re.Match[str]) -> datetime:
+        return datetime.strptime(m["ts"], fmt).replace(tzinfo=timezone.utc)
+
+    return parse
+
+
 def _import_mch(path: Path, m: re.Match[str]) -> tuple[np.ndarray, dict[str, Any]]:
     from pysteps.io.importers import import_mch_gif
 
@@ -73,14 +100,6 @@ def _import_bom(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[s
 
     data, _, meta = import_bom_rf3(str(path))
     return data, meta
-
-
-#: ODIM quantities read, in order of preference.
-ODIM_QUANTITIES = ("DBZH", "RATE", "ACRR")
-
-
-def _attr_text(value: Any) -> str:
-    return value.decode() if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
 def odim_quantities(fh: Any) -> set[str]:
@@ -180,6 +199,10 @@ class RadarFormat:
     def match(self, path: Path) -> re.Match[str] | None:
         return self.pattern.match(path.name)
 
+    def require(self) -> None:
+        """Raise one ``ValueError`` naming the optional library this format needs, when it is missing."""
+        require_library(self.name)
+
     def series(self, path: Path) -> str:
         """Which radar product/station a file belongs to (files of one series share a grid)."""
         m = self.match(path)
@@ -215,6 +238,27 @@ RADAR_FORMATS: dict[str, RadarFormat] = {
             "MeteoSwiss GIF, e.g. AQC161932100V_00005.801.gif (yyDDDHHMM)",
         ),
         RadarFormat(
+            "mch_hdf5",
+            re.compile(r"^(?P<product>[A-Z]{3})(?P<yy>\d{2})(?P<doy>\d{3})(?P<hh>\d{2})(?P<mm>\d{2})\w{0,2}(?:_(?P<acc>\d{5}))?\.\d{3}\.h5$"),
+            _time_mch,
+            imp.import_mch_hdf5,
+            "MeteoSwiss HDF5, e.g. RZC241231200VL.801.h5 (yyDDDHHMM)",
+        ),
+        RadarFormat(
+            "mch_metranet",
+            re.compile(r"^(?P<product>[A-Z]{3})(?P<yy>\d{2})(?P<doy>\d{3})(?P<hh>\d{2})(?P<mm>\d{2})\w{0,2}(?:_(?P<acc>\d{5}))?\.\d{3}$"),
+            _time_mch,
+            imp.import_mch_metranet,
+            "MeteoSwiss METRANET binary, e.g. RZC161932100VL.801 (yyDDDHHMM; needs metranet)",
+        ),
+        RadarFormat(
+            "fmi_geotiff",
+            re.compile(r"^(?P<ts>\d{12})_(?P<product>FIN\w*)\.tiff?$"),
+            _time_compact,
+            imp.import_fmi_geotiff,
+            "FMI GeoTIFF, e.g. 201609281600_FINUTM.tif (YYYYmmddHHMM; needs GDAL)",
+        ),
+        RadarFormat(
             "fmi",
             re.compile(r"^(?P<ts>\d{12})_fmi\.radar\.composite.*\.pgm(\.gz)?$"),
             _time_compact,
@@ -234,6 +278,34 @@ RADAR_FORMATS: dict[str, RadarFormat] = {
             _time_compact,
             _import_knmi,
             "KNMI HDF5, e.g. RAD_NL25_RAP_NA_201008260000.h5",
+        ),
+        RadarFormat(
+            "dwd_hdf5",
+            re.compile(r"^(?P<ts>\d{8}_\d{4})_(?P<product>[A-Z]{2})\.h5$"),
+            _strptime("%Y%m%d_%H%M"),
+            imp.import_dwd_hdf5,
+            "DWD ODIM HDF5, e.g. 20250604_1700_RY.h5 (YYYYmmdd_HHMM)",
+        ),
+        RadarFormat(
+            "dwd_radolan",
+            re.compile(r"^raa0\d-(?P<product>[a-z]{2})[\w.]*?_(?P<station>\d{5})-(?P<ts>\d{10})-dwd---bin(?:\.bin)?$"),
+            _strptime("%y%m%d%H%M"),
+            imp.import_dwd_radolan,
+            "DWD RADOLAN binary, e.g. raa01-rw_10000-2301010050-dwd---bin (yymmddHHMM; uncompressed)",
+        ),
+        RadarFormat(
+            "saf_crri",
+            re.compile(r"^S_NWC_(?P<product>CRR)_(?P<station>\w+?)_(?P<kind>[\w-]+)_(?P<ts>\d{8}T\d{6})Z\.nc$"),
+            _strptime("%Y%m%dT%H%M%S"),
+            imp.import_saf_crri,
+            "NWC SAF CRR NetCDF, e.g. S_NWC_CRR_MSG4_Europe-VISIR_20180601T070000Z.nc",
+        ),
+        RadarFormat(
+            "mrms_grib",
+            re.compile(r"^(?:MRMS_)?(?P<product>PrecipRate)_(?P<kind>\d{2}\.\d{2})_(?P<ts>\d{8}-\d{6})\.grib2$"),
+            _strptime("%Y%m%d-%H%M%S"),
+            imp.import_mrms_grib,
+            "NOAA MRMS GRIB2, e.g. PrecipRate_00.00_20190610-000000.grib2 (needs pygrib; uncompressed)",
         ),
         RadarFormat(
             "odim",
@@ -256,7 +328,8 @@ RADAR_FORMATS: dict[str, RadarFormat] = {
 def detect_format(paths: Sequence[Path]) -> str:
     """Name of the format whose file-name pattern matches all ``paths``.
 
-    ``knmi`` wins over the generic ``odim`` pattern for ``RAD_NL*.h5`` files.
+    The specific patterns come first: ``knmi`` (``RAD_NL*.h5``), ``dwd_hdf5`` and
+    ``mch_hdf5`` win over the generic ``odim`` pattern of any ``.h5`` file.
 
     Raises
     ------

@@ -141,7 +141,8 @@ def read_frame(
     FileNotFoundError
         Missing file.
     ValueError
-        Unknown format, or a file the importer cannot read (message names the file).
+        Unknown format, a file the importer cannot read (message names the file), or
+        the optional library of the format (GDAL, pygrib, metranet) is not installed.
     """
     path = Path(path)
     if fmt not in RADAR_FORMATS:
@@ -149,6 +150,7 @@ def read_frame(
     if not path.is_file():
         raise FileNotFoundError(f"radar file {path} not found")
     f = RADAR_FORMATS[fmt]
+    f.require()  # a missing optional library (GDAL, pygrib, metranet): one error naming it, not a file error
     try:
         data, meta = f.importer(path, f.match(path))
     except Exception as exc:  # importers raise OSError, KeyError, IndexError, ... on corrupt files

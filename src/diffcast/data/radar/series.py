@@ -53,7 +53,8 @@ class RadarSeries:
     FileNotFoundError
         A file is missing.
     ValueError
-        Undetectable format, several series, time stamps out of order or duplicated.
+        Undetectable format, several series, time stamps out of order or duplicated, or
+        the optional library of the format is not installed.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class RadarSeries:
         fmt = fmt or detect_format(ps)
         if fmt not in RADAR_FORMATS:
             raise ValueError(f"unknown radar format {fmt!r}; choose one of: {', '.join(RADAR_FORMATS)}")
+        RADAR_FORMATS[fmt].require()  # before indexing a folder whose files cannot be decoded
         kinds = sorted({RADAR_FORMATS[fmt].series(p) for p in ps})
         if len(kinds) > 1:
             raise ValueError(

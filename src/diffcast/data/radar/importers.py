@@ -1,0 +1,240 @@
+"""The pysteps importers behind the formats added for issue 18 (DWD, MeteoSwiss HDF5 and METRANET,
+NWC SAF CRR, FMI GeoTIFF, NOAA MRMS), and the optional libraries some of them need.
+
+Each wrapper takes ``(path, file-name match)`` and returns ``(field, pysteps metadata)``
+exactly as the pysteps importer gives them, with only what the importer leaves out
+added to the metadata (the unit and accumulation time of RADOLAN products) so that
+:func:`~diffcast.data.radar.frames.to_unit_interval` can map the field. No values
+are changed: a file reads the same in diffcast as in pysteps.
+
+``fmi_geotiff`` needs GDAL (``osgeo``), ``mrms_grib`` needs ``pygrib`` and
+``mch_metranet`` needs MeteoSwiss' ``metranet``; none is a dependency of diffcast.
+:func:`require_library` names the one to install before a file is opened.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: ODIM quantities read, in order of preference.
+ODIM_QUANTITIES = ("DBZH", "RATE", "ACRR")
+
+
+def _attr_text(value: Any) -> str:
+    return value.decode() if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+#: Optional library of a format: (importable module, what to install).
+OPTIONAL_LIBRARIES: dict[str, tuple[str, str]] = {
+    "fmi_geotiff": ("osgeo", "GDAL's Python bindings (the 'osgeo' module: `conda install -c conda-forge gdal`, "
+                             "or `pip install gdal` matching the system libgdal)"),
+    "mrms_grib": ("pygrib", "pygrib (`pip install pygrib`)"),
+    "mch_metranet": ("metranet", "MeteoSwiss' 'metranet' Python package (not on PyPI: from MeteoSwiss, "
+                                 "with its METRANET library)"),
+}
+
+
+def require_library(fmt: str) -> None:
+    """Raise one clear error when the optional library that format ``fmt`` needs is not installed.
+
+    Raises
+    ------
+    ValueError
+        The library is missing; the message names it and how to install it.
+    """
+    if fmt not in OPTIONAL_LIBRARIES:
+        return
+    module, install = OPTIONAL_LIBRARIES[fmt]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ValueError(
+            f"reading {fmt} radar files needs {install}, which is not installed "
+            f"(the module {module!r} cannot be imported); install it or convert the files to another format"
+        )
+
+
+# ----------------------------------------------------------------------------- DWD
+def import_dwd_hdf5(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A DWD ODIM HDF5 composite (``20250604_1700_RY.h5``) by pysteps' ``import_dwd_hdf5``.
+
+    pysteps reads ``dataset1/data1`` only, with the quantity of the first ``what``
+    group holding ``gain`` on the way root -> ``dataset1`` -> ``data1``; that quantity
+    is the one read (DWD files hold one).
+    """
+    import h5py
+    from pysteps.io.importers import import_dwd_hdf5 as importer
+
+    with h5py.File(path, "r") as fh:
+        group: Any = fh
+        qty = None
+        while True:  # the walk of pysteps' _get_whatgrp
+            if "what" in group and "gain" in group["what"].attrs:
+                qty = _attr_text(group["what"].attrs.get("quantity", b""))
+                break
+            children = [k for k in group if "data" in k and hasattr(group[k], "keys")]
+            if not children:
+                break
+            group = group[children[0]]
+    if qty not in ODIM_QUANTITIES:
+        raise ValueError(
+            f"DWD HDF5 file holds {qty or 'no quantity'} in dataset1/data1 (with gain); "
+            f"pysteps reads {', '.join(ODIM_QUANTITIES)}"
+        )
+    data, _, meta = importer(str(path), qty=qty)
+    return data, meta
+
+
+#: RADOLAN products pysteps' ``import_dwd_radolan`` decodes and georeferences:
+#: (unit, default accumulation time in minutes) of each.
+RADOLAN_PRODUCTS: dict[str, tuple[str, float]] = {
+    "RX": ("dBZ", 5.0),  # reflectivity, 8 bit
+    "WX": ("dBZ", 5.0),
+    "WN": ("dBZ", 5.0),  # reflectivity nowcast composite
+    "RW": ("mm", 60.0),  # hourly accumulation
+    "RY": ("mm", 5.0),  # 5-min accumulation
+    "YW": ("mm", 5.0),
+}
+
+
+def radolan_header(path: Path) -> str:
+    """The text header of a RADOLAN binary file (up to the ETX byte)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    end = head.find(b"\x03")
+    if end < 0 or not head[:2].isalpha():
+        raise ValueError("not a RADOLAN binary file (no product code and header ending in ETX)")
+    return head[:end].decode("ascii", "replace")
+
+
+def import_dwd_radolan(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A RADOLAN binary composite (``raa01-rw_10000-2301010050-dwd---bin``) by pysteps' ``import_dwd_radolan``.
+
+    The product is the header's first two letters; pysteps' metadata give no unit,
+    so reflectivity products (RX, WX, WN) are dBZ and accumulations (RW, RY, YW) mm
+    per the header's ``INT`` minutes (default 60 for RW, else 5). pysteps says
+    ``yorigin="upper"`` for these files; that is kept, so frames match pysteps row
+    for row.
+    """
+    from pysteps.io.importers import import_dwd_radolan as importer
+
+    header = radolan_header(path)
+    product = header[:2]
+    if product not in RADOLAN_PRODUCTS:
+        raise ValueError(
+            f"RADOLAN product {product!r} is not one pysteps reads ({', '.join(RADOLAN_PRODUCTS)})"
+        )
+    if "E-" not in header or "INT" not in header or "GP" not in header:
+        raise ValueError(f"RADOLAN header without precision (E-), interval (INT) or grid (GP): {header[:80]!r}")
+    data, _, meta = importer(str(path), product)
+    unit, acc = RADOLAN_PRODUCTS[product]
+    found = re.search(r"INT\s*(\d+)", header)
+    meta = {**meta, "unit": unit, "transform": None, "accutime": float(found[1]) if found else acc,
+            "institution": "DWD", "product": product}
+    return data, meta
+
+
+# ----------------------------------------------------------------------------- MeteoSwiss
+def mch_hdf5_quantities(fh: Any) -> set[str]:
+    """Quantities pysteps' ``import_mch_hdf5`` finds in an open MeteoSwiss HDF5 file.
+
+    A field's quantity is that of its own ``what`` group, else that of its dataset's
+    ``what`` group; a ``what`` group without ``quantity`` means RATE (pysteps' rule
+    for MeteoSwiss files, unlike ODIM's QIND).
+    """
+    found: set[str] = set()
+    for name, ds in fh.items():
+        if not name.startswith("dataset") or not hasattr(ds, "items"):
+            continue
+        ds_qty = _attr_text(ds["what"].attrs.get("quantity", "RATE")) if "what" in ds else None
+        for gname, g in ds.items():
+            if gname[:4] != "data" or not hasattr(g, "keys"):
+                continue
+            if "what" in g:
+                found.add(_attr_text(g["what"].attrs.get("quantity", "RATE")))
+            elif ds_qty is not None:
+                found.add(ds_qty)
+    return found
+
+
+def import_mch_hdf5(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A MeteoSwiss HDF5 composite (``RZC241231200VL.801.h5``) by pysteps' ``import_mch_hdf5``.
+
+    The first of :data:`ODIM_QUANTITIES` present is read.
+    pysteps gives ``undetect`` pixels as NaN in these files (no data, unlike its ODIM
+    importer, which gives them as no echo); diffcast keeps that.
+    """
+    import h5py
+    from pysteps.io.importers import import_mch_hdf5 as importer
+
+    with h5py.File(path, "r") as fh:
+        qtys = mch_hdf5_quantities(fh)
+    qty = next((q for q in ODIM_QUANTITIES if q in qtys), None)
+    if qty is None:
+        raise ValueError(
+            f"MeteoSwiss HDF5 file holds none of the quantities {', '.join(ODIM_QUANTITIES)} (found {sorted(qtys)})"
+        )
+    data, _, meta = importer(str(path), qty=qty)
+    return data, meta
+
+
+def _mch_unit(m: re.Match[str] | None) -> tuple[str, float]:
+    """Unit and accumulation time of a MeteoSwiss product from its file name: ``_NNNNN`` minutes
+    mark an accumulation (CPC ..._00060: mm in 60 min), else a rain rate (mm/h, 5-min product)
+    as diffcast reads the MeteoSwiss GIF files."""
+    minutes = m["acc"] if m is not None and m.groupdict().get("acc") else None
+    product = m["product"] if m is not None else ""
+    if minutes and product in ("CPC", "AZC"):
+        return "mm", float(int(minutes))
+    return "mm/h", 5.0
+
+
+def import_mch_metranet(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A MeteoSwiss METRANET binary composite (``RZC161932100VL.801``) by pysteps' ``import_mch_metranet``
+    (needs MeteoSwiss' ``metranet`` package)."""
+    require_library("mch_metranet")
+    from pysteps.io.importers import import_mch_metranet as importer
+
+    if m is None:
+        raise ValueError("the product of a METRANET file comes from its name, e.g. RZC161932100VL.801")
+    unit, acc = _mch_unit(m)
+    data, _, meta = importer(str(path), product=m["product"], unit=unit, accutime=acc)
+    return data, meta
+
+
+# ----------------------------------------------------------------------------- others
+def import_saf_crri(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """An NWC SAF Convective Rainfall Rate NetCDF (``S_NWC_CRR_MSG4_Europe-VISIR_20180601T070000Z.nc``)
+    by pysteps' ``import_saf_crri`` (``crr_intensity`` in its ``units``, mm/h)."""
+    from pysteps.io.importers import import_saf_crri as importer
+
+    data, _, meta = importer(str(path))
+    if data is None:
+        raise ValueError("NetCDF file without the variable crr_intensity (not an NWC SAF CRR file)")
+    return data, meta
+
+
+def import_fmi_geotiff(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """An FMI reflectivity GeoTIFF (``201609281600_FINUTM.tif``) by pysteps' ``import_fmi_geotiff`` (needs GDAL)."""
+    require_library("fmi_geotiff")
+    from pysteps.io.importers import import_fmi_geotiff as importer
+
+    data, _, meta = importer(str(path))
+    return data, meta
+
+
+def import_mrms_grib(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A NOAA MRMS rain-rate GRIB2 (``PrecipRate_00.00_20190610-000000.grib2``) by pysteps'
+    ``import_mrms_grib`` with its defaults (block means of 4 x 4 pixels, about 4 km; needs pygrib)."""
+    require_library("mrms_grib")
+    from pysteps.io.importers import import_mrms_grib as importer
+
+    data, _, meta = importer(str(path))
+    return data, meta
