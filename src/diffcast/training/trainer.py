@@ -251,7 +251,7 @@ def _isolated_rng(device: torch.device) -> Iterator[None]:
 
 
 def _nodata_mask(x_in: torch.Tensor, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """NaN pixels of a batch are "no data" (spec stores, :mod:`diffcast.data.mlcast.dataset`):
+    """NaN pixels of a batch are "no data" (datasets with ``nan_is_nodata``, e.g. :mod:`diffcast.data.mlcast.dataset`):
     ``(x_in, y_true, mask)`` with NaN set to 0 and ``mask`` True where ``y_true`` has data
     (``None`` when every pixel has). Infinities stay: they are bad data, not missing data."""
     if not bool(torch.isnan(y_true).any()) and not bool(torch.isnan(x_in).any()):
@@ -468,6 +468,7 @@ class Trainer:
                      "steps %d -> %d", cfg.name, n_trainable, world, per_update, step, tc.max_steps)
 
         t_in, t_out = cfg.model.t_in, cfg.model.t_out
+        nan_is_nodata = bool(getattr(train_ds, "nan_is_nodata", False))
         pbar = None
         if is_main and self.progress:
             from tqdm.auto import tqdm
@@ -485,7 +486,10 @@ class Trainer:
                     for k in range(tc.grad_accum):
                         seq = next(batches).to(acc.device, non_blocking=True)
                         micro += 1
-                        x_in, y_true, mask = _nodata_mask(*split_sequence(seq[:, : t_in + t_out], t_in, t_out))
+                        x_in, y_true = split_sequence(seq[:, : t_in + t_out], t_in, t_out)
+                        mask = None
+                        if nan_is_nodata:  # e.g. spec stores; elsewhere NaN is bad data (the guard below)
+                            x_in, y_true, mask = _nodata_mask(x_in, y_true)
                         # Items of t_in + 2 t_out frames carry the backbone's mu (a backbone cache).
                         mu = seq[:, t_in + t_out :] if seq.shape[1] == t_in + 2 * t_out else None
                         sync = contextlib.nullcontext() if k == tc.grad_accum - 1 else acc.no_sync(wrapper)

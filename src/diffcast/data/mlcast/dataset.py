@@ -235,6 +235,9 @@ class StoreWindows(Dataset):
         self._window: tuple[int, np.ndarray, list[tuple[int, int]]] | None = None
         self.decoded_windows = 0  # windows decompressed by this process (benchmarks, tests)
 
+    #: NaN in an item marks pixels without data (the trainer masks them out of the loss).
+    nan_is_nodata = True
+
     # ------------------------------------------------------------------ bookkeeping
     @property
     def items_per_window(self) -> int:
