@@ -176,6 +176,15 @@ def _read_h5(path: Path, key: str | None, sample_index: int | None, layout: str 
         fh = h5py.File(path, "r")
     except OSError as exc:
         raise ValueError(f"{path} is not a readable HDF5 file: {exc}") from exc
+    try:
+        return _read_open_h5(fh, path, key, sample_index, layout)
+    except RuntimeError as exc:  # h5py's error for a damaged heap or B-tree inside an openable file
+        raise ValueError(f"{path} is a damaged HDF5 file: {exc}") from exc
+
+
+def _read_open_h5(fh: Any, path: Path, key: str | None, sample_index: int | None, layout: str) -> RawInput:
+    import h5py
+
     with fh:
         names = _h5_datasets(fh)
         if key is None:

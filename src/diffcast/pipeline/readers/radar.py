@@ -35,7 +35,7 @@ def _is_odim(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as fh:
             return "what" in fh and "dataset1" in fh
-    except OSError:
+    except (OSError, RuntimeError):  # h5py raises RuntimeError on a damaged heap: not a readable ODIM file
         return False
 
 
