@@ -56,3 +56,29 @@ def test_cli_nowcast_with_the_shipped_name(tmp_path, helper_module):
     info = json.loads((out / "run.json").read_text())
     assert info["model"]["t_out"] == 12 and info["input"]["x_in_shape"][-2:] == [64, 64]
     assert (out / "forecast.nc").is_file() and (out / "forecast.gif").is_file()
+
+
+STUDENTS = sorted(n for n in shipped_models() if n.startswith(DEFAULT_SHIPPED + "_") and n.endswith("step"))
+
+
+def test_the_shipped_students_are_listed():
+    assert {"radar_diffcast_extrapolation_1step", "radar_diffcast_extrapolation_2step"} <= set(STUDENTS)
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_shipped_student_samples_with_its_stored_step_count(name, monkeypatch):
+    """A distilled model ships its sampler and step count; ``diffcast.nowcast`` uses them without being told."""
+    from diffcast.api import load_model
+
+    k = int(name.rsplit("_", 1)[1].removesuffix("step"))
+    nc = load_model(name)
+    model = nc.model
+    assert (model.sampler_name, model.sampling_steps, model.eta) == ("ddim", k, 0.0)
+    assert nc.config["train"]["distill"] == {"teacher": DEFAULT_SHIPPED, "steps": k, "substeps": 10 // k}
+    calls = []
+    denoiser = type(model.model)  # diffcast.nowcast builds its own instance for the input's grid: count on the class
+    forward = denoiser.forward
+    monkeypatch.setattr(denoiser, "forward", lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
+    fc = diffcast.nowcast(_rain(), n_leadtimes=4, n_ens_members=2, seed=0, model=name)
+    assert fc.shape == (2, 4, 64, 80) and np.nanmax(fc) > 1.0
+    assert len(calls) == k * model.n_segments  # k denoiser calls per segment of 4 leads, members in one batch
