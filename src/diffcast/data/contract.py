@@ -20,6 +20,9 @@ ArrayLike = Any  # numpy.ndarray | torch.Tensor
 #: Tolerance for values slightly outside [0, 1] caused by float round-off.
 RANGE_TOL = 1e-5
 
+#: Values per call of a metadata's ``to_physical_fn`` (bounds its float64 temporaries).
+_PHYSICAL_BLOCK = 1 << 20
+
 
 @dataclass(frozen=True)
 class DatasetMeta:
@@ -75,10 +78,17 @@ class DatasetMeta:
         """Map ``[0, 1]`` values to physical units (:attr:`physical_unit`)."""
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().numpy()
-        code = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) * self.scale
+        code = np.asarray(np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0), dtype=np.float32)
+        code *= np.float32(self.scale)
         if self.to_physical_fn is None:
             return code
-        return np.asarray(self.to_physical_fn(code), dtype=np.float32)
+        if code.ndim == 0 or not code.flags.c_contiguous:
+            return np.asarray(self.to_physical_fn(code), dtype=np.float32)
+        # element-wise transforms, applied in blocks: their float64 temporaries stay small
+        flat = code.reshape(-1)
+        for a in range(0, flat.size, _PHYSICAL_BLOCK):
+            flat[a : a + _PHYSICAL_BLOCK] = self.to_physical_fn(flat[a : a + _PHYSICAL_BLOCK])
+        return code
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (without the transform callable)."""

@@ -222,18 +222,19 @@ def save_panels_gif(
     bar_y = height
     if colorbar:
         height += _BAR_H + 14 + gap
-    colored = [colorize(p.frames, meta, p.kind, p.nodata) for p in panels]
+    # colour one frame at a time: matplotlib's float64 RGBA of a whole animation is 32 bytes a pixel
     has_nodata = any(p.nodata is not None and np.asarray(p.nodata).any() for p in panels)
     images = []
     for i in range(n_frames):
         canvas = Image.new("RGB", (width, height), (255, 255, 255))
         draw = ImageDraw.Draw(canvas)
-        for j, (p, rgb) in enumerate(zip(panels, colored)):
+        for j, p in enumerate(panels):
             x0 = gap + j * (pw + gap)
             draw.text((x0, 1), p.label[: max(4, pw // 6)], fill=(0, 0, 0))
             k = i - p.offset
-            if 0 <= k < rgb.shape[0]:
-                canvas.paste(Image.fromarray(_upscale(rgb[k], scale)), (x0, head))
+            if 0 <= k < p.frames.shape[0]:
+                rgb = colorize(p.frames[k], meta, p.kind, p.nodata)
+                canvas.paste(Image.fromarray(_upscale(rgb, scale)), (x0, head))
             else:
                 draw.rectangle([x0, head, x0 + pw - 1, head + ph - 1], fill=(235, 235, 235))
             if outline:
@@ -352,7 +353,7 @@ def save_forecast_gif(
         for m in range(min(members_shown, fc.shape[0])):
             panels.append(Panel(f"member {m + 1}", fc[m], offset=t_in, nodata=nodata))
     label = f"P(>={threshold_value(thr, meta):g}{' mm/h' if is_rain_rate(meta) else ''})"
-    panels.append(Panel(label, exceeds(fc, thr, meta).mean(axis=0), kind="prob", offset=t_in, nodata=nodata))
+    panels.append(Panel(label, np.mean(exceeds(fc, thr, meta), axis=0, dtype=np.float32), kind="prob", offset=t_in, nodata=nodata))
     step = meta.timestep_min if timestep_min is None else timestep_min
     return save_panels_gif(path, panels, meta, _lead_labels(t_in, t_out, step), title=title)
 

@@ -100,10 +100,15 @@ def exceedance_probability(forecast: np.ndarray, meta: DatasetMeta, thresholds: 
         ``(K, T, H, W)`` float32 probabilities in ``[0, 1]``.
     """
     fc = np.asarray(forecast, dtype=np.float32)
-    out = np.stack([exceeds(fc, th, meta).mean(axis=0) for th in thresholds]) if len(thresholds) else (
-        np.zeros((0,) + fc.shape[1:], dtype=np.float32)
-    )
-    return out.astype(np.float32)
+    out = np.zeros((len(thresholds),) + fc.shape[1:], dtype=np.float32)
+    # member by member and lead by lead: the temporaries are one (H, W) frame, not the ensemble
+    for k, th in enumerate(thresholds):
+        for t in range(fc.shape[1]):
+            count = np.zeros(fc.shape[2:], dtype=np.int32)
+            for member in fc[:, t]:
+                count += exceeds(member, th, meta)
+            np.divide(count, fc.shape[0], out=out[k, t], dtype=np.float32)
+    return out
 
 
 #: Name of the CF grid-mapping variable.
@@ -204,7 +209,9 @@ def build_forecast_dataset(
     leads = np.arange(1, t_out + 1, dtype=np.float64) * step
     valid = np.array([np.datetime64(t0 + dt.timedelta(minutes=float(v)), "ns") for v in leads])
     phys = meta.to_physical(fc)
-    mean = phys.mean(axis=0, dtype=np.float64).astype(np.float32)
+    mean = np.empty(phys.shape[1:], dtype=np.float32)
+    for t in range(t_out):  # one lead at a time: the float64 sum is a frame, not the forecast
+        mean[t] = phys[:, t].mean(axis=0, dtype=np.float64)
     prob = exceedance_probability(fc, meta, thresholds)
     # NaN members (motion bringing rain in from outside the domain) leave mean and probability unknown too
     unknown = ~np.isfinite(fc).all(axis=0)

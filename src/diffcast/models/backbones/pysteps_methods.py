@@ -100,6 +100,10 @@ def from_dbr(dbr: np.ndarray, threshold: float = -10.0) -> np.ndarray:
     return transformation.dB_transform(np.asarray(dbr, dtype=np.float64), threshold=threshold, inverse=True)[0]
 
 
+#: Target pixels per chunk of the motion vectors' interpolation onto the grid.
+INTERP_CHUNK_PIXELS = 1 << 17
+
+
 def motion_field(fields: np.ndarray, **lk_kwargs: Any) -> np.ndarray:
     """Lucas-Kanade motion (pysteps ``dense_lucaskanade``) of ``(T, H, W)`` finite fields.
 
@@ -112,10 +116,16 @@ def motion_field(fields: np.ndarray, **lk_kwargs: Any) -> np.ndarray:
     from pysteps import motion
 
     fields = np.asarray(fields, dtype=np.float64)
+    lk_kwargs = dict(lk_kwargs)
+    interp = dict(lk_kwargs.pop("interp_kwargs", None) or {})
+    # pysteps' IDW interpolation holds ~160 bytes per target pixel at once; in chunks of
+    # about INTERP_CHUNK_PIXELS (per-pixel arithmetic: the same field) its memory stays bounded
+    pixels = fields.shape[-2] * fields.shape[-1]
+    interp.setdefault("nchunks", max(4, int(np.ceil(np.sqrt(pixels / INTERP_CHUNK_PIXELS))) ** 2))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            uv = motion.get_method("LK")(fields, verbose=False, **lk_kwargs)
+            uv = motion.get_method("LK")(fields, verbose=False, interp_kwargs=interp, **lk_kwargs)
     except Exception as err:  # pysteps / OpenCV fail on fields without trackable features
         log.debug("Lucas-Kanade failed (%s); using zero motion", err)
         return np.zeros((2,) + fields.shape[1:])
