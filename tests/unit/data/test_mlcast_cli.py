@@ -78,6 +78,8 @@ def test_preview_draws_gap_free_windows(tmp_path, capsys):
 def test_check_without_the_validator_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     import sys
 
+    for name in [m for m in sys.modules if m.startswith("mlcast_dataset_validator.")]:  # imported by another test
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "mlcast_dataset_validator", None)  # import fails as if absent
     assert main(["data", "check", _write(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -168,8 +170,9 @@ def test_nowcast_from_a_store_keeps_quantity_grid_and_provenance(tmp_path, kw, c
     xx, yy = np.meshgrid(ds.x.values, ds.y.values)
     plon, plat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(xx, yy)
     assert np.abs(plat - lat).max() < 1e-6 and np.abs(plon - lon).max() < 1e-6
-    scale = 1000.0 if kw.get("xy_units") == "km" else 1.0
-    np.testing.assert_allclose(np.sort(ds.y.values), np.sort(src.y.values * scale))
+    # x/y in the store's unit, which is its CRS's (the spec's validator reads crs_wkt so), and labelled so
+    np.testing.assert_allclose(np.sort(ds.y.values), np.sort(src.y.values))
+    assert ds.x.attrs["units"] == ds.y.attrs["units"] == kw.get("xy_units", "m")
     # provenance: store, variable, dataset and the input frame times
     a = ds.attrs
     assert a["input_store"] == p and a["input_variable"] == store.name and a["model"] == "persistence"
@@ -333,8 +336,10 @@ def test_netcdf_opens_with_rioxarray_with_the_store_crs(tmp_path):
     assert main([*NOWCAST, "--input", p, "--out", str(out)]) == 0
     ds = xr.open_dataset(out / "forecast.nc", decode_coords="all")
     crs = ds.forecast.rio.crs
-    assert crs is not None and CRS(crs.to_wkt()).equals(CRS("EPSG:3035"))
-    assert ds.forecast.rio.resolution() == pytest.approx((1000.0, -1000.0))
+    store_crs = CRS(xr.open_zarr(p).crs.attrs["crs_wkt"])  # EPSG:3035 with its axes in km, as x/y are
+    assert crs is not None and CRS(crs.to_wkt()).equals(store_crs)
+    assert store_crs.axis_info[0].unit_conversion_factor == 1000.0
+    assert ds.forecast.rio.resolution() == pytest.approx((1.0, -1.0))
     ds.close()
 
 

@@ -226,3 +226,22 @@ def test_store_pickles_for_workers(tmp_path):
     s.read(3)
     t = pickle.loads(pickle.dumps(s))
     np.testing.assert_array_equal(t.read(3), s.read(3))
+
+
+@pytest.mark.parametrize("kw", [dict(kind="rate"), dict(kind="amount", xy_units="km", y_increasing=True),
+                                dict(kind="reflectivity", zarr_format=3), dict(steps_before=[(10.0, 20)], missing=[50])])
+def test_generated_stores_pass_the_spec_validator(tmp_path, kw):
+    """The community's own validator (optional extra) finds nothing wrong with a generated store but what a
+    test store cannot have: 256 x 256 pixels, three years of frames, and a creating tool from the
+    mlcast-community GitHub organisation."""
+    pytest.importorskip("mlcast_dataset_validator", reason="the mlcast extra (mlcast-dataset-validator) is not installed")
+    import xarray as xr
+    from mlcast_dataset_validator.specs.source_data import radar_precipitation as spec
+
+    store = write_spec_store(tmp_path / "s.zarr", n_frames=60, **kw)
+    with xr.open_zarr(store) as ds:
+        report, _ = spec.validate_dataset(ds)
+    fails = {(r.section, r.requirement) for r in report.results if r.status == "FAIL"}
+    assert fails == {("3.2", "256×256 pixel support"), ("3.3", "Minimum 3-year coverage"),
+                     ("5.4", "Global attribute 'mlcast_created_with'")}, fails
+    assert any(r.section == "4.5" and r.status == "PASS" and "crs_wkt" in r.detail for r in report.results)

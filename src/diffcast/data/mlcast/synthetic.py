@@ -21,6 +21,8 @@ import numpy as np
 
 #: Projection of the synthetic stores: ETRS89 / LAEA Europe.
 SYNTHETIC_CRS = "EPSG:3035"
+#: EPSG:3035 (LAEA Europe) with its axes in km (PROJ takes x_0, y_0 in metres whatever +units), for stores with x/y in km.
+SYNTHETIC_CRS_KM = "+proj=laea +lat_0=52 +lon_0=10 +x_0=4321000 +y_0=3210000 +ellps=GRS80 +units=km +no_defs +type=crs"
 
 _VARIABLES = {
     "rate": ("rainfall_flux", "kg m-2 h-1", "precipitation rate"),
@@ -139,8 +141,10 @@ def write_spec_store(
         y_m, vals, lat, lon = y_m[::-1], vals[:, ::-1], lat[::-1], lon[::-1]
     scale = {"m": 1.0, "km": 1000.0}[xy_units]
     name, units, long_name = _VARIABLES[kind]
-    gm = {k: v for k, v in crs.to_cf().items() if v is not None}
-    gm.update(crs_wkt=crs.to_wkt(), spatial_ref=crs.to_wkt())
+    gm = {k: v for k, v in crs.to_cf().items() if v is not None}  # CF parameters: metres, as CF readers assume
+    # The WKT is in the coordinates' own unit, as the spec's validator reads it (x/y in km: a CRS in km).
+    wkt = (crs if xy_units == "m" else CRS(SYNTHETIC_CRS_KM)).to_wkt()
+    gm.update(crs_wkt=wkt, spatial_ref=wkt)
     ds = xr.Dataset(
         {
             name: (("time", "y", "x"), np.ascontiguousarray(vals),
