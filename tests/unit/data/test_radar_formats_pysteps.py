@@ -296,7 +296,8 @@ def _odim_simple(path: Path, t: datetime) -> None:
     write_odim(path, t, [("dataset1/data1", "DBZH", codes, dict(gain=0.5, offset=-32.0, nodata=255.0, undetect=0.0))])
 
 
-# fmt: (file name at time t, writer, pysteps reference reader, units metadata pysteps leaves out)
+# fmt: (file name at time t, writer, pysteps reference reader, metadata pysteps leaves out or misstates:
+# RADOLAN's unit, and its row order, south first, which pysteps calls "upper")
 CASES: dict[str, tuple[Callable[[datetime], str], Callable[[Path, datetime], Any], Callable[[str], Any], dict]] = {
     "mch": (lambda t: f"AQC{t:%y%j%H%M}V_00005.801.gif", write_mch_gif,
             lambda p: _ps("import_mch_gif", p, product="AQC", unit="mm/h", accutime=5.0), {}),
@@ -311,7 +312,8 @@ CASES: dict[str, tuple[Callable[[datetime], str], Callable[[Path, datetime], Any
               lambda p: _ps("import_opera_hdf5", p, qty="DBZH"), {}),
     "dwd_hdf5": (lambda t: f"{t:%Y%m%d_%H%M}_RY.h5", write_dwd_hdf5, lambda p: _ps("import_dwd_hdf5", p, qty="RATE"), {}),
     "dwd_radolan": (lambda t: f"raa01-rw_10000-{t:%y%m%d%H%M}-dwd---bin", write_radolan,
-                    lambda p: _ps("import_dwd_radolan", p, "RW"), {"unit": "mm", "accutime": 60.0, "transform": None}),
+                    lambda p: _ps("import_dwd_radolan", p, "RW"),
+                    {"unit": "mm", "accutime": 60.0, "transform": None, "yorigin": "lower"}),
     "mch_hdf5": (lambda t: f"RZC{t:%y%j%H%M}VL.801.h5", write_mch_hdf5, lambda p: _ps("import_mch_hdf5", p, qty="RATE"), {}),
     "saf_crri": (lambda t: f"S_NWC_CRR_MSG4_Europe-VISIR_{t:%Y%m%dT%H%M%S}Z.nc", write_saf,
                  lambda p: _ps("import_saf_crri", p), {}),
@@ -342,14 +344,16 @@ def _edges_lonlat(grid: ProjectedGrid) -> np.ndarray:
 
 
 def assert_same_as_pysteps(path: Path, fmt: str, ref: np.ndarray, ref_meta: dict[str, Any], units: dict | None = None):
-    """diffcast's frame, mask and grid of ``path`` equal pysteps' ``ref`` field and metadata."""
-    expect, valid = to_unit_interval(ref, {**ref_meta, **(units or {})})
+    """diffcast's frame, mask and grid of ``path`` equal pysteps' ``ref`` field and metadata (``units``: the
+    metadata pysteps leaves out or misstates)."""
+    ref_meta = {**ref_meta, **(units or {})}
+    expect, valid = to_unit_interval(ref, ref_meta)
     if str(ref_meta.get("yorigin", "upper")).lower() == "lower":
         expect, valid = expect[::-1], valid[::-1]
     x, got_valid, meta = read_frame(path, fmt)
     np.testing.assert_array_equal(got_valid, valid)
     np.testing.assert_allclose(x, expect, atol=1e-6)
-    assert meta["unit"] == {**ref_meta, **(units or {})}["unit"]
+    assert meta["unit"] == ref_meta["unit"]
     series = RadarSeries([path], fmt)
     sx, nodata, _ = series.frame(0)
     np.testing.assert_array_equal(sx, x)
@@ -414,6 +418,41 @@ def test_radolan_values_decoded_like_dwd(tmp_path):
     bad.write_bytes(radolan_bytes(T0, codes[:10, :10], product="AB"))
     with pytest.raises(ValueError, match="RADOLAN product 'AB'"):
         read_frame(bad, "dwd_radolan")
+
+
+#: RADOLAN's polar stereographic projection as pysteps gives it (WGS 84 ellipsoid variant).
+RADOLAN_PROJ = "+a=6378137.0 +b=6356752.0 +proj=stere +lat_ts=60.0 +lat_0=90.0 +lon_0=10.0 +x_0=0 +y_0=0"
+BERLIN = (13.40, 52.52)
+
+
+def radolan_rain_at(lon: float, lat: float, size: int = 5) -> np.ndarray:
+    """RW codes (0.1 mm) of the 900 x 900 national grid, in file order (rows from the south edge up, DWD's
+    format description), raining 10 mm in a ``size`` x ``size`` block centred on ``(lon, lat)``."""
+    x1, y1 = pyproj.Proj(RADOLAN_PROJ)(3.604382995, 46.95361536)  # pysteps' lower-left corner of RW
+    x, y = pyproj.Proj(RADOLAN_PROJ)(lon, lat)
+    col, row_from_south = int((x - x1) // 1000), int((y - y1) // 1000)
+    codes = np.zeros((900, 900), np.uint16)
+    r = size // 2
+    codes[row_from_south - r: row_from_south + r + 1, col - r: col + r + 1] = 100
+    return codes
+
+
+def test_radolan_rain_lands_where_it_fell(tmp_path):
+    """RADOLAN rows run from the south; pysteps' metadata say yorigin="upper" for its rows in file order,
+    which would put rain over Berlin 350 km south, in Bavaria. diffcast corrects the row order."""
+    path = tmp_path / f"raa01-rw_10000-{T0:%y%m%d%H%M}-dwd---bin"
+    path.write_bytes(radolan_bytes(T0, radolan_rain_at(*BERLIN)))
+    x, valid, meta = read_frame(path, "dwd_radolan")
+    assert meta["yorigin"] == "upper"  # north-up after the flip
+    series = RadarSeries([path], "dwd_radolan")
+    grid = ProjectedGrid.from_pysteps(series.source, series.grid_shape)
+    lon, lat, _ = grid.lonlat()
+    ys, xs = np.nonzero(x > 0)
+    assert np.ptp(ys) == np.ptp(xs) == 4  # the 5 x 5 block, whole
+    i, j = int(ys.mean()), int(xs.mean())  # its centre pixel
+    km = pyproj.Geod(ellps="WGS84").inv(lon[i, j], lat[i, j], *BERLIN)[2] / 1000.0
+    assert km < 1.0, f"rain read at {lon[i, j]:.2f} E {lat[i, j]:.2f} N, {km:.0f} km from Berlin"
+    assert lat[0, 0] > lat[-1, 0] + 7  # row 0 is the north edge (54.6 N; the south edge is 47 N)
 
 
 def test_mrms_block_means_and_no_coverage(tmp_path):

@@ -5,7 +5,9 @@ Each wrapper takes ``(path, file-name match)`` and returns ``(field, pysteps met
 exactly as the pysteps importer gives them, with only what the importer leaves out
 added to the metadata (the unit and accumulation time of RADOLAN products) so that
 :func:`~diffcast.data.radar.frames.to_unit_interval` can map the field. No values
-are changed: a file reads the same in diffcast as in pysteps.
+are changed: a file reads the same in diffcast as in pysteps. One metadata value is
+corrected: RADOLAN rows run from the south, which pysteps' ``yorigin`` misstates
+(:func:`import_dwd_radolan`).
 
 ``fmi_geotiff`` needs GDAL (``osgeo``), ``mrms_grib`` needs ``pygrib`` and
 ``mch_metranet`` needs MeteoSwiss' ``metranet``; none is a dependency of diffcast.
@@ -119,9 +121,14 @@ def import_dwd_radolan(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray,
 
     The product is the header's first two letters; pysteps' metadata give no unit,
     so reflectivity products (RX, WX, WN) are dBZ and accumulations (RW, RY, YW) mm
-    per the header's ``INT`` minutes (default 60 for RW, else 5). pysteps says
-    ``yorigin="upper"`` for these files; that is kept, so frames match pysteps row
-    for row.
+    per the header's ``INT`` minutes (default 60 for RW, else 5).
+
+    RADOLAN composites store their rows from the south edge up (DWD's
+    RADOLAN/RADVOR-OP Kompositformat; wradlib pairs row 0 with the grid's lower-left
+    corner, ``get_radolan_grid()[0, 0]``). pysteps (1.21) returns the rows in file
+    order but says ``yorigin="upper"``, which puts the rain upside down on its own
+    extent (rain over Berlin lands in Bavaria, 350 km south). The metadata are corrected to
+    ``yorigin="lower"``; the values are pysteps', and readers flip them north-up.
     """
     from pysteps.io.importers import import_dwd_radolan as importer
 
@@ -137,7 +144,7 @@ def import_dwd_radolan(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray,
     unit, acc = RADOLAN_PRODUCTS[product]
     found = re.search(r"INT\s*(\d+)", header)
     meta = {**meta, "unit": unit, "transform": None, "accutime": float(found[1]) if found else acc,
-            "institution": "DWD", "product": product}
+            "institution": "DWD", "product": product, "yorigin": "lower"}
     return data, meta
 
 
