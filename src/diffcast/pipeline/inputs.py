@@ -33,8 +33,24 @@ from .readers.zarr import _read_zarr
 log = logging.getLogger(__name__)
 
 
+def _radar_named(files: Sequence[Path]) -> bool:
+    """True when image-suffixed ``files`` are radar files by name (FMI GeoTIFF ``201609281600_FINUTM.tif``)."""
+    from ..data.radar import detect_format
+
+    try:
+        detect_format(files)
+    except ValueError:
+        return False
+    return True
+
+
 def detect_kind(paths: Sequence[str | os.PathLike[str]]) -> str:
-    """Guess the input kind of ``paths`` (see :data:`INPUT_KINDS`)."""
+    """Guess the input kind of ``paths`` (see :data:`INPUT_KINDS`).
+
+    Files named as a radar format are radar even when their suffix is an image's: a
+    folder of FMI GeoTIFFs (``.tif``) is read by pysteps' importer with its
+    georeferencing, not as grey-scale pictures.
+    """
     from ..data.mlcast import is_zarr_store
 
     if len(paths) == 1 and is_zarr_store(paths[0]):
@@ -48,19 +64,19 @@ def detect_kind(paths: Sequence[str | os.PathLike[str]]) -> str:
             if _input_subfolder(p) is not None:
                 return "images"
             files = [q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")]
-            if files and all(q.suffix.lower() in IMAGE_SUFFIXES for q in files):
+            if files and all(q.suffix.lower() in IMAGE_SUFFIXES for q in files) and not _radar_named(files):
                 return "images"
             return "radar"
         if p.suffix.lower() == ".npy":
             return "npy"
         if p.suffix.lower() in H5_SUFFIXES:
             return "radar" if _is_radar_h5(p) else "h5"
-        if p.suffix.lower() in IMAGE_SUFFIXES:
+        if p.suffix.lower() in IMAGE_SUFFIXES and not _radar_named(ps):
             raise ValueError(f"{p} is a single image; give the folder holding the numbered frames")
         return "radar"
     if any(p.is_dir() for p in ps):
         raise ValueError("give either one folder or a list of files, not several folders")
-    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in ps):
+    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in ps) and not _radar_named(ps):
         raise ValueError("image frames are read from a folder of numbered files; give the folder, not the files")
     if any(p.suffix.lower() == ".npy" for p in ps) or any(p.suffix.lower() in H5_SUFFIXES and not _is_radar_h5(p) for p in ps):
         raise ValueError("give one .npy or HDF5 file (holding all frames), not a list")

@@ -96,6 +96,47 @@ def test_detect_kind_and_missing(tmp_path):
         read_input([])
 
 
+def test_radar_files_with_image_suffixes_are_radar(tmp_path, monkeypatch):
+    """FMI GeoTIFFs (``.tif``) named as such go to pysteps' importer, not to the image reader (issue 18)."""
+    import diffcast.data.radar.importers as imp
+
+    folder = tmp_path / "fmi"
+    folder.mkdir()
+    tifs = [folder / f"20160928{1600 + 5 * i}_FINUTM.tif" for i in range(3)]
+    for p in tifs:
+        p.write_bytes(b"II*\x00")
+    assert detect_kind([folder]) == detect_kind(tifs) == detect_kind(tifs[:1]) == "radar"
+    numbered = tmp_path / "numbered"
+    numbered.mkdir()
+    for i in range(3):
+        (numbered / f"{i}.tif").write_bytes(b"")
+    assert detect_kind([numbered]) == "images"  # numbered pictures stay pictures
+    # without GDAL the GeoTIFFs give the one error naming it, never grey-scale frames without a projection
+    real = imp.importlib.util.find_spec
+    monkeypatch.setattr(imp.importlib.util, "find_spec", lambda n, *a: None if n == "osgeo" else real(n, *a))
+    with pytest.raises(ValueError, match="fmi_geotiff radar files needs GDAL"):
+        read_input([folder])
+
+
+@pytest.mark.parametrize("fmt", ["dwd_hdf5", "mch_hdf5"])
+def test_dwd_and_meteoswiss_hdf5_are_radar(tmp_path, helper_module, fmt):
+    """A DWD or MeteoSwiss HDF5 file, a list of them or their folder is radar input, not an HDF5 array."""
+    formats = helper_module("unit/data/test_radar_formats_pysteps.py")
+    name, write, _, _ = formats.CASES[fmt]
+    paths = []
+    for k in range(3):
+        t = formats.T0 + dt.timedelta(minutes=5 * k)
+        paths.append(tmp_path / name(t))
+        write(paths[-1], t)
+    if fmt == "mch_hdf5":  # MeteoSwiss files need no root what group (pysteps reads without it): known by name
+        with h5py.File(paths[0], "a") as f:
+            del f["what"]
+    for given in ([tmp_path], paths, paths[:1]):
+        assert detect_kind(given) == "radar", given
+    raw = read_input(paths[:1])
+    assert raw.kind == "radar" and raw.grid is not None and raw.times == [formats.T0]
+
+
 # ----------------------------------------------------------------------------- fitting
 def test_fit_grid_area_average_matches_block_mean():
     x = _frames(2, 16, 24)

@@ -39,11 +39,17 @@ def _is_odim(path: Path) -> bool:
         return False
 
 
+#: HDF5 radar formats known by their file names (their contents need not be ODIM-complete:
+#: pysteps reads MeteoSwiss HDF5 without a root ``what`` group, the time comes from the name).
+_NAMED_H5_FORMATS = ("knmi", "dwd_hdf5", "mch_hdf5")
+
+
 def _is_radar_h5(path: Path) -> bool:
-    """An ODIM composite, or a KNMI radar file by its name (``RAD_NL25_RAP_NA_201008260000.h5``)."""
+    """An ODIM composite, or a KNMI, DWD or MeteoSwiss radar file by its name
+    (``RAD_NL25_RAP_NA_201008260000.h5``, ``20250604_1700_RY.h5``, ``RZC241231200VL.801.h5``)."""
     from ...data.radar import RADAR_FORMATS
 
-    return bool(RADAR_FORMATS["knmi"].match(path)) or _is_odim(path)
+    return any(RADAR_FORMATS[f].match(path) for f in _NAMED_H5_FORMATS) or _is_odim(path)
 
 
 def _read_radar(paths: Sequence[Path], fmt: str | None, probe: int | None = None, pattern: str | None = None) -> RawInput:
