@@ -375,6 +375,10 @@ def default_prob_threshold(meta: DatasetMeta) -> float:
     return float(th[(len(th) - 1) // 2])
 
 
+#: Width of one frame of the PNG panel, inches.
+PANEL_CELL_INCH = 1.6
+
+
 def save_forecast_panel(
     path: str | os.PathLike[str],
     x_in: np.ndarray,
@@ -426,6 +430,17 @@ def save_forecast_panel(
     n_cols = max(1, min(n_cols, t_out))
     leads = np.unique(np.linspace(0, t_out - 1, n_cols).round().astype(int))
     n_cols = len(leads)
+    # Each frame is drawn about 1.6 inch wide: keep every s-th pixel, s leaving at least twice the pixels
+    # drawn (the "nearest" look is unchanged), so a 2200 x 1900 domain does not cost matplotlib gigabytes.
+    # Means and exceedances are pointwise, so taking them after the stride changes no pixel shown.
+    s = max(1, int(max(x_in.shape[-2:]) // (2 * PANEL_CELL_INCH * dpi)))
+    if s > 1:
+        x_in, fc = x_in[..., ::s, ::s], fc[:, leads, ::s, ::s]
+        nodata = None if nodata is None else nodata[::s, ::s]
+        y_true = None if y_true is None else np.asarray(y_true)[..., ::s, ::s]
+    else:
+        fc = fc[:, leads]
+    # fc now holds the shown leads only: column c is lead leads[c]
     obs_idx = list(range(max(0, t_in - n_cols), t_in))
 
     rows: list[tuple[str, list[np.ndarray | None], list[str], str]] = []
@@ -437,13 +452,14 @@ def save_forecast_panel(
         yt = np.asarray(y_true, dtype=np.float32)
         rows.append(("truth", [yt[k] if k < yt.shape[0] else None for k in leads], lead_titles, "value"))
     multi = fc.shape[0] > 1
-    rows.append(("ensemble mean" if multi else "forecast", [fc.mean(axis=0)[k] for k in leads], lead_titles, "value"))
+    mean = fc.mean(axis=0)
+    rows.append(("ensemble mean" if multi else "forecast", list(mean), lead_titles, "value"))
     if multi:
         for m in range(min(members_shown, fc.shape[0])):
-            rows.append((f"member {m + 1}", [fc[m, k] for k in leads], lead_titles, "value"))
-    prob = exceeds(fc, thr, meta).mean(axis=0)
+            rows.append((f"member {m + 1}", list(fc[m]), lead_titles, "value"))
+    prob = exceeds(fc, thr, meta).mean(axis=0, dtype=np.float32)
     unit = display_unit(meta)
-    rows.append((f"P(>= {threshold_value(thr, meta):g}{' mm/h' if is_rain_rate(meta) else ''})", [prob[k] for k in leads], lead_titles, "prob"))
+    rows.append((f"P(>= {threshold_value(thr, meta):g}{' mm/h' if is_rain_rate(meta) else ''})", list(prob), lead_titles, "prob"))
 
     def shown(img: np.ndarray, kind: str) -> np.ndarray:
         v = np.asarray(img, dtype=np.float32) if kind == "prob" else display_values(img, meta)
@@ -453,7 +469,7 @@ def save_forecast_panel(
 
     vcmap, vnorm = value_cmap(meta)
     pcmap, pnorm = prob_cmap()
-    fig = Figure(figsize=(1.6 * n_cols + 1.4, 1.65 * len(rows) + 0.5), dpi=dpi)
+    fig = Figure(figsize=(PANEL_CELL_INCH * n_cols + 1.4, 1.65 * len(rows) + 0.5), dpi=dpi)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, (label, imgs, titles, kind) in enumerate(rows):
