@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="teacher: run folder, checkpoint folder, model file or shipped model name")
     p.add_argument("--steps", type=int, default=None, metavar="K", help="student sampling steps (1, 2, 4, ...)")
     p.add_argument("--substeps", type=int, default=None, metavar="R",
-                   help="teacher DDIM steps per student step (default 8; cost: R teacher calls per example)")
+                   help="steps of the teacher's own sampler (e.g. UniPC-3) per student step (default 8; cost: R teacher calls per example)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of the student's run, e.g. --set train.max_steps=1000 or "
                    "--set data.kwargs.root=../shared/data/radar")
