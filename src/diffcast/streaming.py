@@ -146,9 +146,10 @@ class FolderWatcher:
     crop, size, t_in, t_out, data_meta
         As for :func:`~diffcast.pipeline.model.make_nowcaster` and
         :func:`~diffcast.pipeline.prepare.prepare_input`.
-    members, seed, prob_threshold, sample_kwargs, command, units, html
+    members, seed, prob_threshold, sample_kwargs, command, units, html, output_format
         As for :func:`~diffcast.pipeline.run.run_nowcast` (the seed, when given, is
-        used for every cycle).
+        used for every cycle; ``output_format="zarr"`` writes ``forecast.zarr`` instead
+        of ``forecast.nc`` in each output folder).
 
     Raises
     ------
@@ -181,6 +182,7 @@ class FolderWatcher:
         command: Sequence[str] | None = None,
         units: str = "auto",
         html: bool = True,
+        output_format: str = "netcdf",
     ) -> None:
         from .data.radar import RADAR_FORMATS
         from .inference import BASELINES
@@ -198,6 +200,10 @@ class FolderWatcher:
             raise ValueError(f"--members must be >= 1, got {members}")
         if units not in OUTPUT_UNITS:
             raise ValueError(f"unknown units {units!r}; choose one of: {', '.join(OUTPUT_UNITS)}")
+        from .pipeline.run import OUTPUT_FORMATS
+
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output format {output_format!r}; choose one of: {', '.join(OUTPUT_FORMATS)}")
         if radar_format is not None and radar_format not in RADAR_FORMATS:
             raise ValueError(f"unknown radar format {radar_format!r}; choose one of: {', '.join(RADAR_FORMATS)}")
         if crop not in ("none", "center"):
@@ -213,6 +219,7 @@ class FolderWatcher:
         self._run_args: dict[str, Any] = {
             "members": members, "seed": seed, "prob_threshold": prob_threshold, "sample_kwargs": sample_kwargs,
             "spec": self.spec, "command": command, "units": units, "progress": False, "html": html,
+            "output_format": output_format,
         }
         # Built now, so that a bad checkpoint or option fails before the first poll; it also
         # gives t_in and (checkpoints) the time step the inputs must have.

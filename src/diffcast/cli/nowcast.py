@@ -254,8 +254,7 @@ def watch(args: argparse.Namespace) -> int:
     ignored = {"--input-kind": args.input_kind not in (None, "radar"), "--h5-key": args.h5_key is not None,
                "--sample-index": args.sample_index is not None, "--layout": args.layout != "auto",
                "--start-frame": args.start_frame is not None, "--analysis-time": args.analysis_time is not None,
-               "--standard-name": args.standard_name is not None, "--storage-option": bool(args.storage_option),
-               "--format": args.output_format != "netcdf"}
+               "--standard-name": args.standard_name is not None, "--storage-option": bool(args.storage_option)}
     bad = [k for k, v in ignored.items() if v]
     if bad:
         raise ValueError(f"--watch reads radar files and nowcasts the newest frames; {', '.join(bad)} does not apply")
@@ -266,7 +265,7 @@ def watch(args: argparse.Namespace) -> int:
         crop=args.crop, size=tuple(args.size) if args.size else None, t_in=args.t_in, t_out=args.t_out,
         data_meta=args.data_meta, members=args.members, seed=args.seed, prob_threshold=args.prob_threshold,
         sample_kwargs=_sample_kwargs(args), units=args.units, html=not args.no_html,
-        command=_command(),
+        command=_command(), output_format=args.output_format,
     )
     # One log line per cycle: the per-step INFO lines of reading and writing only with -v.
     levels = {} if args.verbose else {"diffcast": logging.WARNING,

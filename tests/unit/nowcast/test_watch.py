@@ -330,3 +330,20 @@ def test_keep_removes_old_outputs(tmp_path, staging, caplog):
     assert any("housekeeping: removed 1 old output folder(s)" in r.getMessage() for r in caplog.records)
     rc = main(_cli(watch, out, "--keep", "0", "--once"))
     assert rc == 2
+
+
+def test_watch_writes_zarr_with_format_zarr(tmp_path, staging):
+    import xarray as xr
+
+    watch, out = tmp_path / "in", tmp_path / "out"
+    watch.mkdir()
+    _arrive(staging, watch, 0, 1, 2)
+    assert main(_cli(watch, out, "--once", "--format", "zarr", "--no-html")) == 0
+    folder = out / _out(2)
+    assert (folder / "forecast.zarr").is_dir() and not (folder / "forecast.nc").exists()
+    with xr.open_zarr(folder / "forecast.zarr") as ds:
+        assert ds.forecast.sizes["time"] == 2 and ds.attrs["model"] == "persistence"
+    assert "forecast.zarr" in json.loads((folder / "run.json").read_text())["outputs"]
+    _no_temp(out)
+    with pytest.raises(ValueError, match="unknown output format 'grib'"):
+        _watcher(watch, out, output_format="grib")
