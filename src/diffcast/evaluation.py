@@ -22,7 +22,7 @@ import torch
 
 from .data.contract import DatasetMeta, split_sequence
 from .data.transforms import transcode
-from .metrics import Evaluator, threshold_key
+from .metrics import Evaluator, nodata_mask, threshold_key
 from .utils.io import atomic_write_text, ensure_writable_dir
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,11 @@ def evaluate(
         ``predict(x_in, members=, seed=, **kw) -> result.forecast (M, B, T_out, C, H, W)``
         (:class:`diffcast.inference.Nowcaster`). All must share ``t_in`` and ``t_out``.
     dataset : torch Dataset
-        Items ``(T, C, H, W)`` in ``[0, 1]`` with ``T >= t_in + t_out``.
+        Items ``(T, C, H, W)`` in ``[0, 1]`` with ``T >= t_in + t_out``. Where the dataset
+        says ``nan_is_nodata`` (the mlcast dataset), NaN marks pixels without data: the
+        models see them as 0 (as in training) and every score leaves them out
+        (:mod:`diffcast.metrics.nodata`); windows without any observed data are skipped and
+        counted (``no_data`` in the results). Elsewhere NaN in the observed frames is an error.
     meta : DatasetMeta, optional
         Scale and thresholds; defaults to ``dataset.meta``.
     members : int
@@ -220,19 +224,25 @@ def evaluate(
         if device is not None:
             nc.model.to(device)
     kwargs = dict(sample_kwargs or {})
+    nan_is_nodata = bool(getattr(dataset, "nan_is_nodata", False))
     bar = tqdm(total=sum(len(b) for b in batches), desc="evaluate", unit="seq", disable=not (progress and is_main))
     for batch in batches:
         seq = torch.stack([torch.as_tensor(dataset[i]) for i in batch]).to(torch.float32)
         if seq.ndim != 5:
             raise ValueError(f"dataset items must be (T, C, H, W), got a batch of shape {tuple(seq.shape)}")
         x_in, y_true = split_sequence(seq, t_in, t_out)
-        if bool(torch.isnan(y_true).any()):
+        mask = nodata_mask(y_true)
+        if mask is not None and not nan_is_nodata:
             raise ValueError(
-                f"items {batch[0]}..{batch[-1]}: observed frames have pixels without data (NaN), and the metrics "
-                "have no mask; evaluate on fully covered crops (the mlcast dataset's val/test crops are)"
+                f"items {batch[0]}..{batch[-1]}: observed frames have pixels without data (NaN), but the dataset "
+                "does not say that NaN means no data (nan_is_nodata); evaluate on fully covered crops or mark "
+                "the dataset's NaN as no data"
             )
+        if nan_is_nodata and bool(torch.isnan(x_in).any()):
+            x_in = torch.nan_to_num(x_in, nan=0.0, posinf=float("inf"), neginf=float("-inf"))  # as the trainer
         if device is not None:
             x_in, y_true = x_in.to(device), y_true.to(device)
+            mask = None if mask is None else mask.to(device)
         for nc in nowcasters:
             extra = kwargs if nc.is_probabilistic else {}
             # A model sees the frames in its own encoding (e.g. dBZ / 90) and is scored in the data's (mm/h / 200).
@@ -241,14 +251,15 @@ def evaluate(
             x_model = transcode(x_in, meta, own) if recode else x_in
             out = nc.predict(x_model, members=members, seed=seed + batch[0], **extra)
             fc = transcode(out.forecast, own, meta) if recode else out.forecast
-            evaluators[nc.name].update(y_true, fc)
+            evaluators[nc.name].update(y_true, fc, mask=mask)
         bar.update(len(batch))
     bar.close()
     results = {}
     for name, ev in evaluators.items():
         ev = _gather_evaluator(ev, accelerator)
         if ev.lead_times is None or float(ev.state_dict()["n_samples"][0]) == 0:
-            raise ValueError("no sequences were evaluated")
+            n_skip = int(ev.state_dict()["nodata.windows"][0]) if ev.lead_times is not None else 0
+            raise ValueError(f"no sequences were evaluated{f': all {n_skip} had no observed data' if n_skip else ''}")
         res = ev.compute()
         res["lead_time_min"] = [float(meta.timestep_min) * (i + 1) for i in range(t_out)]
         results[name] = res
@@ -316,6 +327,13 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]], meta: DatasetMeta |
          "CRPS in [0, 1] units (equals MAE / scale for a deterministic model); MSE in threshold-space units")
         + "; ensembles: CSI/HSS/SSIM averaged over members (ensemble-mean scores in metrics.json)."
     )
+    nodata = [r["no_data"] for r in results.values() if "no_data" in r]
+    if nodata:
+        nd = nodata[0]
+        notes.append(
+            f"Pixels without data left out of every score ({100.0 * nd['covered_fraction']:.1f} % of the observed "
+            f"pixels have data); {nd['windows_skipped']} window(s) without any data skipped."
+        )
     skipped: dict[tuple[str, str], list[str]] = {}
     for name, r in results.items():
         for what, why in r.get("skipped", {}).items():

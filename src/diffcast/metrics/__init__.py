@@ -1,7 +1,8 @@
 """Verification scores: pure torch/numpy, vectorised, with streaming accumulators.
 
 Imports nothing from :mod:`diffcast.models`. The main entry is :class:`Evaluator`
-(the DiffCast protocol plus CRPS, Brier, reliability, rank histogram, spread-skill and FSS);
+(the DiffCast protocol plus CRPS, Brier, reliability, rank histogram, spread-skill and FSS;
+pixels without data left out by the rules of :mod:`.nodata`);
 its CPU path walks the batch by lead times (:mod:`.chunked`) with compiled Numba kernels that
 score each frame in one pass (:mod:`.fused`), or NumPy + OpenCV kernels (:mod:`.kernels`)
 where Numba does not work.
@@ -28,8 +29,16 @@ from .ensemble import (
 )
 from .evaluator import FRAME_SCORES, Evaluator, threshold_key
 from .lpips import LPIPSAlex, load_lpips
+from .nodata import (
+    masked_counts,
+    masked_frame_errors,
+    masked_fss_sums,
+    masked_pool_counts,
+    masked_ssim_frames,
+    nodata_mask,
+)
 from .spatial import box_fraction, fss_from_sums, fss_sums
-from .ssim import ssim_frames
+from .ssim import ssim_frames, ssim_map
 
 __all__ = [
     "COUNT_NAMES",
@@ -49,12 +58,19 @@ __all__ = [
     "fss_from_sums",
     "fss_sums",
     "load_lpips",
+    "masked_counts",
+    "masked_frame_errors",
+    "masked_fss_sums",
+    "masked_pool_counts",
+    "masked_ssim_frames",
     "max_pool_frames",
+    "nodata_mask",
     "rank_histogram_counts",
     "reliability_bin_edges",
     "reliability_sums",
     "scores_from_counts",
     "ssim_frames",
+    "ssim_map",
     "threshold_bins",
     "threshold_key",
 ]

@@ -75,8 +75,13 @@ def contingency_counts(
     return counts_from_bins(threshold_bins(obs_code, thr), threshold_bins(pred_code, thr), thr.numel())
 
 
-def counts_from_bins(b_obs: torch.Tensor, b_pred: torch.Tensor, n_thr: int) -> torch.Tensor:
+def counts_from_bins(
+    b_obs: torch.Tensor, b_pred: torch.Tensor, n_thr: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Contingency counts from threshold bins (:func:`threshold_bins`) of shape ``(N, L, ...)``.
+
+    ``mask`` (bool, broadcastable to the bins), when given, keeps only the pixels where it
+    is True (pixels with data, see :mod:`.nodata`).
 
     Returns
     -------
@@ -92,7 +97,8 @@ def counts_from_bins(b_obs: torch.Tensor, b_pred: torch.Tensor, n_thr: int) -> t
     device = b_obs.device
     lead = torch.arange(n_lead, device=device, dtype=torch.int32).view(1, n_lead, *([1] * (b_obs.ndim - 2)))
     index = (b_obs.to(torch.int32) * nb + b_pred).add_(lead * (nb * nb))
-    joint = torch.bincount(index.reshape(-1), minlength=n_lead * nb * nb).view(n_lead, nb, nb)
+    flat = index.reshape(-1) if mask is None else index[mask.expand(index.shape)]
+    joint = torch.bincount(flat, minlength=n_lead * nb * nb).view(n_lead, nb, nb)
     joint = joint.to(torch.float64)
     # suffix[l, i, j] = number of pixels with obs bin >= i and pred bin >= j
     suffix = joint.flip(1).cumsum(1).flip(1).flip(2).cumsum(2).flip(2)

@@ -31,6 +31,19 @@ without Numba, NumPy + OpenCV kernels (:mod:`.kernels`); elsewhere (or ``backend
 from torch operations on the tensors' device. All reproduce the protocol's float32 threshold
 test exactly and agree with each other to float32 rounding in the continuous scores.
 
+No data: :meth:`Evaluator.update` takes a ``mask`` (True where the observation has data,
+e.g. ``~isnan(y_true)`` for the mlcast dataset's items). Every score is then computed over
+the pixels with data only, by the rules of :mod:`.nodata` (contingency counts over those
+pixels; a pooled cell counts where one of its pixels has data, pooling those only; FSS with
+no data as no event and sums over the data; MSE/MAE and the other frame scores per frame
+over its data, frames weighted by their fraction of data; SSIM over the windows fully on
+data; LPIPS on fully covered frames only; CRPS, Brier, reliability, rank histogram and
+spread over the points with data), on the torch code path (on CPU several times slower
+than the Numba kernels, which unmasked batches keep). A window (sample) without any
+data is skipped and counted (``no_data`` in the report, with the covered fraction). A mask
+that is True everywhere, or none, leaves the protocol's numbers unchanged bit for bit;
+without a mask NaN is an error.
+
 State is a flat dict of float64 tensors (:meth:`Evaluator.state_dict`); all entries are
 sums, so :meth:`Evaluator.merge` (or summing gathered states) is exact and streaming over
 batches gives the same result as one big batch.
@@ -46,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import chunked, fused, kernels
+from . import chunked, fused, kernels, nodata
 from .contingency import counts_from_bins, max_pool_frames, scores_from_counts, threshold_bins
 from .continuous import frame_errors
 from .ensemble import crps_terms, rank_histogram_counts, reliability_bin_edges
@@ -235,6 +248,9 @@ class Evaluator:
     def _shapes(self, n_lead: int, members: int | None) -> dict[str, tuple[int, ...]]:
         k = len(self.thresholds)
         shapes: dict[str, tuple[int, ...]] = {"n_samples": (1,)}
+        # windows skipped for having no data at all; observed pixels with data, all observed pixels
+        shapes["nodata.windows"] = (1,)
+        shapes["nodata.pixels"] = (2,)
         shapes.update(self._det_shapes("det", n_lead))
         shapes["prob.crps"] = (n_lead, 3)  # standard sum, fair sum, number of points
         if members is not None and members >= 2:
@@ -305,6 +321,8 @@ class Evaluator:
             ev._allocate(lead, members or None)
             for name in ev._state:
                 if name not in state:
+                    if name.startswith("nodata."):  # a state saved before no-data masks: zero
+                        continue
                     raise ValueError(f"Evaluator state lacks {name!r}")
                 ev._state[name] = state[name].detach().to("cpu", torch.float64).clone().reshape(ev._state[name].shape)
         return ev
@@ -337,7 +355,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
-    def update(self, y_true: Any, y_pred: Any) -> None:
+    def update(self, y_true: Any, y_pred: Any, mask: Any = None) -> None:
         """Accumulate one batch.
 
         Parameters
@@ -346,6 +364,18 @@ class Evaluator:
             ``(B, T, C, H, W)`` observations in ``[0, 1]`` (clipped).
         y_pred : array or Tensor
             ``(B, T, C, H, W)`` forecast, or ``(M, B, T, C, H, W)`` ensemble, in ``[0, 1]``.
+        mask : array or Tensor of bool, optional
+            True where the observation has data, broadcastable to ``(B, T, C, H, W)``
+            (:func:`.nodata.nodata_mask` makes it from NaN). Pixels without data are left out
+            of every score (module docstring) and may hold anything, NaN included, in
+            ``y_true`` and ``y_pred``; windows without any data are skipped and counted.
+            ``None`` or all True: the unmasked protocol, bit for bit.
+
+        Raises
+        ------
+        ValueError
+            Wrong shapes or dtypes, NaN or inf (without a mask, or at pixels with data), a
+            mask that is not boolean or does not broadcast.
         """
         obs = _to_tensor(y_true, "y_true")
         pred = _to_tensor(y_pred, "y_pred")
@@ -366,6 +396,12 @@ class Evaluator:
         if self.members is not None and m != self.members:
             raise ValueError(f"expected {self.members} ensemble member(s), got {m}; use one Evaluator per ensemble size")
         pred = pred.to(obs.device)
+        if mask is not None:
+            valid = self._check_mask(mask, obs)
+            if not bool(valid.all()):
+                self._update_masked(obs, pred, valid)
+                return
+            # data everywhere: the unmasked protocol below
         if self._use_cpu_kernels(obs):
             sums = self._cpu_sums(obs, pred)  # validates before any state changes
             self._allocate_for(n_lead, m)
@@ -380,6 +416,7 @@ class Evaluator:
         obs_rep = obs_code.unsqueeze(0).expand(m, *obs.shape).reshape(m * b, *obs.shape[1:])
         self._update_det("det", obs_rep, flat, obs_once=obs_code)
         self._state["n_samples"] += b
+        self._state["nodata.pixels"] += obs.numel()
         self._update_prob(obs_code, pred_code, obs01, pred01)
         if m >= 2:
             mean_code = pred_code.mean(dim=0)
@@ -446,6 +483,7 @@ class Evaluator:
         for name, value in sums.items():
             self._add(name, value)
         self._state["n_samples"] += obs.shape[0]
+        self._state["nodata.pixels"] += obs.numel()
 
     def _note_ssim_skipped(self, h: int, w: int) -> None:
         if self.ssim:
@@ -604,6 +642,136 @@ class Evaluator:
         err = (mean - obs_code).square_()
         self._add("prob.spread", torch.stack([per_lead(var), per_lead(err)], dim=-1))
 
+    # ------------------------------------------------------------------ no data (masked torch path)
+    @staticmethod
+    def _check_mask(mask: Any, obs: torch.Tensor) -> torch.Tensor:
+        """The mask as a bool tensor of ``obs``'s shape (a broadcast view) on its device."""
+        if isinstance(mask, np.ndarray):
+            mask = torch.from_numpy(np.ascontiguousarray(mask))
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            what = type(mask).__name__ if not isinstance(mask, torch.Tensor) else f"dtype {mask.dtype}"
+            raise ValueError(f"mask must be a boolean array or tensor (True where there are data), got {what}")
+        lead = obs.ndim - mask.ndim
+        if lead < 0 or any(a not in (1, b) for a, b in zip(mask.shape, obs.shape[lead:])):
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to y_true {tuple(obs.shape)}")
+        return mask.to(obs.device).expand(obs.shape)
+
+    def _update_masked(self, obs: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor) -> None:
+        """:meth:`update` over the pixels with data (``valid``), with the torch operations of :mod:`.nodata`."""
+        m, b, n_lead = pred.shape[:3]
+        # values where there are no data are never scored: zero them so NaN there is harmless
+        obs01 = _clip01(obs.masked_fill(~valid, 0.0), "y_true (at pixels with data)")
+        pred01 = _clip01(pred.masked_fill(~valid, 0.0), "y_pred (at pixels with data)")
+        self._allocate_for(n_lead, m)
+        has_data = valid.reshape(b, -1).any(dim=1)
+        n_keep = int(has_data.sum())
+        self._state["nodata.windows"] += b - n_keep
+        if n_keep == 0:
+            return
+        if n_keep < b:
+            obs01, pred01, valid = obs01[has_data], pred01[:, has_data], valid[has_data]
+            b = n_keep
+        self._state["nodata.pixels"] += torch.tensor([float(valid.sum()), float(valid.numel())], dtype=torch.float64)
+        obs_code = obs01 * self.scale
+        pred_code = pred01 * self.scale
+        shape = obs_code.shape[1:]
+        flat = pred_code.reshape(m * b, *shape)
+        obs_rep = obs_code.unsqueeze(0).expand(m, *obs_code.shape).reshape(m * b, *shape)
+        valid_rep = valid.unsqueeze(0).expand(m, *valid.shape).reshape(m * b, *shape)
+        self._update_det_masked("det", obs_rep, flat, valid_rep, obs_once=obs_code, valid_once=valid)
+        self._state["n_samples"] += b
+        self._update_prob_masked(obs_code, pred_code, obs01, pred01, valid)
+        if m >= 2:
+            self._update_det_masked("mean", obs_code, pred_code.mean(dim=0), valid)
+
+    def _update_det_masked(
+        self, prefix: str, obs_code: torch.Tensor, pred_code: torch.Tensor, valid: torch.Tensor,
+        obs_once: torch.Tensor | None = None, valid_once: torch.Tensor | None = None,
+    ) -> None:
+        """:meth:`_update_det` over the pixels with data (rules in :mod:`.nodata`)."""
+        thr = torch.tensor(self.thresholds, dtype=obs_code.dtype, device=obs_code.device)
+        n_thr = len(self.thresholds)
+        b_obs = threshold_bins(obs_code, thr)
+        b_pred = threshold_bins(pred_code, thr)
+        self._add(f"{prefix}.counts", nodata.masked_counts(b_obs, b_pred, valid, n_thr))
+        for p in self.pool_sizes:
+            self._add(f"{prefix}.pool{p}", nodata.masked_pool_counts(b_obs, b_pred, valid, p, n_thr))
+        for s in self.fss_scales:
+            self._add(f"{prefix}.fss{s}", nodata.masked_fss_sums(
+                pred_code, obs_code if obs_once is None else obs_once, valid if valid_once is None else valid_once, thr, s,
+            ))
+        n, n_lead = obs_code.shape[:2]
+        errs, weight = nodata.masked_frame_errors(pred_code, obs_code, valid, self.scale)
+        sums = torch.zeros(n_lead, len(FRAME_SCORES), dtype=torch.float64)
+        counts = torch.zeros_like(sums)
+        for j, key in enumerate(("mse", "mae", "rmse", "psnr")):  # frames weighted by their fraction of data
+            sums[:, j] = (errs[key] * weight).sum(0).cpu()
+            counts[:, j] = weight.sum(0).cpu()
+        h, w = obs_code.shape[-2:]
+        if self.ssim and min(h, w) >= WINDOW:
+            ssim, sw = nodata.masked_ssim_frames(pred_code, obs_code, valid, self.scale)
+            sums[:, 4] = (ssim * sw).sum(0).cpu()
+            counts[:, 4] = sw.sum(0).cpu()
+        else:
+            self._note_ssim_skipped(h, w)
+        if self.lpips is not None:  # fully covered frames only
+            complete = valid.reshape(n, n_lead, -1).all(dim=-1)
+            if bool(complete.any()):
+                lp = self._lpips_frames(pred_code[complete].unsqueeze(1), obs_code[complete].unsqueeze(1))
+                if lp is not None:
+                    lead = complete.nonzero()[:, 1].cpu()
+                    sums[:, 5].index_add_(0, lead, lp[:, 0])
+                    counts[:, 5] = complete.sum(0, dtype=torch.float64).cpu()
+        self._add(f"{prefix}.frame_sum", sums)
+        self._add(f"{prefix}.frame_n", counts)
+
+    def _update_prob_masked(
+        self, obs_code: torch.Tensor, pred_code: torch.Tensor, obs01: torch.Tensor, pred01: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> None:
+        """:meth:`_update_prob` over the points with data."""
+        m, b, n_lead = pred_code.shape[:3]
+
+        def per_lead(x: torch.Tensor) -> torch.Tensor:  # (B, L, C, H, W) -> (L,)
+            return x.sum(dim=(-3, -2, -1), dtype=torch.float64).sum(0).cpu()
+
+        skill, pair_sum = crps_terms(pred_code, obs_code)
+        skill, pair_sum = skill.masked_fill(~valid, 0.0), pair_sum.masked_fill(~valid, 0.0)
+        crps = torch.zeros(n_lead, 3, dtype=torch.float64)
+        crps[:, 0] = per_lead(skill) - per_lead(pair_sum) / (2.0 * m * m)
+        crps[:, 1] = per_lead(skill) - per_lead(pair_sum) / (2.0 * m * (m - 1)) if m >= 2 else crps[:, 0]
+        crps[:, 2] = per_lead(valid)  # points with data, per lead
+        self._add("prob.crps", crps)
+        if m < 2:
+            return
+        n_thr = len(self.thresholds)
+        brier = torch.zeros(n_lead, n_thr, dtype=torch.float64)
+        rel = torch.zeros(n_thr, self.n_bins, 3, dtype=torch.float64)
+        lead = torch.arange(n_lead, device=obs_code.device, dtype=torch.int32).view(1, n_lead, 1, 1, 1) * (m + 1)
+        sel = valid.reshape(-1)
+        for j, thr in enumerate(self.thresholds):
+            n_exceed = torch.zeros(obs_code.shape, dtype=torch.uint8, device=obs_code.device)
+            for x in pred_code:
+                n_exceed.add_(x.ge(thr).view(torch.uint8))
+            index = (n_exceed.to(torch.int32) + lead).reshape(-1)[sel]
+            event = obs_code.ge(thr).reshape(-1)[sel]
+            total = torch.bincount(index, minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
+            hits = torch.bincount(index[event], minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
+            brier[:, j], rel[j] = self._brier_reliability(total, hits, m)
+        self._add("prob.brier", brier)
+        self._add("prob.reliability", rel)
+        self._add("prob.rank", rank_histogram_counts(pred01[:, valid], obs01[valid], x_min=self._rank_level))
+        mean = pred_code[0].clone()  # the float32 operations of _update_prob, then the mask
+        for x in pred_code[1:]:
+            mean.add_(x)
+        mean.div_(m)
+        var = torch.zeros_like(mean)
+        for x in pred_code:
+            var.add_((x - mean).square_())
+        var.div_(m - 1).masked_fill_(~valid, 0.0)
+        err = (mean - obs_code).square_().masked_fill_(~valid, 0.0)
+        self._add("prob.spread", torch.stack([per_lead(var), per_lead(err)], dim=-1))
+
     # ------------------------------------------------------------------ compute
     def _det_scores(self, prefix: str) -> dict[str, Any]:
         # NumPy on the (tiny) state arrays: a torch call per score costs ~10x more here
@@ -664,7 +832,11 @@ class Evaluator:
             If nothing has been accumulated.
         """
         if self.lead_times is None or float(self._state["n_samples"][0]) == 0:
-            raise ValueError("no samples accumulated: call update() before compute()")
+            n_skip = int(self._state["nodata.windows"][0]) if self._state else 0
+            raise ValueError(
+                f"no samples accumulated: all {n_skip} window(s) had no data" if n_skip
+                else "no samples accumulated: call update() before compute()"
+            )
         s = self._state
         out: dict[str, Any] = {
             "n_samples": int(s["n_samples"][0]),
@@ -727,5 +899,19 @@ class Evaluator:
             out["spread_skill_ratio"] = _clean(factor * tot_spread / tot_skill) if tot_skill > 0 else 0.0
             out["spread_skill_ratio_by_lead"] = [_clean(x) for x in ratio_lead.tolist()]
             out["ensemble_mean"] = self._det_scores("mean")
-        out["skipped"] = dict(sorted(self.skipped.items()))
+        skipped = dict(self.skipped)
+        n_skip, (with_data, pixels) = float(s["nodata.windows"][0]), s["nodata.pixels"].tolist()
+        if n_skip > 0 or with_data < pixels:  # a mask was used: say so (absent otherwise, as before masks)
+            out["no_data"] = {
+                "windows_skipped": int(n_skip),
+                "covered_fraction": with_data / pixels if pixels > 0 else 0.0,
+                "rule": "every score over the observed pixels with data only (diffcast.metrics.nodata); "
+                "windows without any data are skipped",
+            }
+            why = {"ssim": f"no {WINDOW}x{WINDOW} window fully covered by data at some lead time",
+                   "lpips": "no frame fully covered by data at some lead time"}
+            for name in FRAME_SCORES:
+                if name not in out and name not in skipped:
+                    skipped[name] = why.get(name, "no pixel with data at some lead time")
+        out["skipped"] = dict(sorted(skipped.items()))
         return out

@@ -15,6 +15,8 @@ boundary mix neighbouring frames but are exactly the rows the "valid" crop drops
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 WINDOW = 11
@@ -48,6 +50,14 @@ def _valid_filter(x: torch.Tensor, weights: list[float], dim: int) -> torch.Tens
 
 def _ssim_cv2(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """SSIM of ``(S, H, W)`` CPU frames (already divided by ``L``) with OpenCV filtering."""
+    import numpy as np
+
+    num = _ssim_map_cv2(x, y, g)
+    return torch.from_numpy(num.reshape(num.shape[0], -1).mean(axis=1, dtype=np.float64))
+
+
+def _ssim_map_cv2(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> Any:
+    """SSIM map (NumPy, input precision) of ``(S, H, W)`` CPU frames already divided by ``L``."""
     import cv2
     import numpy as np
 
@@ -77,7 +87,7 @@ def _ssim_cv2(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor
     num = (2.0 * mu_xy + c1) * (2.0 * cov + c2)
     den = (mu_x + mu_y + c1) * (var_x + var_y + c2)
     num /= den
-    return torch.from_numpy(num.reshape(s, -1).mean(axis=1, dtype=np.float64))
+    return num
 
 
 def ssim_frames(
@@ -133,6 +143,11 @@ def ssim_frames(
     g = gaussian_kernel_1d(window, sigma)
     if backend == "cv2":
         return _ssim_cv2(x.cpu(), y.cpu(), g).to(pred.device).reshape(lead_shape)
+    return _ssim_map_torch(x, y, g).to(torch.float64).mean(dim=(1, 2)).reshape(lead_shape)
+
+
+def _ssim_map_torch(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """SSIM map of ``(S, H, W)`` frames already divided by ``L``: ``(S, H - n + 1, W - n + 1)``."""
     n = x.shape[0]
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=0)
     gl = g.tolist()
@@ -145,4 +160,32 @@ def ssim_frames(
     mu_yy = mu_y * mu_y
     num = (2.0 * mu_xy + c1) * (2.0 * (e_xy - mu_xy) + c2)
     den = (mu_xx + mu_yy + c1) * ((e_xx - mu_xx) + (e_yy - mu_yy) + c2)
-    return (num / den).to(torch.float64).mean(dim=(1, 2)).reshape(lead_shape)
+    return num / den
+
+
+def ssim_map(
+    x: torch.Tensor, y: torch.Tensor, window: int = WINDOW, sigma: float = SIGMA, backend: str = "auto"
+) -> torch.Tensor:
+    """SSIM map of ``(S, H, W)`` frames already divided by their data range (input precision).
+
+    Entry ``[s, i, j]`` is the SSIM of the window with top-left pixel ``(i, j)`` (centre
+    ``(i + window // 2, j + window // 2)``); only windows fully inside the frame, as in
+    :func:`ssim_frames`, which averages this map. ``backend`` as there.
+
+    Returns
+    -------
+    Tensor
+        ``(S, H - window + 1, W - window + 1)``, dtype of ``x``.
+    """
+    if x.shape != y.shape or x.ndim != 3:
+        raise ValueError(f"expected two (S, H, W) stacks of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"SSIM needs frames of at least {window}x{window} pixels, got {x.shape[-2]}x{x.shape[-1]}")
+    if backend not in ("auto", "cv2", "torch"):
+        raise ValueError(f"backend must be 'auto', 'cv2' or 'torch', got {backend!r}")
+    if backend == "auto":
+        backend = "cv2" if x.device.type == "cpu" and _has_cv2() else "torch"
+    g = gaussian_kernel_1d(window, sigma)
+    if backend == "cv2":
+        return torch.from_numpy(_ssim_map_cv2(x.cpu(), y.cpu(), g)).to(x.device)
+    return _ssim_map_torch(x, y, g)

@@ -610,7 +610,8 @@ class Trainer:
 
         Returns the scalar scores of :class:`diffcast.metrics.Evaluator` (``csi_m``,
         ``csi_pool16_m``, ``crps``, ... in threshold space) plus ``mse01``, the mean
-        squared error of the ensemble mean in ``[0, 1]`` units.
+        squared error of the ensemble mean in ``[0, 1]`` units. For datasets with
+        ``nan_is_nodata`` every score is over the pixels with data (NaN inputs are 0 for the model).
         """
         cfg, tc = self.cfg, self.cfg.train
         model = self.ema.module.eval()
@@ -630,12 +631,16 @@ class Trainer:
         if tc.val_sampler_steps is not None:
             sample_kwargs["steps"] = tc.val_sampler_steps
         probabilistic = hasattr(model, "sample") and hasattr(model, "backbone")
+        nan_is_nodata = bool(getattr(self.val_ds, "nan_is_nodata", False))
         sq_err, count = 0.0, 0
         with _isolated_rng(device):
             gen = torch.Generator(device=device).manual_seed(cfg.seed)
             for seq in loader:
                 seq = seq.to(device)
                 x_in, y_true = split_sequence(seq[:, : cfg.model.t_in + cfg.model.t_out], cfg.model.t_in, cfg.model.t_out)
+                mask = None
+                if nan_is_nodata:  # scored over the pixels with data; the model sees no data as 0, as in training
+                    x_in, _, mask = _nodata_mask(x_in, y_true)
                 with self.acc.autocast():
                     if probabilistic:
                         pred = model.sample(x_in, members=tc.val_members, generator=gen, **sample_kwargs).forecast
@@ -643,9 +648,13 @@ class Trainer:
                         pred = model(x_in).clamp(0.0, 1.0).unsqueeze(0)
                 pred = pred.float()
                 if evaluator is not None:
-                    evaluator.update(y_true, pred)
-                sq_err += float(((pred.mean(0) - y_true) ** 2).sum())
-                count += y_true.numel()
+                    evaluator.update(y_true, pred, mask=mask)
+                if mask is None:
+                    sq_err += float(((pred.mean(0) - y_true) ** 2).sum())
+                    count += y_true.numel()
+                else:
+                    sq_err += float(((pred.mean(0) - y_true) ** 2)[mask].sum())
+                    count += int(mask.sum())
         scores = _scalars(evaluator.compute()) if evaluator is not None else {}
         scores["mse01"] = sq_err / max(count, 1)
         return scores
