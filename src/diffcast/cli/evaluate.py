@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     size = (ref.height, ref.width) if ref is not None else ((args.size, args.size) if args.size else None)
     sets = _parse_sets(args.data_set)
     if store:
-        # Native-resolution crops fully covered by data, scored in the chosen units (rain rate by default).
+        # Native-resolution crops (fully covered unless --set eval_min_coverage=F), scored in the chosen units (rain rate by default).
         sets.update(store_kwargs(args))
         sets.setdefault("units", args.units)
         if size is None and "size" not in sets:

@@ -87,6 +87,20 @@ def test_no_data_is_nan_in_training_items_and_absent_from_evaluation_items(tmp_p
         assert not any(torch.isnan(ev[i]).any() for i in range(len(ev)))
 
 
+def test_evaluation_crops_partly_covered_on_request_keep_nan_in_either_unit(tmp_path):
+    # 40 x 32 frames with no data in the south-west corner: every 32 x 32 crop holds some
+    store = SpecStore(write_spec_store(tmp_path / "s.zarr", n_frames=72, shape=(40, 32)))
+    for units in ("dBZ", "mm/h"):  # the rain-rate encoding keeps NaN (Marshall-Palmer alone would give 0 mm/h)
+        ev = _ds(store, "test", size=32, eval_min_coverage=0.5, units=units)
+        assert ev.min_coverage == 0.5
+        x = torch.stack([ev[i] for i in range(len(ev))])
+        nan = torch.isnan(x)
+        assert 0 < float(nan.float().mean()) < 0.5
+        assert bool(nan[:, :, :, -2:, :8].all())  # the corner's rows in every crop
+    with pytest.raises(ValueError, match="eval_min_coverage"):
+        _ds(store, "test", eval_min_coverage=0.0)
+
+
 def test_backbone_mu_units_and_metadata(tmp_path):
     pytest.importorskip("pysteps")
     store = SpecStore(write_spec_store(tmp_path / "s.zarr", n_frames=72, shape=SHAPE, kind="reflectivity",

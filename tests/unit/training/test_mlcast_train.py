@@ -1,9 +1,10 @@
-"""``diffcast train`` and ``diffcast evaluate`` on an mlcast spec store; the no-data mask in the loss."""
+"""``diffcast train`` and ``diffcast evaluate`` on an mlcast spec store; the no-data mask in the loss and the scores."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -70,7 +71,8 @@ def test_masked_loss_ignores_pixels_without_data():
 
 
 def test_train_and_evaluate_on_a_store(tmp_path, store, capsys):
-    cfg = _config(tmp_path, min_coverage=0.3, candidates=64)  # partly covered crops: NaN reaches the trainer
+    # partly covered crops in every split: NaN reaches the trainer's loss and validation, and the evaluation
+    cfg = _config(tmp_path, min_coverage=0.3, eval_min_coverage=0.3, candidates=64)
     run = tmp_path / "run"
     code = main(["train", "--config", str(cfg), "--data", store, "--train", TRAIN, "--val", VAL,
                  "--out", str(run), "--no-progress"])
@@ -83,6 +85,9 @@ def test_train_and_evaluate_on_a_store(tmp_path, store, capsys):
                         **yaml.safe_load(cfg.read_text())["data"]["kwargs"])
     used = ShardedBatches(len(ds), 4, 0, group=ds.items_per_window).epoch_indices(0)[:8]
     assert any(bool(torch.isnan(ds[i]).any()) for i in used)
+    val = DATASETS.build("mlcast", store=store, split="val", seq_len=7, train=TRAIN, val=VAL,
+                         **yaml.safe_load(cfg.read_text())["data"]["kwargs"])
+    assert any(bool(torch.isnan(val[i]).any()) for i in range(4))  # validated over the pixels with data
     _, saved, meta = load_model_file(run / "checkpoints" / "best" / "ema.safetensors")
     prov = json.loads(meta["diffcast_data"])
     assert prov["store"] == store and prov["variable"] == "rainfall_flux" and prov["units"] == "kg m-2 h-1"
@@ -92,16 +97,19 @@ def test_train_and_evaluate_on_a_store(tmp_path, store, capsys):
 
     ev = tmp_path / "eval"
     code = main(["evaluate", "--model", str(run), "--model", "persistence", "--data", store, "--test", TEST,
-                 "--steps", "2", "--limit", "4", "--no-plots", "--no-progress", "--out", str(ev)])
+                 "--set", "eval_min_coverage=0.3", "--set", "t_in=3", "--set", "candidates=64", "--steps", "2", "--limit", "4", "--no-plots", "--no-progress",
+                 "--out", str(ev)])
     assert code == 0, capsys.readouterr().err
     res = json.loads((ev / "metrics.json").read_text())
     assert res["run"]["data"] == "mlcast" and res["run"]["data_provenance"]["splits"] == {"test": [TEST]}
     for name in ("tiny_mlcast", "persistence"):
         scores = res["models"][name] if "models" in res else res[name]
         assert all(v == v for v in (scores["csi_m"], scores["crps"], scores["mse"]))  # finite: no NaN scored
+        assert 0.5 < scores["no_data"]["covered_fraction"] < 1  # test crops partly outside coverage, masked
+        assert scores["no_data"]["windows_skipped"] == 0 and scores["n_samples"] == 4
 
 
-def test_nan_observations_are_refused_by_the_metrics():
+def test_nan_observations_are_refused_where_the_dataset_does_not_call_them_no_data():
     from diffcast.evaluation import evaluate
     from diffcast.inference import Nowcaster
 
@@ -133,3 +141,23 @@ def test_bad_store_arguments(tmp_path, store, capsys):
     assert "no time range for the test split" in capsys.readouterr().err
     assert main(["train", "--config", "tiny_convgru", "--test", "2020", "--out", out]) == 2
     assert "apply to a spec store" in capsys.readouterr().err
+
+
+def test_evaluate_crops_partly_outside_coverage(tmp_path, capsys):
+    # 40 x 32 frames, no data in rows 30..39 of columns 0..7: every 32 x 32 crop holds some
+    store = write_spec_store(tmp_path / "small.zarr", n_frames=40, shape=(40, 32))
+    test = "2020-06-01T01:00/2020-06-02"
+    ds = DATASETS.build("mlcast", store=store, split="test", seq_len=7, test=test, size=32, eval_min_coverage=0.5)
+    assert all(0 < float(torch.isnan(ds[i]).float().mean()) < 0.5 for i in range(4))
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", "persistence", "--t-in", "3", "--t-out", "4", "--data", store, "--test", test,
+                 "--size", "32", "--set", "eval_min_coverage=0.5", "--limit", "4", "--no-plots", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    scores = json.loads((out / "metrics.json").read_text())["models"]["persistence"]
+    assert scores["n_samples"] == 4 and scores["no_data"]["windows_skipped"] == 0
+    assert 0.5 < scores["no_data"]["covered_fraction"] < 1
+    for key in ("csi_m", "hss_m", "csi_pool4_m", "csi_pool16_m", "mse", "mae", "ssim", "crps"):
+        assert np.isfinite(scores[key]), key
+    assert 0 < scores["csi_m"] <= 1 and scores["ssim"] > 0
+    assert "Pixels without data left out" in (out / "table.md").read_text()

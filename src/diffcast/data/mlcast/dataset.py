@@ -20,8 +20,9 @@ config trains on a store by changing only its data section. Policy:
   frame among ``candidates`` random positions fixed by ``seed`` and the window);
 - no data: training crops need at least ``min_coverage`` of their pixels covered in
   every frame, and pixels without data are NaN in the item (the trainer masks them
-  out of the loss); validation and test crops must be fully covered (the metrics
-  have no mask), found by a scan of the coverage when no random candidate is.
+  out of the loss, the evaluator out of every score: :mod:`diffcast.metrics.nodata`);
+  validation and test crops need ``eval_min_coverage`` (default 1: fully covered, found
+  by a scan of the coverage when no random candidate is).
 """
 
 from __future__ import annotations
@@ -117,8 +118,11 @@ class StoreWindows(Dataset):
         dBZ counted as rain when ranking crops; crops with a smaller rain fraction are
         used only when a window has no rainier one.
     min_coverage : float
-        Fraction of a training crop's pixels that must have data in every frame
-        (validation and test crops: all of them).
+        Fraction of a training crop's pixels that must have data in every frame.
+    eval_min_coverage : float
+        The same for validation, test and ``all`` crops (default 1: fully covered, the
+        crops scored before the metrics had a no-data mask; lower it to score partly
+        covered crops, whose pixels without data every score leaves out).
     units : {"dBZ", "mm/h"}
         Encoding of the items (``dBZ / 90``, what models train on, or ``R / 200`` to
         score in rain rate); :attr:`model_meta` is the dBZ record either way.
@@ -150,6 +154,7 @@ class StoreWindows(Dataset):
         rain_threshold: float = 15.0,
         min_rain: float = 0.02,
         min_coverage: float = 0.75,
+        eval_min_coverage: float = 1.0,
         units: str = "dBZ",
         mu_context: int = 256,
         augment: bool | None = None,
@@ -163,8 +168,9 @@ class StoreWindows(Dataset):
             raise ValueError(f"with a backbone, t_in must lie in [1, seq_len={seq_len}), got {t_in}")
         if crops_per_window < 1 or candidates < 1:
             raise ValueError("crops_per_window and candidates must be >= 1")
-        if not 0.0 < float(min_coverage) <= 1.0:
-            raise ValueError(f"min_coverage must lie in (0, 1], got {min_coverage}")
+        for name, value in (("min_coverage", min_coverage), ("eval_min_coverage", eval_min_coverage)):
+            if not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"{name} must lie in (0, 1], got {value}")
         check_parameter_free(backbone)
         if isinstance(store, SpecStore):
             self.store = store
@@ -180,7 +186,7 @@ class StoreWindows(Dataset):
         self.crops_per_window = int(crops_per_window)
         self.candidates = int(candidates)
         self.min_rain = float(min_rain)
-        self.min_coverage = float(min_coverage) if split == "train" else 1.0
+        self.min_coverage = float(min_coverage if split == "train" else eval_min_coverage)
         self.rain_threshold = float(rain_threshold)
         self.rain_level = _rain_level(st, rain_threshold)
         self.units = units
@@ -235,7 +241,7 @@ class StoreWindows(Dataset):
         self._window: tuple[int, np.ndarray, list[tuple[int, int]]] | None = None
         self.decoded_windows = 0  # windows decompressed by this process (benchmarks, tests)
 
-    #: NaN in an item marks pixels without data (the trainer masks them out of the loss).
+    #: NaN in an item marks pixels without data (the trainer masks them out of the loss, the evaluator out of every score).
     nan_is_nodata = True
 
     # ------------------------------------------------------------------ bookkeeping
@@ -294,7 +300,7 @@ class StoreWindows(Dataset):
                 t0 = self.store.times[s]
                 raise ValueError(
                     f"{self.store.url}: no {self.size[0]} x {self.size[1]} crop of the window at {t0} has data at "
-                    "every pixel, which validation and test crops need; lower size"
+                    "every pixel, which validation and test crops need by default; lower size or eval_min_coverage"
                 )
         self._window = (w, raw, corners)
         return raw, corners
@@ -333,7 +339,9 @@ class StoreWindows(Dataset):
         if self.units != "dBZ":
             from ..transforms import transcode
 
+            nodata = np.isnan(x)
             x = transcode(x, self.model_meta, self.meta)
+            x[nodata] = np.nan  # transcode's Marshall-Palmer maps NaN to 0 mm/h: no data must stay NaN
         if self.augment:
             x = random_rot_flip(x)
         return torch.from_numpy(np.ascontiguousarray(x, np.float32))[:, None]
