@@ -1,7 +1,9 @@
 """Writers of nowcast outputs: NetCDF, pictures, HTML, and the staging that publishes them together.
 
 - :mod:`diffcast.writers.netcdf`: ``forecast.nc`` (CF-1.8: members, ensemble mean,
-  exceedance probabilities, observations, coverage, grid mapping);
+  exceedance probabilities, observations, coverage, grid mapping), written lead by lead;
+- :mod:`diffcast.writers.cf_layout`: what both forecast files hold besides the
+  gridded arrays (coordinates, grid mapping, attributes, encodings);
 - :mod:`diffcast.writers.zarr`: ``forecast.zarr`` (``--format zarr``), the same
   content as a Zarr store;
 - :mod:`diffcast.viz.animate`: ``forecast.gif`` and ``panel.png``;
