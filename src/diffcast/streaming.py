@@ -71,9 +71,7 @@ def output_name(t: dt.datetime) -> str:
 
 def _clock(t: dt.datetime, ref: dt.datetime | None = None) -> str:
     """``HH:MM`` on ``ref``'s day, else ``YYYY-mm-ddTHH:MMZ``."""
-    if ref is not None and t.date() == ref.date():
-        return t.strftime("%H:%M")
-    return t.strftime("%Y-%m-%dT%H:%MZ")
+    return t.strftime("%H:%M" if ref is not None and t.date() == ref.date() else "%Y-%m-%dT%H:%MZ")
 
 
 def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
@@ -243,14 +241,8 @@ class FolderWatcher:
         self._backlog = False
 
     # ------------------------------------------------------------------ running
-    def run(
-        self,
-        poll_seconds: float = 10.0,
-        *,
-        max_cycles: int | None = None,
-        once: bool = False,
-        sleep: Callable[[float], Any] = time.sleep,
-    ) -> list[Cycle]:
+    def run(self, poll_seconds: float = 10.0, *, max_cycles: int | None = None, once: bool = False,
+            sleep: Callable[[float], Any] = time.sleep) -> list[Cycle]:
         """Poll until ``max_cycles`` cycles have run, after one poll (``once``), or until interrupted.
 
         ``KeyboardInterrupt`` ends the run normally (the current cycle is abandoned

@@ -68,7 +68,7 @@ class Panel:
     ----------
     label : str
         Title drawn above the panel.
-    frames : ndarray
+    frames : ndarray or PerLead
         ``(T, H, W)`` values in ``[0, 1]`` (``kind="value"``) or probabilities
         (``kind="prob"``); frame ``i`` is shown in animation frame ``i`` (a panel
         with fewer frames stays blank afterwards; use ``offset`` to start later).
@@ -86,6 +86,19 @@ class Panel:
     kind: str = "value"
     offset: int = 0
     nodata: np.ndarray | None = None
+
+
+class PerLead:
+    """``(T, H, W)`` frames made when drawn, ``frame(k)`` for frame ``k``: a :class:`Panel`'s
+    frames without holding all of them (whole radar domains)."""
+
+    ndim = 3
+
+    def __init__(self, frame: Any, shape: tuple[int, ...]) -> None:
+        self._frame, self.shape = frame, tuple(shape)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return self._frame(k)
 
 
 def _is_vil(meta: DatasetMeta) -> bool:
@@ -348,12 +361,15 @@ def save_forecast_gif(
     nodata = _nodata(coverage, x_in.shape[-2:])
     first = x_in if y_true is None else np.concatenate([x_in, np.asarray(y_true, dtype=np.float32)[:t_out]])
     panels = [Panel("observed" if y_true is None else "observed / truth", first, nodata=nodata)]
-    panels.append(Panel("ensemble mean" if fc.shape[0] > 1 else "forecast", fc.mean(axis=0), offset=t_in, nodata=nodata))
+    # mean and probability one lead at a time, as each frame is drawn: not (T, H, W) arrays for all leads
+    mean = fc[0] if fc.shape[0] == 1 else PerLead(lambda k: fc[:, k].mean(axis=0), fc.shape[1:])
+    panels.append(Panel("ensemble mean" if fc.shape[0] > 1 else "forecast", mean, offset=t_in, nodata=nodata))
     if fc.shape[0] > 1:
         for m in range(min(members_shown, fc.shape[0])):
             panels.append(Panel(f"member {m + 1}", fc[m], offset=t_in, nodata=nodata))
     label = f"P(>={threshold_value(thr, meta):g}{' mm/h' if is_rain_rate(meta) else ''})"
-    panels.append(Panel(label, np.mean(exceeds(fc, thr, meta), axis=0, dtype=np.float32), kind="prob", offset=t_in, nodata=nodata))
+    prob = PerLead(lambda k: np.mean(exceeds(fc[:, k], thr, meta), axis=0, dtype=np.float32), fc.shape[1:])
+    panels.append(Panel(label, prob, kind="prob", offset=t_in, nodata=nodata))
     step = meta.timestep_min if timestep_min is None else timestep_min
     return save_panels_gif(path, panels, meta, _lead_labels(t_in, t_out, step), title=title)
 
