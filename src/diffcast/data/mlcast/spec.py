@@ -36,15 +36,17 @@ class Quantity:
     quantity: str
     factor: float
 
-    def convert(self, values: Any, hours: Any = None) -> np.ndarray:
+    def convert(self, values: Any, hours: Any = None, copy: bool = True) -> np.ndarray:
         """``(T, ...)`` values of the variable in :attr:`quantity` (float32, NaN kept).
 
         Multiplies by :attr:`factor`; amounts are then divided by ``hours``, the
         interval each frame accumulates over (a scalar or one value per frame along
         axis 0), which they need. Used by the store reader and by
         ``diffcast.nowcast`` on an ``xarray.DataArray``, so both convert alike.
+        ``copy=False``: a float32 ``values`` that the caller owns is converted in place
+        (the store reader's freshly decompressed frames: no second frame-sized copy).
         """
-        out = np.array(values, dtype=np.float32)
+        out = np.array(values, dtype=np.float32, copy=True if copy else None)
         if self.factor != 1.0:
             out *= np.float32(self.factor)
         if self.kind == "amount":

@@ -418,8 +418,9 @@ class SpecStore:
             raw = arr[int(idx[0]) : int(idx[-1]) + 1].values
         else:
             raw = arr[idx].values if idx.size else np.zeros((0, *self.grid_shape), np.float32)
+        # raw is a fresh array (xarray reads the chunks anew every time): converted in place
         out = self.q.convert(self._orient(np.asarray(raw, dtype=np.float32)),
-                             None if self._frame_hours is None else self._frame_hours[idx])
+                             None if self._frame_hours is None else self._frame_hours[idx], copy=False)
         if window is not None:
             out = out[:, window[0], window[1]]
         return out[0] if one else out
