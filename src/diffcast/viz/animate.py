@@ -246,7 +246,8 @@ def save_panels_gif(
             draw.text((x0, 1), p.label[: max(4, pw // 6)], fill=(0, 0, 0))
             k = i - p.offset
             if 0 <= k < p.frames.shape[0]:
-                rgb = colorize(p.frames[k], meta, p.kind, p.nodata)
+                nodata = p.nodata if p.nodata is None or np.ndim(p.nodata) == 2 else p.nodata[k]  # per-frame masks
+                rgb = colorize(p.frames[k], meta, p.kind, nodata)
                 canvas.paste(Image.fromarray(_upscale(rgb, scale)), (x0, head))
             else:
                 draw.rectangle([x0, head, x0 + pw - 1, head + ph - 1], fill=(235, 235, 235))

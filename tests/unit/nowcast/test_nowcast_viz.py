@@ -114,3 +114,23 @@ def test_no_coverage_is_grey_and_rain_rate_colours(tmp_path):
     assert (first == NO_COVERAGE_RGB).all(axis=-1).any()
     with pytest.raises(ValueError, match="coverage must be"):
         save_forecast_gif(tmp_path / "g.gif", x[None], fc, meta, coverage=cov[:, :2])
+
+
+def test_panels_gif_takes_one_no_data_mask_per_frame(tmp_path):
+    """A ``(T, H, W)`` mask greys frame k's own pixels (NaN that advection brings in grows with lead)."""
+    from diffcast.viz.animate import NO_COVERAGE_RGB
+
+    frames = np.full((3, 8, 8), 0.5, np.float32)
+    nodata = np.zeros((3, 8, 8), bool)
+    nodata[1, :, :2] = True
+    nodata[2, :, :4] = True
+    path = save_panels_gif(tmp_path / "p.gif", [Panel("x", frames, nodata=nodata)], SEVIR_META, scale=1)
+    with Image.open(path) as im:
+        grey = []
+        for k in range(3):
+            im.seek(k)
+            rgb = np.asarray(im.convert("RGB"))
+            # the panel's pixels: rows below the 14-px header, columns after the 4-px gap
+            body = rgb[14:22, 4:12]
+            grey.append(int((body == NO_COVERAGE_RGB).all(axis=-1).sum()))
+    assert grey == [0, 16, 32]
