@@ -15,6 +15,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[mlcast]'  # apart: see the dev extra in pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
