@@ -54,6 +54,7 @@ from . import checkpoint as ck
 from .data import ShardedBatches, build_dataset, item_seed, train_batches, val_batches
 from .ema import EMA
 from .loggers import RunLoggers
+from .model_card import write_model_card
 from .model_io import load_model_file, save_model_file
 from .optim import build_optimizer, build_scheduler
 
@@ -599,6 +600,7 @@ class Trainer:
         )
         if is_main:
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary.to_dict(), indent=2))
+            write_model_card(self.run_dir, cfg.to_dict(), summary.to_dict(), self.data_provenance)
             log.debug("%s", summary.format())
         acc.wait_for_everyone()
         return summary

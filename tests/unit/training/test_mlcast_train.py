@@ -94,6 +94,11 @@ def test_train_and_evaluate_on_a_store(tmp_path, store, capsys):
     assert prov["mlcast_dataset_identifier"] == "XX-DIFFCAST-rate" and prov["mlcast_dataset_version"] == "0.1.0"
     assert prov["splits"] == {"train": [TRAIN], "val": [VAL]}
     assert saved["data"]["kwargs"]["store"] == store and json.loads((run / "data.json").read_text()) == prov
+    card = (run / "MODEL_CARD.md").read_text()  # the same provenance in words
+    for text in ("dataset: `XX-DIFFCAST-rate`", "dataset version: `0.1.0`", f"store: `{store}`",
+                 "variable: `rainfall_flux`", "units: `kg m-2 h-1`", f"train time ranges: `{TRAIN}`",
+                 f"val time ranges: `{VAL}`", "2 of 2 updates"):
+        assert text in card, text
 
     ev = tmp_path / "eval"
     code = main(["evaluate", "--model", str(run), "--model", "persistence", "--data", store, "--test", TEST,
