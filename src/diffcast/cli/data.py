@@ -188,8 +188,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pv.add_argument(
         "--frames", type=int, default=8, help="frames drawn per sequence, evenly spaced (default 8)"
     )
-    pv.add_argument("--split", choices=(*SPLITS, "all"), default="train",
-                    help="split to draw from (default train; 'all': every event of a radar archive)")
+    pv.add_argument("--split", choices=(*SPLITS, "all"), default=None,
+                    help="split to draw from (default train; 'all': every event of a radar archive; "
+                    "a Zarr store has no splits: its windows come from the whole store)")
     pv.add_argument(
         "--seed",
         type=int,
@@ -268,7 +269,11 @@ def run_preview(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"output folder {out.parent} does not exist")
     store = _store(args)
     if store is not None:
+        if args.split not in (None, "all"):
+            raise ValueError(f"--split {args.split} does not apply to a Zarr store: its splits are the time ranges "
+                             "given to train/evaluate (--train/--val/--test); preview draws from the whole store")
         return _preview_store(store, args, out)
+    args.split = args.split or "train"
     kw = _dataset_kwargs(args)
     kind, _ = resolve_source(args.source, args.kind)
     if kind == "synthetic":

@@ -73,6 +73,11 @@ def test_preview_draws_gap_free_windows(tmp_path, capsys):
     assert main(["data", "preview", p, "--out", str(out), "--n", "2", "--frames", "3"]) == 0
     assert out.stat().st_size > 1000
     assert "2 window(s) of 3 frames" in capsys.readouterr().out
+    assert main(["data", "preview", p, "--out", str(out), "--split", "all", "--n", "1", "--frames", "3"]) == 0
+    # a store has no named splits (train/evaluate take time ranges): said, not silently ignored
+    assert main(["data", "preview", p, "--out", str(tmp_path / "q.png"), "--split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "--split test does not apply to a Zarr store" in err and not (tmp_path / "q.png").exists()
 
 
 def test_check_without_the_validator_says_how_to_install_it(tmp_path, monkeypatch, capsys):
