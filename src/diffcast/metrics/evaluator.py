@@ -595,19 +595,23 @@ class Evaluator:
         return torch.cat(out).view(n, n_lead)
 
     def _update_prob(
-        self, obs_code: torch.Tensor, pred_code: torch.Tensor, obs01: torch.Tensor, pred01: torch.Tensor
+        self, obs_code: torch.Tensor, pred_code: torch.Tensor, obs01: torch.Tensor, pred01: torch.Tensor,
+        valid: torch.Tensor | None = None,
     ) -> None:
+        """CRPS, Brier, reliability, ranks and spread; with ``valid`` (the no-data path) over the points with
+        data only, the same float32 operations followed by the mask."""
         m, b, n_lead = pred_code.shape[:3]
-        points = obs_code[:, 0].numel()
 
         def per_lead(x: torch.Tensor) -> torch.Tensor:  # (B, L, C, H, W) -> (L,): contiguous reductions first
             return x.sum(dim=(-3, -2, -1), dtype=torch.float64).sum(0).cpu()
 
         skill, pair_sum = crps_terms(pred_code, obs_code)
+        if valid is not None:
+            skill, pair_sum = skill.masked_fill(~valid, 0.0), pair_sum.masked_fill(~valid, 0.0)
         crps = torch.zeros(n_lead, 3, dtype=torch.float64)
         crps[:, 0] = per_lead(skill) - per_lead(pair_sum) / (2.0 * m * m)
         crps[:, 1] = per_lead(skill) - per_lead(pair_sum) / (2.0 * m * (m - 1)) if m >= 2 else crps[:, 0]
-        crps[:, 2] = points
+        crps[:, 2] = obs_code[:, 0].numel() if valid is None else per_lead(valid)  # points (with data) per lead
         self._add("prob.crps", crps)
         if m < 2:
             return
@@ -624,13 +628,18 @@ class Evaluator:
                 n_exceed.add_(x.ge(thr).view(torch.uint8))
             index = (n_exceed.to(torch.int32) + lead).reshape(-1)
             event = obs_code.ge(thr).reshape(-1)
+            if valid is not None:
+                index, event = index[valid.reshape(-1)], event[valid.reshape(-1)]
             total = torch.bincount(index, minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
             hits = torch.bincount(index[event], minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
             brier[:, j], rel[j] = self._brier_reliability(total, hits, m)
         self._add("prob.brier", brier)
         self._add("prob.reliability", rel)
         # ranks on the clipped [0, 1] values, as the OpenCV path (x_min mapped to that space)
-        self._add("prob.rank", rank_histogram_counts(pred01, obs01, x_min=self._rank_level))
+        if valid is None:
+            self._add("prob.rank", rank_histogram_counts(pred01, obs01, x_min=self._rank_level))
+        else:
+            self._add("prob.rank", rank_histogram_counts(pred01[:, valid], obs01[valid], x_min=self._rank_level))
         mean = pred_code[0].clone()
         for x in pred_code[1:]:
             mean.add_(x)
@@ -640,6 +649,9 @@ class Evaluator:
             var.add_((x - mean).square_())
         var.div_(m - 1)
         err = (mean - obs_code).square_()
+        if valid is not None:
+            var.masked_fill_(~valid, 0.0)
+            err.masked_fill_(~valid, 0.0)
         self._add("prob.spread", torch.stack([per_lead(var), per_lead(err)], dim=-1))
 
     # ------------------------------------------------------------------ no data (masked torch path)
@@ -680,7 +692,7 @@ class Evaluator:
         valid_rep = valid.unsqueeze(0).expand(m, *valid.shape).reshape(m * b, *shape)
         self._update_det_masked("det", obs_rep, flat, valid_rep, obs_once=obs_code, valid_once=valid)
         self._state["n_samples"] += b
-        self._update_prob_masked(obs_code, pred_code, obs01, pred01, valid)
+        self._update_prob(obs_code, pred_code, obs01, pred01, valid)
         if m >= 2:
             self._update_det_masked("mean", obs_code, pred_code.mean(dim=0), valid)
 
@@ -724,53 +736,6 @@ class Evaluator:
                     counts[:, 5] = complete.sum(0, dtype=torch.float64).cpu()
         self._add(f"{prefix}.frame_sum", sums)
         self._add(f"{prefix}.frame_n", counts)
-
-    def _update_prob_masked(
-        self, obs_code: torch.Tensor, pred_code: torch.Tensor, obs01: torch.Tensor, pred01: torch.Tensor,
-        valid: torch.Tensor,
-    ) -> None:
-        """:meth:`_update_prob` over the points with data."""
-        m, b, n_lead = pred_code.shape[:3]
-
-        def per_lead(x: torch.Tensor) -> torch.Tensor:  # (B, L, C, H, W) -> (L,)
-            return x.sum(dim=(-3, -2, -1), dtype=torch.float64).sum(0).cpu()
-
-        skill, pair_sum = crps_terms(pred_code, obs_code)
-        skill, pair_sum = skill.masked_fill(~valid, 0.0), pair_sum.masked_fill(~valid, 0.0)
-        crps = torch.zeros(n_lead, 3, dtype=torch.float64)
-        crps[:, 0] = per_lead(skill) - per_lead(pair_sum) / (2.0 * m * m)
-        crps[:, 1] = per_lead(skill) - per_lead(pair_sum) / (2.0 * m * (m - 1)) if m >= 2 else crps[:, 0]
-        crps[:, 2] = per_lead(valid)  # points with data, per lead
-        self._add("prob.crps", crps)
-        if m < 2:
-            return
-        n_thr = len(self.thresholds)
-        brier = torch.zeros(n_lead, n_thr, dtype=torch.float64)
-        rel = torch.zeros(n_thr, self.n_bins, 3, dtype=torch.float64)
-        lead = torch.arange(n_lead, device=obs_code.device, dtype=torch.int32).view(1, n_lead, 1, 1, 1) * (m + 1)
-        sel = valid.reshape(-1)
-        for j, thr in enumerate(self.thresholds):
-            n_exceed = torch.zeros(obs_code.shape, dtype=torch.uint8, device=obs_code.device)
-            for x in pred_code:
-                n_exceed.add_(x.ge(thr).view(torch.uint8))
-            index = (n_exceed.to(torch.int32) + lead).reshape(-1)[sel]
-            event = obs_code.ge(thr).reshape(-1)[sel]
-            total = torch.bincount(index, minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
-            hits = torch.bincount(index[event], minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
-            brier[:, j], rel[j] = self._brier_reliability(total, hits, m)
-        self._add("prob.brier", brier)
-        self._add("prob.reliability", rel)
-        self._add("prob.rank", rank_histogram_counts(pred01[:, valid], obs01[valid], x_min=self._rank_level))
-        mean = pred_code[0].clone()  # the float32 operations of _update_prob, then the mask
-        for x in pred_code[1:]:
-            mean.add_(x)
-        mean.div_(m)
-        var = torch.zeros_like(mean)
-        for x in pred_code:
-            var.add_((x - mean).square_())
-        var.div_(m - 1).masked_fill_(~valid, 0.0)
-        err = (mean - obs_code).square_().masked_fill_(~valid, 0.0)
-        self._add("prob.spread", torch.stack([per_lead(var), per_lead(err)], dim=-1))
 
     # ------------------------------------------------------------------ compute
     def _det_scores(self, prefix: str) -> dict[str, Any]:
