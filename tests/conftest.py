@@ -62,3 +62,36 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def local_s3():
+    """A local moto S3 server: yields ``(endpoint_url, make_bucket)``; skips when s3fs, moto or boto3 cannot
+    run it here. Credentials ``testing``/``testing``, region ``us-east-1``."""
+    import socket
+
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+        server.start()
+    except Exception as exc:  # pragma: no cover - environment dependent
+        pytest.skip(f"cannot start a local moto S3 server: {exc}")
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def make_bucket(name: str) -> None:
+        try:
+            import boto3
+
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                         aws_secret_access_key="testing").create_bucket(Bucket=name)
+        except Exception as exc:  # pragma: no cover
+            pytest.skip(f"cannot use the local S3 endpoint: {exc}")
+
+    try:
+        yield endpoint, make_bucket
+    finally:
+        server.stop()

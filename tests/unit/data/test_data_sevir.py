@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import zlib
 from pathlib import Path
 
@@ -176,61 +175,28 @@ def test_bad_inputs(sevir_root, tmp_path):
         DATASETS.build("sevir", catalog=cat, split="test")[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_s3_via_moto(sevir_root, local_s3):
+    import s3fs
 
-
-def test_s3_via_moto(sevir_root):
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    port = _free_port()
-    try:
-        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-        server.start()
-    except Exception as exc:  # pragma: no cover - environment dependent
-        pytest.skip(f"cannot start a local moto S3 server: {exc}")
-    try:
-        import s3fs
-
-        opts = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {
-                "endpoint_url": f"http://127.0.0.1:{port}",
-                "region_name": "us-east-1",
-            },
-        }
-        fs = s3fs.S3FileSystem(**opts)
-        try:
-            import boto3
-
-            boto3.client(
-                "s3",
-                endpoint_url=f"http://127.0.0.1:{port}",
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            ).create_bucket(Bucket="sevir-test")
-            fs.put(str(sevir_root) + "/", "sevir-test/data/", recursive=True)
-        except Exception as exc:  # pragma: no cover
-            pytest.skip(f"cannot use the local S3 endpoint: {exc}")
-        ds = DATASETS.build(
-            "sevir",
-            catalog="s3://sevir-test/data/CATALOG.csv",
-            split="val",
-            size=4,
-            storage_options=opts,
-        )
-        local = DATASETS.build("sevir", catalog=sevir_root / "CATALOG.csv", split="val", size=4)
-        assert _ids(ds) == ["S3", "S4"] and len(ds) == len(local)
-        np.testing.assert_array_equal(ds[4].numpy(), local[4].numpy())
-        clone = pickle.loads(pickle.dumps(ds))
-        np.testing.assert_array_equal(clone[1].numpy(), local[1].numpy())
-        ds.close()
-    finally:
-        server.stop()
+    endpoint, make_bucket = local_s3
+    opts = {"key": "testing", "secret": "testing",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    fs = s3fs.S3FileSystem(**opts)
+    make_bucket("sevir-test")
+    fs.put(str(sevir_root) + "/", "sevir-test/data/", recursive=True)
+    ds = DATASETS.build(
+        "sevir",
+        catalog="s3://sevir-test/data/CATALOG.csv",
+        split="val",
+        size=4,
+        storage_options=opts,
+    )
+    local = DATASETS.build("sevir", catalog=sevir_root / "CATALOG.csv", split="val", size=4)
+    assert _ids(ds) == ["S3", "S4"] and len(ds) == len(local)
+    np.testing.assert_array_equal(ds[4].numpy(), local[4].numpy())
+    clone = pickle.loads(pickle.dumps(ds))
+    np.testing.assert_array_equal(clone[1].numpy(), local[1].numpy())
+    ds.close()
 
 
 def _rss_bytes() -> int:

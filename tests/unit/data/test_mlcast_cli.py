@@ -279,54 +279,32 @@ def test_a_store_at_a_url(tmp_path, capsys):
         fsspec.filesystem("memory").rm("/diffcast-test", recursive=True)
 
 
-def test_a_store_on_s3_with_storage_options(tmp_path, capsys):
+def test_a_store_on_s3_with_storage_options(tmp_path, capsys, local_s3):
     """s3:// through s3fs with --storage-option key=value (nested: client_kwargs.endpoint_url), against a local
     moto S3 server: data info and nowcast read it as they read the same store on disk."""
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    import socket
-
+    import s3fs
     import xarray as xr
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    try:
-        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-        server.start()
-    except Exception as exc:  # pragma: no cover - environment dependent
-        pytest.skip(f"cannot start a local moto S3 server: {exc}")
-    try:
-        import s3fs
-
-        endpoint = f"http://127.0.0.1:{port}"
-        fs = s3fs.S3FileSystem(key="testing", secret="testing",
-                               client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"})
-        local = _write(tmp_path)
-        try:
-            import boto3
-
-            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                         aws_secret_access_key="testing").create_bucket(Bucket="radar-test")
-            fs.put(local + "/", "radar-test/archive.zarr/", recursive=True)
-        except Exception as exc:  # pragma: no cover
-            pytest.skip(f"cannot use the local S3 endpoint: {exc}")
-        url = "s3://radar-test/archive.zarr"
-        opts = [a for kv in ("key=testing", "secret=testing", f"client_kwargs.endpoint_url={endpoint}",
-                             "client_kwargs.region_name=us-east-1") for a in ("--storage-option", kv)]
-        assert main(["data", "info", url, *opts]) == 0
-        assert f"store: {url}" in capsys.readouterr().out
-        assert main([*NOWCAST, "--input", url, *opts, "--out", str(tmp_path / "s3")]) == 0
-        assert main([*NOWCAST, "--input", local, "--out", str(tmp_path / "disk")]) == 0
-        with xr.open_dataset(tmp_path / "s3" / "forecast.nc") as a, xr.open_dataset(tmp_path / "disk" / "forecast.nc") as b:
-            assert a.attrs["input_store"] == url
-            np.testing.assert_array_equal(a.forecast.values, b.forecast.values)
-        assert main([*NOWCAST, "--input", url, "--out", str(tmp_path / "noauth"), "--storage-option",
-                     f"client_kwargs.endpoint_url={endpoint}", "--storage-option", "anon=true"]) != 0
-        err = capsys.readouterr().err
-        assert not (tmp_path / "noauth").exists() and url in err and "Traceback" not in err
-    finally:
-        server.stop()
+    endpoint, make_bucket = local_s3
+    fs = s3fs.S3FileSystem(key="testing", secret="testing",
+                           client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"})
+    local = _write(tmp_path)
+    make_bucket("radar-test")
+    fs.put(local + "/", "radar-test/archive.zarr/", recursive=True)
+    url = "s3://radar-test/archive.zarr"
+    opts = [a for kv in ("key=testing", "secret=testing", f"client_kwargs.endpoint_url={endpoint}",
+                         "client_kwargs.region_name=us-east-1") for a in ("--storage-option", kv)]
+    assert main(["data", "info", url, *opts]) == 0
+    assert f"store: {url}" in capsys.readouterr().out
+    assert main([*NOWCAST, "--input", url, *opts, "--out", str(tmp_path / "s3")]) == 0
+    assert main([*NOWCAST, "--input", local, "--out", str(tmp_path / "disk")]) == 0
+    with xr.open_dataset(tmp_path / "s3" / "forecast.nc") as a, xr.open_dataset(tmp_path / "disk" / "forecast.nc") as b:
+        assert a.attrs["input_store"] == url
+        np.testing.assert_array_equal(a.forecast.values, b.forecast.values)
+    assert main([*NOWCAST, "--input", url, "--out", str(tmp_path / "noauth"), "--storage-option",
+                 f"client_kwargs.endpoint_url={endpoint}", "--storage-option", "anon=true"]) != 0
+    err = capsys.readouterr().err
+    assert not (tmp_path / "noauth").exists() and url in err and "Traceback" not in err
 
 
 def test_store_options_on_other_inputs_are_refused(tmp_path, capsys):
