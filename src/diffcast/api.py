@@ -215,7 +215,7 @@ def _forecast(
         sample_kwargs = {**sample_kwargs, "max_memory": max_memory}
     out, lead_min = _nowcast_model(r, spec, timestep, n_lead, n_mem, seed, pixel_size, sample_kwargs)
     if prob_matching == "cdf" and out.shape[0] > 1:  # baselines returned above: STEPS matches by itself
-        out = pm.match_cdf(out, r[-1])
+        out = pm.match_cdf(out, r[-1], inplace=True)  # run_model returns a fresh float64 array
     return out, lead_min
 
 

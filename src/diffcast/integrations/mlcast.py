@@ -219,7 +219,7 @@ class MlcastNetwork(nn.Module):
             fc, _ = run_model(nc, self.spec, rain[i], self.timestep, steps, members, seed, float(nc.meta.pixel_km),
                               dict(self.sample_kwargs), mark_inflow=False)
             if self.prob_matching == "cdf" and fc.shape[0] > 1:
-                fc = match_cdf(fc, rain[i, -1])
+                fc = match_cdf(fc, rain[i, -1], inplace=True)
             out[i] = fc if fc.shape[0] == ensemble_size else np.repeat(fc, ensemble_size, axis=0)
         out = to_mlcast_values(out) if self.values == "mlcast" else np.nan_to_num(out, nan=0.0)
         return torch.from_numpy(out.transpose(0, 2, 1, 3, 4).copy()).to(device=x.device, dtype=x.dtype)

@@ -188,9 +188,12 @@ def run_nowcast(
         result = nowcaster.predict(x, members=members, seed=seed, progress=progress, **kwargs)
         t_pred = time.perf_counter() - t_pred
         fc = result.forecast[:, 0, :, 0, :h, :w].float().cpu().numpy()  # (M, T_out, H, W)
+        # the backbone's mean and the residual are not used below, and each is as large as the forecast:
+        # let them go now rather than hold three forecast-sized arrays through the writing
+        del result
         if not np.isfinite(fc).all():
             raise ValueError(f"{nowcaster.name} produced non-finite values; the model file may be corrupt")
-        fc = np.clip(fc, 0.0, 1.0)
+        np.clip(fc, 0.0, 1.0, out=fc)
         from ..inference import inflow_of, is_diffusion_model
 
         # no rain invented at the inflow edges: NaN where the motion brings it from outside the domain/coverage
@@ -205,7 +208,7 @@ def run_nowcast(
             ref = prepared.x_in[-1].astype(np.float64)
             if coverage is not None:
                 ref = np.where(coverage, ref, np.nan)
-            fc = match_cdf(fc, ref).astype(np.float32)
+            fc = match_cdf(fc, ref, inplace=True)  # float32, field by field
         m_out, t_out = fc.shape[:2]
         title = f"{nowcaster.name}: {m_out} member(s), analysis {_iso(prepared.analysis_time)}"
         history = "diffcast nowcast" + ("" if command is None else " " + " ".join(command))

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -237,8 +237,8 @@ def save_panels_gif(
         height += _BAR_H + 14 + gap
     # colour one frame at a time: matplotlib's float64 RGBA of a whole animation is 32 bytes a pixel
     has_nodata = any(p.nodata is not None and np.asarray(p.nodata).any() for p in panels)
-    images = []
-    for i in range(n_frames):
+
+    def draw_frame(i: int) -> Image.Image:
         canvas = Image.new("RGB", (width, height), (255, 255, 255))
         draw = ImageDraw.Draw(canvas)
         for j, p in enumerate(panels):
@@ -257,15 +257,46 @@ def save_panels_gif(
         draw.text((gap, head + ph + 2), caption[: width // 6], fill=(0, 0, 0))
         if colorbar:
             _draw_colorbar(canvas, meta, gap, bar_y, min(width - 2 * gap, 420), has_nodata)
-        images.append(canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+        return canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
+
     path = Path(path)
-    with atomic_path(path) as tmp:
-        images[0].save(
-            tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0, disposal=2
-        )
+    with atomic_path(path) as tmp, open(tmp, "wb") as fp:
+        write_gif_stream(fp, (draw_frame(i) for i in range(n_frames)), duration_ms)  # one frame in memory
     log.info("wrote %s (%d frames)", path, n_frames)
     return path
 
+
+def write_gif_stream(fp: BinaryIO, frames: Iterable[Any], duration_ms: int) -> int:
+    """Write palette (``"P"``) frames to ``fp`` as an endlessly looping animated GIF, one at a time.
+
+    Pillow's ``save(save_all=True)`` keeps every frame (and a copy of each) until the
+    end; here each frame is encoded as soon as it is drawn, with its own colour table
+    (the first frame's is the global one), full size, shown ``duration_ms`` and then
+    cleared (disposal 2), so memory holds one frame whatever the animation's length.
+    Uses Pillow's documented ``GifImagePlugin.getheader`` / ``getdata``. Returns the
+    number of frames written.
+    """
+    from PIL import GifImagePlugin
+
+    n = 0
+    for im in frames:
+        if im.mode != "P":
+            raise ValueError(f"GIF frames must be palette images, got mode {im.mode}")
+        info: dict[str, Any] = {"duration": duration_ms, "disposal": 2, "loop": 0}
+        header, _ = GifImagePlugin.getheader(im, None, info)  # also normalises the frame's palette in place
+        if n == 0:
+            for chunk in header:
+                fp.write(chunk)
+        params: dict[str, Any] = {"duration": duration_ms, "disposal": 2}
+        if n > 0:
+            params["include_color_table"] = True
+        for chunk in GifImagePlugin.getdata(im, (0, 0), **params):
+            fp.write(chunk)
+        n += 1
+    if n == 0:
+        raise ValueError("a GIF needs at least one frame")
+    fp.write(b";")
+    return n
 
 _BAR_H = 8
 

@@ -134,3 +134,41 @@ def test_panels_gif_takes_one_no_data_mask_per_frame(tmp_path):
             body = rgb[14:22, 4:12]
             grey.append(int((body == NO_COVERAGE_RGB).all(axis=-1).sum()))
     assert grey == [0, 16, 32]
+
+
+def test_streamed_gif_decodes_to_the_frames_pillow_writes(tmp_path):
+    """write_gif_stream (one frame in memory) against Pillow's own save_all: same frames after decoding."""
+    import io
+
+    from diffcast.viz.animate import write_gif_stream
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(5):
+        rgb = rng.integers(0, 256, size=(3, 3, 3), dtype=np.uint8).repeat(7, 0).repeat(9, 1)  # blocks of colour
+        rgb[k] = 0  # frames differ from each other, and the 5th row differs between frames
+        frames.append(Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+    buf = io.BytesIO()
+    assert write_gif_stream(buf, iter([f.copy() for f in frames]), 120) == 5
+    ref = tmp_path / "ref.gif"
+    frames[0].save(ref, format="GIF", save_all=True, append_images=frames[1:], duration=120, loop=0, disposal=2)
+
+    def decoded(src):
+        with Image.open(src) as im:
+            out = []
+            for i in range(im.n_frames):
+                im.seek(i)
+                out.append((np.asarray(im.convert("RGB")), im.info.get("duration"), im.info.get("loop")))
+            return out
+
+    got, want = decoded(io.BytesIO(buf.getvalue())), decoded(ref)
+    assert len(got) == len(want) == 5
+    for (a, da, _), (b, db, _), f in zip(got, want, frames):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, np.asarray(f.convert("RGB")))
+        assert da == db == 120
+    assert got[0][2] == 0  # loops forever
+    with pytest.raises(ValueError, match="palette"):
+        write_gif_stream(io.BytesIO(), iter([Image.new("RGB", (2, 2))]), 100)
+    with pytest.raises(ValueError, match="at least one frame"):
+        write_gif_stream(io.BytesIO(), iter([]), 100)

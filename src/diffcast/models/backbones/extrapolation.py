@@ -105,8 +105,9 @@ class Extrapolation(Backbone):
             Velocity (u, v) in pixels per time step; zeros where there is no signal.
             With :attr:`domain` set, estimated on the domain and edge-extended.
         """
-        frames = np.ascontiguousarray(np.nan_to_num(np.asarray(frames, dtype=np.float64), nan=0.0, posinf=0.0,
-                                                    neginf=0.0))
+        # one float64 copy of our own, cleaned and scaled in place (each temporary is frame-stack sized)
+        frames = np.array(frames, dtype=np.float64, order="C", copy=True)
+        np.nan_to_num(frames, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         full = frames.shape[1:]
         if self.domain is not None:
             h, w = min(int(self.domain[0]), full[0]), min(int(self.domain[1]), full[1])
@@ -114,7 +115,7 @@ class Extrapolation(Backbone):
                 uv = self.motion(frames[:, :h, :w])  # the domain's own shape: no further cut
                 return np.pad(uv, ((0, 0), (0, full[0] - h), (0, full[1] - w)), mode="edge")
         # the last field is kept: a nowcast asks again for the same frames (inflow mask) after the forecast
-        key = (frames.shape, hashlib.blake2b(frames.tobytes(), digest_size=16).digest())
+        key = (frames.shape, hashlib.blake2b(frames.data, digest_size=16).digest())  # the bytes, without a copy
         memo = getattr(self, "_motion_memo", None)
         if memo is not None and memo[0] == key:
             return memo[1].copy()
@@ -122,7 +123,9 @@ class Extrapolation(Backbone):
         if signal.sum(axis=(1, 2)).min() < 4:
             uv = np.zeros((2,) + frames.shape[1:])
         else:
-            uv = motion_field(np.where(signal, frames, 0.0) * 255.0, **self.lk_kwargs)
+            frames[~signal] = 0.0
+            frames *= 255.0
+            uv = motion_field(frames, **self.lk_kwargs)
         self._motion_memo = (key, uv)
         return uv.copy()
 
@@ -137,7 +140,9 @@ class Extrapolation(Backbone):
         """
         from pysteps import extrapolation
 
-        frames = np.nan_to_num(np.asarray(frames, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        # only the frames the motion and the advection use, in float64 (one copy, cleaned in place)
+        frames = np.array(np.asarray(frames)[-self.motion_frames :], dtype=np.float64, copy=True)
+        np.nan_to_num(frames, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         last = frames[-1]
         if out is None:
             out = np.empty((self.t_out, *last.shape), np.float32)
@@ -167,7 +172,8 @@ class Extrapolation(Backbone):
         Tensor, shape (B, T_out, C, H, W), values in [0, 1], same dtype/device as ``x_in``
         """
         self.check_input(x_in)
-        x = x_in.detach().to("cpu", torch.float64).numpy()
+        t = x_in.detach().cpu()
+        x = (t if t.dtype in (torch.float32, torch.float64) else t.double()).numpy()  # a view: extrapolate copies
         out = np.empty((x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
         for b in range(x.shape[0]):
             for c in range(x.shape[2]):

@@ -411,14 +411,26 @@ def check_prob_matching(value: object) -> None:
         raise ValueError(f"prob_matching must be 'cdf' or None, got {value!r}")
 
 
-def match_cdf(forecast: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def match_cdf(forecast: np.ndarray, reference: np.ndarray, *, inplace: bool = False) -> np.ndarray:
     """Each ``(member, lead)`` field of ``forecast`` ``(M, T, y, x)`` given the empirical
     distribution of ``reference`` ``(y, x)``, rank for rank, on the pixels where the
     reference and every member at that lead are finite (pysteps'
-    ``nonparam_match_empirical_cdf``); NaN stays NaN."""
+    ``nonparam_match_empirical_cdf``); NaN stays NaN.
+
+    Returns a float64 copy, or with ``inplace=True`` writes into ``forecast`` (a
+    floating-point array, e.g. float32) and returns it: each field is matched in float64
+    and then stored in ``forecast``'s dtype, so a float32 result equals
+    ``match_cdf(forecast, reference).astype(np.float32)`` bit for bit without the two
+    forecast-sized copies (a float64 one, then the float32 cast).
+    """
     from pysteps.postprocessing.probmatching import nonparam_match_empirical_cdf
 
-    out = np.array(forecast, dtype=np.float64, copy=True)
+    if inplace:
+        if not isinstance(forecast, np.ndarray) or forecast.dtype.kind != "f" or not forecast.flags.writeable:
+            raise ValueError("match_cdf(inplace=True) needs a writeable floating-point numpy array")
+        out = forecast
+    else:
+        out = np.array(forecast, dtype=np.float64, copy=True)
     covered = np.isfinite(reference)
     for t in range(out.shape[1]):
         ok = covered & np.all(np.isfinite(out[:, t]), axis=0)  # per lead: inflow NaN grows with lead time
@@ -427,7 +439,7 @@ def match_cdf(forecast: np.ndarray, reference: np.ndarray) -> np.ndarray:
         ref = reference[ok]
         for m in range(out.shape[0]):
             field = out[m, t]
-            field[ok] = nonparam_match_empirical_cdf(field[ok], ref)
+            field[ok] = nonparam_match_empirical_cdf(field[ok].astype(np.float64), ref)
     return out
 
 
