@@ -144,6 +144,10 @@ class TrainConfig:
         Model file, checkpoint or run folder of a trained model whose backbone
         weights initialise this model's backbone at step 0 (e.g. DiffCast on a
         pretrained backbone; add ``model.diffusion.freeze_backbone: true`` to keep it fixed).
+    init_from : str or None
+        Model file, checkpoint, run folder or shipped model name whose weights (all of
+        them; same architecture) initialise this model at step 0: fine-tuning a trained
+        model on other data or crops. The optimiser, schedule and EMA start afresh.
     distill : dict or None
         Train a few-step student by distillation instead (``diffcast distill`` writes it):
         ``teacher`` (model file), ``steps`` (student DDIM steps), ``substeps`` (teacher
@@ -175,6 +179,7 @@ class TrainConfig:
     val_sampler_steps: int | None = 20
     find_unused_parameters: bool = False
     init_backbone: str | None = None
+    init_from: str | None = None
     distill: dict | None = None
 
 

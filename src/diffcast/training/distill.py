@@ -229,6 +229,7 @@ def student_config(teacher_cfg: dict[str, Any], steps: int, substeps: int, teach
     train = cfg.setdefault("train", {})
     train["distill"] = {"teacher": str(teacher_file), "steps": int(steps), "substeps": int(substeps)}
     train.pop("init_backbone", None)
+    train.pop("init_from", None)
     return cfg
 
 

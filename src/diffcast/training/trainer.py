@@ -187,6 +187,23 @@ def _init_backbone(model: nn.Module, cfg: RunConfig, source: str) -> None:
     log.info("backbone initialised from %s", file)
 
 
+def _init_from(model: nn.Module, cfg: RunConfig, source: str) -> None:
+    """Load every weight of a trained model of the same architecture into ``model`` (fine-tuning)."""
+    from .model_io import resolve_model_file
+
+    file = resolve_model_file(source)
+    state, src_cfg, _ = load_model_file(file)
+    src_type = src_cfg["model"].get("type", "diffcast")
+    if src_type != cfg.model.type:
+        raise ValueError(f"train.init_from: {file} holds a {src_type!r} model, this config trains a {cfg.model.type!r} one")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"train.init_from: the weights in {file} do not fit this model (another preset, "
+                         f"patch or frame count?): {str(exc).splitlines()[0]}") from None
+    log.info("all weights initialised from %s", file)
+
+
 def _distiller(model: nn.Module, spec: dict[str, Any], init: bool) -> Any:
     """``train.distill``: the teacher loaded and frozen, ``model`` (the student) initialised
     with its weights at step 0 (:mod:`diffcast.training.distill`)."""
@@ -370,6 +387,10 @@ class Trainer:
             model = build_model(cfg.model_dict())
         except TypeError as exc:  # a missing or unexpected keyword in model.backbone / model.diffusion
             raise ValueError(f"cannot build the model from the config's model section: {exc}") from None
+        if latest is None and tc.init_backbone and tc.init_from:
+            raise ValueError("train.init_from loads every weight, the backbone's too: leave train.init_backbone unset")
+        if latest is None and tc.init_from:
+            _init_from(model, cfg, tc.init_from)
         if latest is None and tc.init_backbone:
             _init_backbone(model, cfg, tc.init_backbone)
         distiller = _distiller(model, tc.distill, init=latest is None) if tc.distill else None

@@ -241,6 +241,24 @@ def test_init_backbone_loads_trained_weights(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-9)
 
 
+def test_init_from_loads_every_weight_for_fine_tuning(tmp_path):
+    src = tmp_path / "src"
+    train(_cfg(train={"max_steps": 2, "val_every": 0}), src, progress=False)
+    dst = tmp_path / "dst"
+    train(_cfg(train={"max_steps": 1, "val_every": 0, "ckpt_every": 0, "lr": 1e-12, "min_lr": 0.0,
+                      "init_from": str(src)}), dst, progress=False)
+    a = _weights(src / "checkpoints" / "step_00000002" / "ema.safetensors")
+    b = _weights(dst / "checkpoints" / "step_00000001" / "model.safetensors")
+    fresh = _weights(tmp_path / "src" / "checkpoints" / "step_00000002" / "model.safetensors")
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], fresh[k]) for k in a)  # EMA != last weights
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="leave train.init_backbone unset"):
+        train(_cfg(train={"init_from": str(src), "init_backbone": str(src)}), tmp_path / "both", progress=False)
+    with pytest.raises(ValueError, match="do not fit this model"):
+        train(_cfg(model={"t_out": 5}, train={"init_from": str(src)}), tmp_path / "other", progress=False)
+
+
 def test_bf16_mixed_precision_after_a_full_precision_run(tmp_path):
     full = train(_cfg(train={"val_every": 0}), tmp_path / "fp32", progress=False)
     half = train(_cfg(train={"val_every": 0, "mixed_precision": "bf16"}), tmp_path / "bf16", progress=False)
