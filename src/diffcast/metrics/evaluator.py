@@ -620,6 +620,7 @@ class Evaluator:
         rel = torch.zeros(n_thr, self.n_bins, 3, dtype=torch.float64)
         # histogram the member counts k (per lead) with and without an observed event
         lead = torch.arange(n_lead, device=obs_code.device, dtype=torch.int32).view(1, n_lead, 1, 1, 1) * (m + 1)
+        sel = None if valid is None else valid.reshape(-1)  # the points with data
         for j, thr in enumerate(self.thresholds):  # a handful of thresholds; frames stay vectorised
             # a loop over the few members keeps every pass contiguous (a reduction over the
             # leading axis is strided and several times slower on CPU)
@@ -628,18 +629,16 @@ class Evaluator:
                 n_exceed.add_(x.ge(thr).view(torch.uint8))
             index = (n_exceed.to(torch.int32) + lead).reshape(-1)
             event = obs_code.ge(thr).reshape(-1)
-            if valid is not None:
-                index, event = index[valid.reshape(-1)], event[valid.reshape(-1)]
+            if sel is not None:
+                index, event = index[sel], event[sel]
             total = torch.bincount(index, minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
             hits = torch.bincount(index[event], minlength=n_lead * (m + 1)).view(n_lead, m + 1).to(torch.float64).cpu()
             brier[:, j], rel[j] = self._brier_reliability(total, hits, m)
         self._add("prob.brier", brier)
         self._add("prob.reliability", rel)
         # ranks on the clipped [0, 1] values, as the OpenCV path (x_min mapped to that space)
-        if valid is None:
-            self._add("prob.rank", rank_histogram_counts(pred01, obs01, x_min=self._rank_level))
-        else:
-            self._add("prob.rank", rank_histogram_counts(pred01[:, valid], obs01[valid], x_min=self._rank_level))
+        ranked = (pred01, obs01) if valid is None else (pred01[:, valid], obs01[valid])
+        self._add("prob.rank", rank_histogram_counts(*ranked, x_min=self._rank_level))
         mean = pred_code[0].clone()
         for x in pred_code[1:]:
             mean.add_(x)

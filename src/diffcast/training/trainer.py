@@ -165,6 +165,14 @@ class _StopFlag:
         self._old.clear()
 
 
+def _load_or_refuse(target: nn.Module, state: dict[str, Any], refusal: str) -> None:
+    """``target.load_state_dict(state)``; a mismatch is a ``ValueError`` of ``refusal`` and torch's first line."""
+    try:
+        target.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{refusal}: {str(exc).splitlines()[0]}") from None
+
+
 def _init_backbone(model: nn.Module, cfg: RunConfig, source: str) -> None:
     """Load the backbone weights of a trained model (backbone alone or DiffCast) into ``model``."""
     from .model_io import resolve_model_file
@@ -179,11 +187,8 @@ def _init_backbone(model: nn.Module, cfg: RunConfig, source: str) -> None:
         raise ValueError(f"train.init_backbone: {file} holds a {src_name!r} backbone, this model uses "
                          f"{cfg.model.backbone.get('name')!r}")
     target = model if cfg.model.type == "backbone" else model.backbone
-    try:
-        target.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"train.init_backbone: the backbone in {file} does not fit this model "
-                         f"(different preset or frame size?): {str(exc).splitlines()[0]}") from None
+    _load_or_refuse(target, state, f"train.init_backbone: the backbone in {file} does not fit this model "
+                                   "(different preset or frame size?)")
     log.info("backbone initialised from %s", file)
 
 
@@ -196,11 +201,8 @@ def _init_from(model: nn.Module, cfg: RunConfig, source: str) -> None:
     src_type = src_cfg["model"].get("type", "diffcast")
     if src_type != cfg.model.type:
         raise ValueError(f"train.init_from: {file} holds a {src_type!r} model, this config trains a {cfg.model.type!r} one")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"train.init_from: the weights in {file} do not fit this model (another preset, "
-                         f"patch or frame count?): {str(exc).splitlines()[0]}") from None
+    _load_or_refuse(model, state, f"train.init_from: the weights in {file} do not fit this model (another preset, "
+                                  "patch or frame count?)")
     log.info("all weights initialised from %s", file)
 
 
@@ -221,11 +223,7 @@ def _distiller(model: nn.Module, spec: dict[str, Any], init: bool) -> Any:
     teacher = build_model(tcfg["model"])
     teacher.load_state_dict(state)
     if init:
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ValueError(f"train.distill: the student's architecture differs from the teacher {file}: "
-                             f"{str(exc).splitlines()[0]}") from None
+        _load_or_refuse(model, state, f"train.distill: the student's architecture differs from the teacher {file}")
         log.info("student initialised from the teacher %s", file)
     return Distiller(model, teacher, int(spec["steps"]), int(spec.get("substeps", SUBSTEPS)), spec.get("solver"))
 

@@ -287,16 +287,15 @@ def write_gif_stream(fp: BinaryIO, frames: Iterable[Any], duration_ms: int) -> i
         if n == 0:
             for chunk in header:
                 fp.write(chunk)
-        params: dict[str, Any] = {"duration": duration_ms, "disposal": 2}
-        if n > 0:
-            params["include_color_table"] = True
-        for chunk in GifImagePlugin.getdata(im, (0, 0), **params):
+        # frames after the first carry their own colour table (the first's is the global one)
+        for chunk in GifImagePlugin.getdata(im, (0, 0), duration=duration_ms, disposal=2, include_color_table=n > 0):
             fp.write(chunk)
         n += 1
     if n == 0:
         raise ValueError("a GIF needs at least one frame")
     fp.write(b";")
     return n
+
 
 _BAR_H = 8
 

@@ -229,26 +229,26 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
     assert [s for s, _ in ck.list_checkpoints(tmp_path / "run")] == [3, 4]
 
 
-def test_init_backbone_loads_trained_weights(tmp_path):
+def _trained_then_initialised(tmp_path, key):
+    """A 2-step run ``src``, then a 1-step run that starts from it through ``train.<key>`` with a learning
+    rate too small to move a weight; returns (src, src's EMA weights, the second run's weights)."""
     src = tmp_path / "src"
     train(_cfg(train={"max_steps": 2, "val_every": 0}), src, progress=False)
     dst = tmp_path / "dst"
     train(_cfg(train={"max_steps": 1, "val_every": 0, "ckpt_every": 0, "lr": 1e-12, "min_lr": 0.0,
-                      "init_backbone": str(src)}), dst, progress=False)
-    a = _weights(src / "checkpoints" / "step_00000002" / "ema.safetensors")
-    b = _weights(dst / "checkpoints" / "step_00000001" / "model.safetensors")
+                      key: str(src)}), dst, progress=False)
+    return (src, _weights(src / "checkpoints" / "step_00000002" / "ema.safetensors"),
+            _weights(dst / "checkpoints" / "step_00000001" / "model.safetensors"))
+
+
+def test_init_backbone_loads_trained_weights(tmp_path):
+    _, a, b = _trained_then_initialised(tmp_path, "init_backbone")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-9)
 
 
 def test_init_from_loads_every_weight_for_fine_tuning(tmp_path):
-    src = tmp_path / "src"
-    train(_cfg(train={"max_steps": 2, "val_every": 0}), src, progress=False)
-    dst = tmp_path / "dst"
-    train(_cfg(train={"max_steps": 1, "val_every": 0, "ckpt_every": 0, "lr": 1e-12, "min_lr": 0.0,
-                      "init_from": str(src)}), dst, progress=False)
-    a = _weights(src / "checkpoints" / "step_00000002" / "ema.safetensors")
-    b = _weights(dst / "checkpoints" / "step_00000001" / "model.safetensors")
+    src, a, b = _trained_then_initialised(tmp_path, "init_from")
     fresh = _weights(tmp_path / "src" / "checkpoints" / "step_00000002" / "model.safetensors")
     assert a.keys() == b.keys() and any(not torch.equal(a[k], fresh[k]) for k in a)  # EMA != last weights
     for k in a:
