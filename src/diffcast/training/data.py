@@ -210,3 +210,34 @@ def build_dataset(cfg: Any, split: str) -> Dataset:
     if len(ds) == 0:
         raise ValueError(getattr(ds, "empty_reason", None) or f"dataset {cfg.data.name!r} split {split!r} is empty")
     return ds
+
+
+def residual_rms(dataset: Dataset, t_in: int, t_out: int, max_items: int = 2048) -> list[float]:
+    """RMS per forecast frame of the residual ``2 (y - mu)`` (the ``[-1, 1]``-space residual
+    DiffCast's diffusion learns) over a backbone cache: items of ``t_in + 2 t_out`` frames,
+    the last ``t_out`` the backbone's ``mu``. At most ``max_items`` items, evenly spaced;
+    NaN (no data) left out. Resolves ``model.diffusion.residual_scale: auto``."""
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("residual_scale: auto needs training data, and the training split is empty")
+    idx = np.unique(np.linspace(0, n - 1, min(n, max_items)).round().astype(int))
+    total = torch.zeros(t_out, dtype=torch.float64)
+    count = torch.zeros(t_out, dtype=torch.float64)
+    for i in idx.tolist():
+        item = dataset[i]
+        if item.shape[0] != t_in + 2 * t_out:
+            raise ValueError(
+                "residual_scale: auto needs the backbone's mu with every training item (a backbone cache: "
+                f"t_in + 2 t_out = {t_in + 2 * t_out} frames, e.g. data radar_windows with a parameter-free "
+                f"backbone); these items have {item.shape[0]} frames. Give the scale as numbers instead"
+            )
+        r = 2.0 * (item[t_in : t_in + t_out].double() - item[t_in + t_out :].double())
+        ok = torch.isfinite(r)
+        total += torch.where(ok, r * r, 0.0).flatten(1).sum(1)
+        count += ok.flatten(1).sum(1)
+    if bool((count == 0).any()):
+        raise ValueError("residual_scale: auto found a forecast frame with no valid data in the training items")
+    rms = (total / count).sqrt()
+    if bool((rms <= 0).any()):
+        raise ValueError("residual_scale: auto found a zero residual (the backbone is exact on the training data)")
+    return [round(float(v), 5) for v in rms]

@@ -51,7 +51,7 @@ from ..data.contract import split_sequence
 from ..models.factory import build_model, count_parameters
 from ..utils.io import atomic_write_text, ensure_writable_dir, exclusive_lock
 from . import checkpoint as ck
-from .data import ShardedBatches, build_dataset, item_seed, train_batches, val_batches
+from .data import ShardedBatches, build_dataset, item_seed, residual_rms, train_batches, val_batches
 from .ema import EMA
 from .loggers import RunLoggers
 from .model_card import write_model_card
@@ -380,6 +380,12 @@ class Trainer:
         is_main = acc.is_main_process
 
         # -------- model, data, optimiser (identical initialisation on every rank)
+        train_ds = build_dataset(cfg, cfg.data.train_split)
+        if cfg.model.type == "diffcast" and cfg.model.diffusion.get("residual_scale") == "auto":
+            scale = residual_rms(train_ds, cfg.model.t_in, cfg.model.t_out)
+            cfg.model.diffusion["residual_scale"] = scale
+            if is_main:
+                log.info("residual_scale: auto -> RMS residual per lead of the training data %s", scale)
         _seed_all(cfg.seed)
         try:
             model = build_model(cfg.model_dict())
@@ -403,7 +409,6 @@ class Trainer:
             raise ValueError(f"{type(model).__name__} has no loss(x_in, y_true) method; it cannot be trained")
         self._check_disk(count_parameters(model))
 
-        train_ds = build_dataset(cfg, cfg.data.train_split)
         meta = getattr(train_ds, "meta", None)
         if meta is None:
             from ..data.transforms import get_meta

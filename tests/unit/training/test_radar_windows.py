@@ -204,3 +204,33 @@ def test_train_config_runs_a_few_steps(archive, tmp_path):
     assert (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) >= 2 and "diffusion" in log[0]
+
+
+def test_residual_scale_auto_is_resolved_from_the_training_data(archive, tmp_path):
+    """configs/radar_diffcast_extrapolation_rs.yaml (residual_scale: auto), shrunk: the run records the RMS
+    residual per lead of its training items, and the trained model loads with that scale."""
+    from diffcast.cli import main
+    from diffcast.inference import Nowcaster
+    from diffcast.training.data import residual_rms
+
+    out = tmp_path / "run"
+    rc = main([
+        "train", "--config", str(REPO / "configs" / "radar_diffcast_extrapolation_rs.yaml"), "--out", str(out),
+        "--set", f"data.kwargs.root={archive}", "--set", f"data.kwargs.cache_dir={tmp_path / 'cache'}",
+        "--set", "data.kwargs.size=32", "--set", "data.kwargs.mu_context=32", "--set", "data.kwargs.split_events=null",
+        "--set", "data.train_split=all", "--set", "data.kwargs.candidates=8", "--set", "data.kwargs.min_rain=0.01",
+        "--set", "model.height=32", "--set", "model.width=32", "--set", "model.diffusion.dim=8",
+        "--set", "train.max_steps=2", "--set", "train.batch_size=2", "--set", "train.ckpt_every=2",
+        "--set", "train.val_every=0", "--set", "train.warmup_steps=1", "--set", "train.ema_start=1",
+    ])
+    assert rc in (0, None)
+    ds = RadarWindows(archive, split="all", seq_len=16, t_in=4, size=32, backbone="extrapolation", stride=1,
+                      crops_per_window=8, candidates=8, min_rain=0.01, cache_dir=tmp_path / "cache", mu_context=32,
+                      timestep_min=[5, 6], augment=False)
+    expected = residual_rms(ds, 4, 12)
+    import yaml
+
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]["diffusion"]["residual_scale"]
+    assert recorded == expected and len(set(expected)) > 1
+    model = Nowcaster.from_checkpoint(out).model
+    np.testing.assert_allclose(model.residual_scale.numpy(), expected, rtol=1e-6)

@@ -18,6 +18,7 @@ GTUNet 39,593,349; context encoder 6,676,544 (+ the backbone, PhyDNet 3,091,928)
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "freeze_backbone": False,
         "train_segments": "all",
         "local_index": None,
+        "residual_scale": None,
         # Default sampler: the fastest setting whose CRPS, CSI-M and CSI-pool16 stayed
         # within 2 % of DDIM-250 in benchmarks/bench_quality.py for two seeds (README,
         # "Samplers"). The converted official checkpoint keeps DDIM 250 with the
@@ -90,6 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "freeze_backbone": False,
         "train_segments": "all",
         "local_index": None,
+        "residual_scale": None,
         "sampler": "unipc_3",
         "sampling_steps": 10,
         "eta": 0.0,
@@ -125,6 +128,27 @@ def _autocast_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
     raise ValueError(
         f"autocast_dtype must be None, torch.bfloat16, torch.float16 or one of {sorted(AUTOCAST_DTYPES)}; got {value!r}"
     )
+
+
+def _residual_scale(value: Any, t_out: int) -> list[float] | None:
+    """``residual_scale`` as ``t_out`` positive floats (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ValueError(
+            f"residual_scale={value!r}: 'auto' is resolved from the training data by diffcast train (a backbone "
+            "cache is needed); to build a model directly give a number or one number per forecast frame"
+        )
+    vals = [value] * t_out if isinstance(value, (int, float)) and not isinstance(value, bool) else list(value)
+    try:
+        out = [float(v) for v in vals]
+    except (TypeError, ValueError):
+        raise ValueError(f"residual_scale must be a number or a list of numbers, got {value!r}") from None
+    if len(out) != t_out:
+        raise ValueError(f"residual_scale needs one value per forecast frame (t_out = {t_out}), got {len(out)}")
+    if not all(math.isfinite(v) and v > 0 for v in out):
+        raise ValueError(f"residual_scale values must be finite and > 0, got {out}")
+    return out
 
 
 @dataclass
@@ -206,7 +230,13 @@ class ResidualDiffusion(nn.Module):
         ``train_segments`` ("all": every segment of every sample per step,
         folded into the batch; "random": one random segment per sample),
         ``local_index`` (frame after which the local context is taken; default
-        ``t_in``, the first ``mu`` frame, = 5 in the original) (training);
+        ``t_in``, the first ``mu`` frame, = 5 in the original), ``residual_scale``
+        (None: the diffusion works on the residual itself, as in the paper; a number or
+        one number per forecast frame: the residual of frame ``k`` is divided by
+        ``residual_scale[k]`` before the diffusion and multiplied back after sampling, so
+        that each lead reaches the noise schedule at unit scale; ``diffcast train``
+        resolves ``"auto"`` to the RMS residual per lead of the training data)
+        (training);
         ``sampler``, ``sampling_steps``, ``eta``, ``timestep_spacing``
         (sampling defaults).
 
@@ -264,6 +294,9 @@ class ResidualDiffusion(nn.Module):
         local_index = t_in if cfg["local_index"] is None else int(cfg["local_index"])
         if not 0 <= local_index < t_in + t_out:
             raise ValueError(f"local_index must be in [0, {t_in + t_out}), got {local_index}")
+        scale = _residual_scale(cfg["residual_scale"], t_out)
+        if scale is not None:
+            cfg["residual_scale"] = scale
         SAMPLERS.get(cfg["sampler"])  # fail early on unknown names
         for key in ("t_in", "t_out", "channels", "height", "width"):
             bval = getattr(backbone, key, None)
@@ -312,6 +345,12 @@ class ResidualDiffusion(nn.Module):
         self.register_buffer("alphas_cumprod", abar, persistent=False)  # float64
         self.register_buffer(
             "loss_weight", loss_weight(abar, self.objective, cfg["min_snr_gamma"]).float(), persistent=False
+        )
+        # Residual scale per forecast frame (None = 1): from the config, never saved.
+        self.register_buffer(
+            "residual_scale",
+            None if scale is None else torch.tensor(scale, dtype=torch.float32),
+            persistent=False,
         )
         # torch.compile'd denoiser, built on first use of sample(compile=True); a plain
         # dict so the compiled wrapper is not registered as a submodule (state_dict keys).
@@ -362,6 +401,14 @@ class ResidualDiffusion(nn.Module):
         return F.pixel_shuffle(x.reshape(b * t, *x.shape[2:]), self.patch).reshape(b, t, -1, *(
             n * self.patch for n in x.shape[-2:]))
 
+    def scale_residual(self, r: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """``r / residual_scale`` per forecast frame (``* residual_scale`` with ``inverse``); frames
+        on dim -4 (``(..., T_out, C, H, W)``); identity without a scale."""
+        if self.residual_scale is None:
+            return r
+        s = self.residual_scale.to(device=r.device, dtype=r.dtype).view(-1, 1, 1, 1)
+        return r * s if inverse else r / s
+
     def context(self, x_in: torch.Tensor, mu: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(global_ctx, local_ctx)`` from ``x_in`` and ``mu`` (both in ``[0, 1]``)."""
         frames = self.to_blocks(torch.cat((x_in, mu), dim=1) * 2 - 1)
@@ -392,7 +439,8 @@ class ResidualDiffusion(nn.Module):
             mu, bb_terms = self._backbone_mu(x_in), {}
         mu_d = mu.detach() if self.detach_mu else mu
         global_ctx, local_ctx = self.context(x_in, mu_d)
-        r = self.to_blocks((y_true * 2 - 1) - (mu_d * 2 - 1))  # residual in [-1, 1] space
+        r = self.scale_residual((y_true * 2 - 1) - (mu_d * 2 - 1))  # residual in [-1, 1] space, / scale
+        r = self.to_blocks(r)
         b, k, s = r.shape[0], self.n_segments, self.segment
         r = r.reshape(b, k, s, *r.shape[2:])
         prev = torch.cat((torch.zeros_like(r[:, :1]), r[:, :-1]), dim=1)  # teacher forcing
@@ -526,6 +574,8 @@ class ResidualDiffusion(nn.Module):
             "prediction_type": self.objective,
             "timestep_spacing": timestep_spacing or self.timestep_spacing,
             "clip_sample": clip_x0,
+            # the x0 clamp at +-1 of the unscaled residual, at its smallest scale (looser at the others)
+            "clip_range": 1.0 if self.residual_scale is None else float(1.0 / self.residual_scale.min()),
         }
         if getattr(cls, "accepts_eta", False):
             kwargs["eta"] = self.eta if eta is None else float(eta)
@@ -717,6 +767,7 @@ class ResidualDiffusion(nn.Module):
             del lctx, gctx, segs, cond, r
         bar.close()
         res = torch.cat(residuals).reshape(m, b, self.t_out, self.channels, self.height, self.width)
+        res = self.scale_residual(res, inverse=True)
         forecast = ((mu_n.unsqueeze(0) + res + 1) / 2).clamp(0.0, 1.0)
         return DiffCastSample(forecast=forecast, mu=mu.clamp(0.0, 1.0), residual=res)
 
