@@ -116,8 +116,8 @@ def _build(case: str, root: Path, formats: Any) -> Nowcast:
         reader = formats.CASES[size.split("-")[0]][2]  # mch, fmi, bom: the pysteps importer of the synthetic case
         size = ""
     else:
-        if fmt == "fmi_geotiff" and not _has("osgeo"):
-            pytest.skip("GDAL's Python bindings (osgeo) not installed: pysteps' fmi_geotiff importer needs them")
+        if fmt == "fmi_geotiff" and not (_has("osgeo") or _has("rasterio")):
+            pytest.skip("no GDAL (neither its Python bindings nor rasterio) installed: fmi_geotiff is not read")
         if fmt == "mch_metranet":
             pytest.skip("METRANET files cannot be written without MeteoSwiss' tools, nor read without 'metranet'")
         if fmt == "mrms_grib" and not _has("pygrib"):
@@ -128,7 +128,7 @@ def _build(case: str, root: Path, formats: Any) -> Nowcast:
             name, write, size = (lambda t: f"RAD_NL25_RAP_5min_{t:%Y%m%d%H%M}.h5"), _knmi_nl25, ""
             reader = formats.CASES["knmi"][2]
         elif fmt == "fmi_geotiff":
-            name, write, reader = _geotiff_case()
+            name, write, reader = _geotiff_case(formats)
         else:
             name, write, reader, _ = formats.CASES[fmt]
         files = []
@@ -146,23 +146,16 @@ def _build(case: str, root: Path, formats: Any) -> Nowcast:
     return Nowcast(out / "forecast.nc", meta, files, case)
 
 
-def _geotiff_case():
-    from osgeo import gdal, osr
-
+def _geotiff_case(formats: Any):
+    """The FMI GeoTIFF case; pysteps' metadata of a file come from pysteps' importer (through GDAL's bindings, or
+    rasterio's GDAL handed to it as diffcast does when the bindings are absent)."""
     def write(path: Path, t) -> None:
-        codes = (np.arange(20 * 30) % 256).astype(np.uint8).reshape(20, 30)
-        ds = gdal.GetDriverByName("GTiff").Create(str(path), 30, 20, 1, gdal.GDT_Byte)
-        ds.SetGeoTransform((100000.0, 1000.0, 0.0, 7000000.0, 0.0, -1000.0))
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(3067)
-        ds.SetProjection(srs.ExportToWkt())
-        ds.GetRasterBand(1).WriteArray(codes)
+        formats.write_fmi_geotiff(path, t)
 
     def read(path: Path):
-        from pysteps.io.importers import import_fmi_geotiff
+        from diffcast.data.radar.importers import import_fmi_geotiff
 
-        data, _, meta = import_fmi_geotiff(str(path))
-        return data, meta
+        return import_fmi_geotiff(path, None)
 
     return (lambda t: f"{t:%Y%m%d%H%M}_FINUTM.tif"), write, read
 

@@ -320,7 +320,8 @@ CASES: dict[str, tuple[Callable[[datetime], str], Callable[[Path, datetime], Any
     "mrms_grib": (lambda t: f"PrecipRate_00.00_{t:%Y%m%d-%H%M%S}.grib2", write_mrms, lambda p: _ps("import_mrms_grib", p), {}),
 }
 #: Formats whose pysteps importer needs a library that is not a dependency: (module, name).
-OPTIONAL = {"fmi_geotiff": ("osgeo", "GDAL"), "mrms_grib": ("pygrib", "pygrib"), "mch_metranet": ("metranet", "metranet")}
+OPTIONAL = {"fmi_geotiff": (("osgeo", "rasterio"), "GDAL"), "mrms_grib": (("pygrib",), "pygrib"),
+            "mch_metranet": (("metranet",), "metranet")}
 SAMPLE_NAMES = {**{k: v[0](T0) for k, v in CASES.items()}, "fmi_geotiff": f"{T0:%Y%m%d%H%M}_FINUTM.tif",
                 "mch_metranet": f"RZC{T0:%y%j%H%M}VL.801"}
 
@@ -584,7 +585,7 @@ def test_missing_library_is_one_clear_error(tmp_path, fmt, monkeypatch):
     path = tmp_path / SAMPLE_NAMES[fmt]
     path.write_bytes(b"not read")
     real = importlib.util.find_spec
-    monkeypatch.setattr(imp.importlib.util, "find_spec", lambda n, *a: None if n == module else real(n, *a))
+    monkeypatch.setattr(imp.importlib.util, "find_spec", lambda n, *a: None if n in module else real(n, *a))
     for call in (lambda: read_frame(path, fmt), lambda: RadarSeries([path], fmt), lambda: RadarSeries([path])):
         with pytest.raises(ValueError, match=label) as exc:
             call()
@@ -592,24 +593,85 @@ def test_missing_library_is_one_clear_error(tmp_path, fmt, monkeypatch):
         assert f"reading {fmt} radar files needs" in msg and "not installed" in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("fmt", ["fmi_geotiff", "mch_metranet"])
-def test_optional_format_values(tmp_path, fmt):
-    module, label = OPTIONAL[fmt]
-    if not _has(module):
-        pytest.skip(f"{label} not installed: pysteps' importer of {fmt} needs it (no synthetic file written without it)")
-    if fmt == "fmi_geotiff":
+def write_fmi_geotiff(path: Path, t: datetime | None = None) -> np.ndarray:
+    """An FMI-like GeoTIFF (EPSG:3067, 1 km, north-up, byte codes, 255 = no data) through GDAL's
+    Python bindings when present, else through rasterio's GDAL; returns the codes."""
+    codes = (np.arange(20 * 30) % 256).astype(np.uint8).reshape(20, 30)
+    gt = (100000.0, 1000.0, 0.0, 7000000.0, 0.0, -1000.0)
+    if _has("osgeo"):
         from osgeo import gdal, osr
 
-        path = tmp_path / SAMPLE_NAMES[fmt]
-        codes = (np.arange(20 * 30) % 256).astype(np.uint8).reshape(20, 30)
         ds = gdal.GetDriverByName("GTiff").Create(str(path), 30, 20, 1, gdal.GDT_Byte)
-        ds.SetGeoTransform((100000.0, 1000.0, 0.0, 7000000.0, 0.0, -1000.0))
+        ds.SetGeoTransform(gt)
         srs = osr.SpatialReference()
         srs.ImportFromEPSG(3067)
         ds.SetProjection(srs.ExportToWkt())
         ds.GetRasterBand(1).WriteArray(codes)
         ds = None
-        ref, meta = _ps("import_fmi_geotiff", path)
-        assert_same_as_pysteps(path, fmt, ref, meta)
-    else:  # METRANET files cannot be written without MeteoSwiss' tools: the library's presence is checked
-        RADAR_FORMATS[fmt].require()
+    else:
+        import rasterio
+        from rasterio.transform import Affine
+
+        with rasterio.open(path, "w", driver="GTiff", width=30, height=20, count=1, dtype="uint8", crs="EPSG:3067",
+                           transform=Affine.from_gdal(*gt)) as dst:
+            dst.write(codes, 1)
+    return codes
+
+
+def test_fmi_geotiff_values_and_grid(tmp_path):
+    """Against the file's own definition (independent of pysteps): dBZ = (code - 64) / 2, code 255 no data,
+    EPSG:3067 (ETRS-TM35FIN) 1 km pixels from (100 km, 7000 km) at the top-left corner, north-up; and, where
+    GDAL's bindings are present, equal to pysteps' importer called directly. Without them diffcast reads
+    through rasterio's GDAL (this machine)."""
+    if not (_has("osgeo") or _has("rasterio")):
+        pytest.skip("neither GDAL's Python bindings nor rasterio installed: no GeoTIFF written or read")
+    path = tmp_path / SAMPLE_NAMES["fmi_geotiff"]
+    codes = write_fmi_geotiff(path)
+    from diffcast.data.radar.importers import import_fmi_geotiff
+
+    data, meta = import_fmi_geotiff(path, None)
+    expect = np.where(codes == 255, np.nan, (codes.astype(float) - 64.0) / 2.0)
+    np.testing.assert_array_equal(data, expect)
+    assert (meta["x1"], meta["x2"], meta["y1"], meta["y2"]) == (100000.0, 130000.0, 6980000.0, 7000000.0)
+    assert meta["yorigin"] == "upper" and meta["unit"] == "dBZ" and meta["transform"] == "dB"
+    # the outer corners (100 / 130 km E, 7000 / 6980 km N in TM35FIN) where pyproj puts them with EPSG:3067
+    corners = [(100000.0, 7000000.0), (130000.0, 6980000.0)]
+    want = [pyproj.Transformer.from_crs(3067, 4326, always_xy=True).transform(*c) for c in corners]
+    grid = RadarSeries([path], "fmi_geotiff")
+    g = ProjectedGrid.from_pysteps(grid.source, grid.grid_shape)
+    to = pyproj.Transformer.from_crs(g.crs, 4326, always_xy=True)
+    got = [to.transform(g.x0, g.y0), to.transform(g.x0 + 30 * g.dx, g.y0 + 20 * g.dy)]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert g.dy < 0
+    if _has("osgeo"):
+        ref, ref_meta = _ps("import_fmi_geotiff", path)
+    else:
+        ref, ref_meta = expect, meta
+    assert_same_as_pysteps(path, "fmi_geotiff", ref, ref_meta)
+
+
+def test_fmi_geotiff_through_rasterio_leaves_pysteps_as_it_was(tmp_path):
+    """The rasterio stand-in is in pysteps' module only while a file is read."""
+    pytest.importorskip("rasterio")
+    import pysteps.io.importers as ps
+
+    from diffcast.data.radar.importers import _gdal_through_rasterio
+
+    before = {n: ps.__dict__.get(n, "absent") for n in ("gdal", "gdalconst", "osr", "GDAL_IMPORTED")}
+    path = tmp_path / SAMPLE_NAMES["fmi_geotiff"]
+    write_fmi_geotiff(path)
+    with _gdal_through_rasterio():
+        data, _, _ = ps.import_fmi_geotiff(str(path))
+    assert data.shape == (20, 30)
+    assert {n: ps.__dict__.get(n, "absent") for n in before} == before
+    bad = tmp_path / "201609281605_FINUTM.tif"
+    bad.write_bytes(b"II*\x00 truncated")
+    with pytest.raises(ValueError, match="cannot read .* as a GeoTIFF"):
+        read_frame(bad, "fmi_geotiff")
+    assert {n: ps.__dict__.get(n, "absent") for n in before} == before
+
+
+def test_metranet_needs_its_library():
+    if not _has("metranet"):
+        pytest.skip("metranet not installed: METRANET files cannot be written without MeteoSwiss' tools")
+    RADAR_FORMATS["mch_metranet"].require()

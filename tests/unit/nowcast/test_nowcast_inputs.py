@@ -113,7 +113,7 @@ def test_radar_files_with_image_suffixes_are_radar(tmp_path, monkeypatch):
     assert detect_kind([numbered]) == "images"  # numbered pictures stay pictures
     # without GDAL the GeoTIFFs give the one error naming it, never grey-scale frames without a projection
     real = imp.importlib.util.find_spec
-    monkeypatch.setattr(imp.importlib.util, "find_spec", lambda n, *a: None if n == "osgeo" else real(n, *a))
+    monkeypatch.setattr(imp.importlib.util, "find_spec", lambda n, *a: None if n in ("osgeo", "rasterio") else real(n, *a))
     with pytest.raises(ValueError, match="fmi_geotiff radar files needs GDAL"):
         read_input([folder])
 

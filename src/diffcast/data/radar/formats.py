@@ -11,7 +11,7 @@ that gives the time stamp:
 ``fmi``           FMI PGM(.gz),                                      ``YYYYmmddHHMM``
                   ``201609281600_fmi.radar.composite...pgm.gz``
 ``fmi_geotiff``   FMI GeoTIFF, ``201609281600_FINUTM.tif``           ``YYYYmmddHHMM``
-                  (needs GDAL, ``osgeo``)
+                  (needs GDAL: ``osgeo``, or rasterio's)
 ``bom``           BoM Rainfields NetCDF, ``66_20201031_000000...nc``  ``YYYYmmdd_HHMMSS``
 ``knmi``          KNMI HDF5, ``RAD_NL25_RAP_NA_201008260000.h5``     ``YYYYmmddHHMM``
 ``dwd_hdf5``      DWD ODIM HDF5, ``20250604_1700_RY.h5``             ``YYYYmmdd_HHMM``

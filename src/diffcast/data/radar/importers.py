@@ -9,16 +9,23 @@ are changed: a file reads the same in diffcast as in pysteps. One metadata value
 corrected: RADOLAN rows run from the south, which pysteps' ``yorigin`` misstates
 (:func:`import_dwd_radolan`).
 
-``fmi_geotiff`` needs GDAL (``osgeo``), ``mrms_grib`` needs ``pygrib`` and
-``mch_metranet`` needs MeteoSwiss' ``metranet``; none is a dependency of diffcast.
-:func:`require_library` names the one to install before a file is opened.
+``fmi_geotiff`` needs GDAL: its Python bindings (``osgeo``), or else the GDAL that
+rasterio's wheel bundles (:func:`_gdal_through_rasterio` hands pysteps' importer the few
+GDAL calls it makes, so the importer's own code computes the values); ``mrms_grib`` needs
+``pygrib`` (the ``grib`` extra) and ``mch_metranet`` needs MeteoSwiss' ``metranet``; none is a
+dependency of diffcast. :func:`require_library` names the one to install before a file is
+opened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -31,11 +38,11 @@ def _attr_text(value: Any) -> str:
     return value.decode() if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
-#: Optional library of a format: (importable module, what to install).
-OPTIONAL_LIBRARIES: dict[str, tuple[str, str]] = {
-    "fmi_geotiff": ("osgeo", "GDAL's Python bindings (the 'osgeo' module: `conda install -c conda-forge gdal`, "
-                             "or `pip install gdal` matching the system libgdal)"),
-    "mrms_grib": ("pygrib", "pygrib (`pip install pygrib`)"),
+#: Optional library of a format: (importable module(s), any one will do; what to install).
+OPTIONAL_LIBRARIES: dict[str, tuple[str | tuple[str, ...], str]] = {
+    "fmi_geotiff": (("osgeo", "rasterio"), "GDAL: rasterio (`pip install diffcast[geo]`, a wheel with GDAL inside) "
+                                           "or GDAL's Python bindings (the 'osgeo' module)"),
+    "mrms_grib": ("pygrib", "pygrib (`pip install diffcast[grib]` or `pip install pygrib`)"),
     "mch_metranet": ("metranet", "MeteoSwiss' 'metranet' Python package (not on PyPI: from MeteoSwiss, "
                                  "with its METRANET library)"),
 }
@@ -51,16 +58,21 @@ def require_library(fmt: str) -> None:
     """
     if fmt not in OPTIONAL_LIBRARIES:
         return
-    module, install = OPTIONAL_LIBRARIES[fmt]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    modules, install = OPTIONAL_LIBRARIES[fmt]
+    names = (modules,) if isinstance(modules, str) else modules
+    if not any(_has_module(n) for n in names):
+        which = " nor ".join(repr(n) for n in names)
         raise ValueError(
             f"reading {fmt} radar files needs {install}, which is not installed "
-            f"(the module {module!r} cannot be imported); install it or convert the files to another format"
+            f"(the module {which} cannot be imported); install it or convert the files to another format"
         )
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # ----------------------------------------------------------------------------- DWD
@@ -229,12 +241,95 @@ def import_saf_crri(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, di
 
 
 def import_fmi_geotiff(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
-    """An FMI reflectivity GeoTIFF (``201609281600_FINUTM.tif``) by pysteps' ``import_fmi_geotiff`` (needs GDAL)."""
+    """An FMI reflectivity GeoTIFF (``201609281600_FINUTM.tif``) by pysteps' ``import_fmi_geotiff``
+    (needs GDAL: ``osgeo``, or rasterio's through :func:`_gdal_through_rasterio`)."""
     require_library("fmi_geotiff")
     from pysteps.io.importers import import_fmi_geotiff as importer
 
-    data, _, meta = importer(str(path))
+    if _has_module("osgeo"):
+        data, _, meta = importer(str(path))
+        return data, meta
+    with _gdal_through_rasterio():
+        data, _, meta = importer(str(path))
     return data, meta
+
+
+_SHIM_LOCK = threading.Lock()
+
+
+class _RasterioDataset:
+    """The part of ``osgeo.gdal.Dataset`` that pysteps' ``import_fmi_geotiff`` uses, read with rasterio."""
+
+    def __init__(self, path: str) -> None:
+        import rasterio
+
+        try:
+            with rasterio.open(path) as src:
+                self._band1 = src.read(1)
+                self._wkt = src.crs.to_wkt() if src.crs is not None else ""
+                self._gt = tuple(src.transform.to_gdal())
+                self.RasterXSize, self.RasterYSize = int(src.width), int(src.height)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ValueError(f"cannot read {path} as a GeoTIFF: {str(exc).splitlines()[0]}") from None
+
+    def GetRasterBand(self, index: int) -> SimpleNamespace:  # noqa: N802 - GDAL's names
+        if index != 1:
+            raise ValueError(f"band {index} requested; only band 1 is read")
+        return SimpleNamespace(ReadAsArray=lambda: self._band1)
+
+    def GetProjection(self) -> str:  # noqa: N802
+        return self._wkt
+
+    def GetGeoTransform(self) -> tuple[float, ...]:  # noqa: N802
+        return self._gt
+
+
+class _RasterioSpatialReference:
+    """``osgeo.osr.SpatialReference`` as pysteps uses it: WKT in, PROJ string out (GDAL's own export)."""
+
+    def __init__(self) -> None:
+        self._crs: Any = None
+
+    def ImportFromWkt(self, wkt: str) -> int:  # noqa: N802
+        from rasterio.crs import CRS
+
+        self._crs = CRS.from_wkt(wkt) if wkt else None
+        return 0
+
+    def ExportToProj4(self) -> str:  # noqa: N802
+        if self._crs is None:
+            return ""
+        # rasterio writes GDAL's flag parameters as "+no_defs=True"; GDAL's export writes "+no_defs"
+        return " ".join(t[: -len("=True")] if t.endswith("=True") else t for t in self._crs.to_proj4().split())
+
+
+@contextlib.contextmanager
+def _gdal_through_rasterio() -> Iterator[None]:
+    """Run pysteps' GDAL-based importer on the GDAL inside rasterio's wheel.
+
+    pysteps' ``import_fmi_geotiff`` calls ``gdal.Open``, ``GetRasterBand(1).ReadAsArray``,
+    ``GetProjection``, ``GetGeoTransform``, ``RasterXSize``/``RasterYSize`` and
+    ``osr.SpatialReference().ImportFromWkt / ExportToProj4``; for the duration, its module sees
+    objects that answer those calls from rasterio (the same GDAL library underneath), and its
+    own code turns them into values and metadata. Restored afterwards; one caller at a time.
+    """
+    import pysteps.io.importers as ps
+
+    names = ("gdal", "gdalconst", "osr", "GDAL_IMPORTED")
+    with _SHIM_LOCK:
+        saved = {n: ps.__dict__[n] for n in names if n in ps.__dict__}
+        ps.gdal = SimpleNamespace(Open=lambda filename, mode=None: _RasterioDataset(filename))
+        ps.gdalconst = SimpleNamespace(GA_ReadOnly=0)
+        ps.osr = SimpleNamespace(SpatialReference=_RasterioSpatialReference)
+        ps.GDAL_IMPORTED = True
+        try:
+            yield
+        finally:
+            for n in names:
+                if n in saved:
+                    setattr(ps, n, saved[n])
+                else:
+                    ps.__dict__.pop(n, None)
 
 
 def import_mrms_grib(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray, dict[str, Any]]:
