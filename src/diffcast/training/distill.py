@@ -138,6 +138,11 @@ class Distiller:
             student.alphas_cumprod.cpu(), teacher.alphas_cumprod.cpu()
         ):
             raise ValueError("student and teacher must share the noise schedule")
+        s_scale, t_scale = getattr(student, "residual_scale", None), getattr(teacher, "residual_scale", None)
+        if (s_scale is None) != (t_scale is None) or (s_scale is not None and not torch.allclose(
+                s_scale.cpu(), t_scale.cpu())):
+            raise ValueError("student and teacher must share model.diffusion.residual_scale (the student is the "
+                             "teacher's config; leave residual_scale as the teacher has it)")
         if student.objective != teacher.objective:
             raise ValueError(f"student objective {student.objective!r} differs from the teacher's {teacher.objective!r}")
         if not isinstance(steps, int) or steps < 1:

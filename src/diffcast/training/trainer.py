@@ -203,7 +203,25 @@ def _init_from(model: nn.Module, cfg: RunConfig, source: str) -> None:
         raise ValueError(f"train.init_from: {file} holds a {src_type!r} model, this config trains a {cfg.model.type!r} one")
     _load_or_refuse(model, state, f"train.init_from: the weights in {file} do not fit this model (another preset, "
                                   "patch or frame count?)")
+    src_scale = (src_cfg["model"].get("diffusion") or {}).get("residual_scale")
+    own = getattr(model, "residual_scale", None)
+    own_scale = None if own is None else own.tolist()
+    if (src_scale is None) != (own_scale is None) or (
+            src_scale is not None and not np.allclose(src_scale, own_scale, rtol=1e-6, atol=0.0)):
+        raise ValueError(
+            f"train.init_from: {file} was trained with model.diffusion.residual_scale {src_scale}, this config has "
+            f"{own_scale}; its weights only mean something with their own scale: set residual_scale to auto "
+            "(which takes the source's when fine-tuning) or to the same numbers"
+        )
     log.info("all weights initialised from %s", file)
+
+
+def _source_residual_scale(source: str) -> list[float] | None:
+    """``model.diffusion.residual_scale`` of a trained model (``train.init_from``), ``None`` without one."""
+    from .model_io import resolve_model_file
+
+    _, src_cfg, _ = load_model_file(resolve_model_file(source))
+    return (src_cfg.get("model", {}).get("diffusion") or {}).get("residual_scale")
 
 
 def _distiller(model: nn.Module, spec: dict[str, Any], init: bool) -> Any:
@@ -382,10 +400,15 @@ class Trainer:
         # -------- model, data, optimiser (identical initialisation on every rank)
         train_ds = build_dataset(cfg, cfg.data.train_split)
         if cfg.model.type == "diffcast" and cfg.model.diffusion.get("residual_scale") == "auto":
-            scale = residual_rms(train_ds, cfg.model.t_in, cfg.model.t_out)
+            if tc.init_from:  # fine-tuning keeps the scale the weights were trained with
+                scale = _source_residual_scale(tc.init_from)
+                how = f"the scale of {tc.init_from}"
+            else:
+                scale = residual_rms(train_ds, cfg.model.t_in, cfg.model.t_out)
+                how = "RMS residual per lead of the training data"
             cfg.model.diffusion["residual_scale"] = scale
             if is_main:
-                log.info("residual_scale: auto -> RMS residual per lead of the training data %s", scale)
+                log.info("residual_scale: auto -> %s %s", how, scale)
         _seed_all(cfg.seed)
         try:
             model = build_model(cfg.model_dict())

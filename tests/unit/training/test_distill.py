@@ -262,3 +262,15 @@ def test_student_grid_ends_above_the_clean_data():
     ts4, _ = respace("logsnr_trailing", 1000, 4, ABAR)
     gaps = [float(ls[a] - ls[b]) for a, b in zip(ts4[1:-1], ts4[2:])]
     assert max(gaps) - min(gaps) < 0.05 * max(gaps)  # uniform in log-SNR below the capped top
+
+
+def test_student_and_teacher_must_share_the_residual_scale():
+    teacher, _ = _gaussian_models(1)
+    mcfg = {"type": "diffcast", "t_in": 2, "t_out": 2, "channels": 1, "height": 8, "width": 8,
+            "backbone": {"name": "persistence"},
+            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4,
+                          "attn_heads": 1, "attn_dim_head": 8, "ta_kernel": 3, "residual_scale": [0.1, 0.2]}}
+    with pytest.raises(ValueError, match="share model.diffusion.residual_scale"):
+        Distiller(build_model(mcfg), teacher, steps=1)
+    scaled_teacher = build_model(mcfg)
+    Distiller(build_model(mcfg), scaled_teacher, steps=1)  # the same scale: accepted

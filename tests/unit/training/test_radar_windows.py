@@ -207,7 +207,7 @@ def test_train_config_runs_a_few_steps(archive, tmp_path):
 
 
 def test_residual_scale_auto_is_resolved_from_the_training_data(archive, tmp_path):
-    """configs/radar_diffcast_extrapolation_rs.yaml (residual_scale: auto), shrunk: the run records the RMS
+    """configs/radar_diffcast_extrapolation_scaled.yaml (residual_scale: auto), shrunk: the run records the RMS
     residual per lead of its training items, and the trained model loads with that scale."""
     from diffcast.cli import main
     from diffcast.inference import Nowcaster
@@ -215,7 +215,7 @@ def test_residual_scale_auto_is_resolved_from_the_training_data(archive, tmp_pat
 
     out = tmp_path / "run"
     rc = main([
-        "train", "--config", str(REPO / "configs" / "radar_diffcast_extrapolation_rs.yaml"), "--out", str(out),
+        "train", "--config", str(REPO / "configs" / "radar_diffcast_extrapolation_scaled.yaml"), "--out", str(out),
         "--set", f"data.kwargs.root={archive}", "--set", f"data.kwargs.cache_dir={tmp_path / 'cache'}",
         "--set", "data.kwargs.size=32", "--set", "data.kwargs.mu_context=32", "--set", "data.kwargs.split_events=null",
         "--set", "data.train_split=all", "--set", "data.kwargs.candidates=8", "--set", "data.kwargs.min_rain=0.01",

@@ -259,6 +259,26 @@ def test_init_from_loads_every_weight_for_fine_tuning(tmp_path):
         train(_cfg(model={"t_out": 5}, train={"init_from": str(src)}), tmp_path / "other", progress=False)
 
 
+def test_init_from_keeps_the_residual_scale_of_its_weights(tmp_path):
+    """Weights trained on a scaled residual mean nothing at another scale: ``auto`` takes the source's when
+    fine-tuning; a different or missing scale is refused."""
+    from diffcast.inference import Nowcaster
+
+    def diffcast(scale):
+        return {"type": "diffcast", "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 4,
+                                                   "residual_scale": scale}}
+
+    src = tmp_path / "src"
+    train(_cfg(model=diffcast(0.5), train={"max_steps": 1, "val_every": 0}), src, progress=False)
+    dst = tmp_path / "dst"
+    train(_cfg(model=diffcast("auto"), train={"max_steps": 1, "val_every": 0, "init_from": str(src)}), dst,
+          progress=False)
+    torch.testing.assert_close(Nowcaster.from_checkpoint(dst).model.residual_scale, torch.full((4,), 0.5))
+    for other, name in ((None, "none"), (0.25, "other")):
+        with pytest.raises(ValueError, match="trained with model.diffusion.residual_scale"):
+            train(_cfg(model=diffcast(other), train={"init_from": str(src)}), tmp_path / name, progress=False)
+
+
 def test_bf16_mixed_precision_after_a_full_precision_run(tmp_path):
     full = train(_cfg(train={"val_every": 0}), tmp_path / "fp32", progress=False)
     half = train(_cfg(train={"val_every": 0, "mixed_precision": "bf16"}), tmp_path / "bf16", progress=False)
