@@ -82,3 +82,19 @@ def test_shipped_student_samples_with_its_stored_step_count(name, monkeypatch):
     fc = diffcast.nowcast(_rain(), n_leadtimes=4, n_ens_members=2, seed=0, model=name)
     assert fc.shape == (2, 4, 64, 80) and np.nanmax(fc) > 1.0
     assert len(calls) == k * model.n_segments  # k denoiser calls per segment of 4 leads, members in one batch
+
+
+def test_the_scaled_model_ships_with_its_residual_scale():
+    """radar_diffcast_extrapolation_scaled: residual scaled per lead (0.09 at lead 1 to 0.35 at lead 12, rising),
+    restored from its file, and it forecasts through the front door."""
+    from diffcast.api import load_model
+
+    name = "radar_diffcast_extrapolation_scaled"
+    assert name in shipped_models()
+    scale = load_model(name).model.residual_scale
+    assert scale.shape == (12,) and bool((scale[1:] > scale[:-1]).all())
+    assert 0.08 < float(scale[0]) < 0.1 and 0.3 < float(scale[-1]) < 0.4
+    fc = diffcast.nowcast(_rain(), n_leadtimes=4, n_ens_members=2, seed=0, model=name, steps=2)
+    assert fc.shape == (2, 4, 64, 80) and np.nanmax(fc) > 1.0
+    default = diffcast.nowcast(_rain(), n_leadtimes=4, n_ens_members=2, seed=0, steps=2)
+    assert not np.array_equal(np.nan_to_num(fc), np.nan_to_num(default))
