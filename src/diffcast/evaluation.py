@@ -345,7 +345,8 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]], meta: DatasetMeta |
 
 
 def per_lead_csv(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """CSV with one row per model and lead time (CSI/HSS per threshold, continuous scores, CRPS)."""
+    """CSV with one row per model and lead time (CSI/HSS per threshold, continuous scores, CRPS, and the
+    share of the lead's pixels that had data, ``covered_fraction``)."""
     first = next(iter(results.values()))
     thr_keys = [threshold_key(t) for t in first["thresholds"]]
     pools = [f"csi_pool{p}" for p in first.get("pool_sizes", ())]
@@ -353,7 +354,7 @@ def per_lead_csv(results: Mapping[str, Mapping[str, Any]]) -> str:
     header = ["model", "lead", "lead_min", "csi_m", "hss_m"]
     header += [f"csi_{k}" for k in thr_keys] + [f"hss_{k}" for k in thr_keys]
     header += [f"pod_{k}" for k in thr_keys] + [f"far_{k}" for k in thr_keys]
-    header += [f"{p}_{k}" for p in pools for k in thr_keys] + scalar
+    header += [f"{p}_{k}" for p in pools for k in thr_keys] + scalar + ["covered_fraction"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -366,6 +367,9 @@ def per_lead_csv(results: Mapping[str, Mapping[str, Any]]) -> str:
             for key in scalar:
                 vals = r.get(f"{key}_by_lead")
                 row.append("" if vals is None else vals[i])
+            # share of the lead's pixels with data (1 without a no-data mask)
+            cov = (r.get("no_data") or {}).get("covered_fraction_by_lead")
+            row.append(1.0 if cov is None else cov[i])
             w.writerow(row)
     return buf.getvalue()
 

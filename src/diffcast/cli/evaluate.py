@@ -10,7 +10,7 @@ Examples::
     accelerate launch --num_processes 4 "$(which diffcast)" evaluate --model runs/sevir --data sevir \\
         --data-root /data/sevir/CATALOG.csv --out eval_sevir/
 
-Outputs in ``--out``: ``metrics.json`` (all scores), ``per_lead.csv``, ``table.md`` (models side
+Outputs in ``--out``: ``metrics.json`` (all scores), ``per_lead.csv`` (scores per lead, with the share of pixels that had data), ``table.md`` (models side
 by side in the paper's layout) and plots (CSI/HSS vs lead time; rank histogram and
 reliability diagram for ensembles).
 """

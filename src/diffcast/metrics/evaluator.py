@@ -869,6 +869,9 @@ class Evaluator:
             out["no_data"] = {
                 "windows_skipped": int(n_skip),
                 "covered_fraction": with_data / pixels if pixels > 0 else 0.0,
+                # scored points per lead (the CRPS count) over the pixels of one lead
+                "covered_fraction_by_lead": [_clean(float(c) * int(self.lead_times) / pixels) if pixels > 0 else 0.0
+                                             for c in crps[:, 2].tolist()],
                 "rule": "every score over the observed pixels with data only (diffcast.metrics.nodata); "
                 "windows without any data are skipped",
             }

@@ -90,6 +90,7 @@ def test_covered_rectangle_scores_like_the_cropped_frames(members):
     _assert_scores_equal(got, ref)
     assert got["no_data"]["windows_skipped"] == 0
     assert got["no_data"]["covered_fraction"] == pytest.approx(32 * 32 / (48 * 40))
+    assert got["no_data"]["covered_fraction_by_lead"] == pytest.approx([32 * 32 / (48 * 40)] * 4)
     if members:
         assert "ensemble_mean" in got and "crps_fair" in got and "brier" in got
     json.dumps(got, allow_nan=False)
@@ -303,3 +304,28 @@ def test_evaluate_fills_model_inputs_and_scores_only_data():
     want = ev.compute()
     for key in ("csi_m", "mse", "crps", "csi_pool4_m"):
         assert res[key] == pytest.approx(want[key], rel=1e-12), key
+
+
+def test_covered_fraction_per_lead_follows_a_coverage_that_shrinks_with_lead():
+    """Rows without data grow with the lead (inflow); the per-lead share and the per_lead.csv column count them."""
+    import csv
+    import io
+
+    from diffcast.evaluation import per_lead_csv
+
+    y, p = _fields((2, 4, 1, 32, 40), seed=3, members=3)
+    y = y.copy()
+    for t in range(4):
+        y[:, t, :, : 4 * t] = np.nan  # lead t: its first 4 t rows have no data
+    ev = Evaluator(THR)
+    ev.update(y, p, mask=nodata_mask(torch.from_numpy(y)))
+    got = ev.compute()
+    want = [(32 - 4 * t) / 32 for t in range(4)]
+    assert got["no_data"]["covered_fraction_by_lead"] == pytest.approx(want)
+    assert got["no_data"]["covered_fraction"] == pytest.approx(np.mean(want))
+    rows = list(csv.DictReader(io.StringIO(per_lead_csv({"m": got}))))
+    assert [float(r["covered_fraction"]) for r in rows] == pytest.approx(want)
+    full = Evaluator(THR)
+    full.update(np.nan_to_num(y), p)
+    rows = list(csv.DictReader(io.StringIO(per_lead_csv({"m": full.compute()}))))
+    assert [float(r["covered_fraction"]) for r in rows] == [1.0] * 4
