@@ -138,9 +138,9 @@ class Distiller:
             student.alphas_cumprod.cpu(), teacher.alphas_cumprod.cpu()
         ):
             raise ValueError("student and teacher must share the noise schedule")
-        s_scale, t_scale = getattr(student, "residual_scale", None), getattr(teacher, "residual_scale", None)
-        if (s_scale is None) != (t_scale is None) or (s_scale is not None and not torch.allclose(
-                s_scale.cpu(), t_scale.cpu())):
+        from ..models.diffusion.residual import same_residual_scale
+
+        if not same_residual_scale(getattr(student, "residual_scale", None), getattr(teacher, "residual_scale", None)):
             raise ValueError("student and teacher must share model.diffusion.residual_scale (the student is the "
                              "teacher's config; leave residual_scale as the teacher has it)")
         if student.objective != teacher.objective:

@@ -192,36 +192,40 @@ def _init_backbone(model: nn.Module, cfg: RunConfig, source: str) -> None:
     log.info("backbone initialised from %s", file)
 
 
-def _init_from(model: nn.Module, cfg: RunConfig, source: str) -> None:
-    """Load every weight of a trained model of the same architecture into ``model`` (fine-tuning)."""
+def _load_source(source: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``(file, weights, run config)`` of the trained model ``train.init_from`` names, read once."""
     from .model_io import resolve_model_file
 
     file = resolve_model_file(source)
     state, src_cfg, _ = load_model_file(file)
+    return file, state, src_cfg
+
+
+def _source_residual_scale(src_cfg: dict[str, Any]) -> list[float] | None:
+    """``model.diffusion.residual_scale`` of a trained model's run config, ``None`` without one."""
+    return (src_cfg.get("model", {}).get("diffusion") or {}).get("residual_scale")
+
+
+def _init_from(model: nn.Module, cfg: RunConfig, source: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    """Load every weight of a trained model of the same architecture (:func:`_load_source`) into ``model``
+    (fine-tuning)."""
+    from ..models.diffusion.residual import same_residual_scale
+
+    file, state, src_cfg = source
     src_type = src_cfg["model"].get("type", "diffcast")
     if src_type != cfg.model.type:
         raise ValueError(f"train.init_from: {file} holds a {src_type!r} model, this config trains a {cfg.model.type!r} one")
     _load_or_refuse(model, state, f"train.init_from: the weights in {file} do not fit this model (another preset, "
                                   "patch or frame count?)")
-    src_scale = (src_cfg["model"].get("diffusion") or {}).get("residual_scale")
+    src_scale = _source_residual_scale(src_cfg)
     own = getattr(model, "residual_scale", None)
-    own_scale = None if own is None else own.tolist()
-    if (src_scale is None) != (own_scale is None) or (
-            src_scale is not None and not np.allclose(src_scale, own_scale, rtol=1e-6, atol=0.0)):
+    if not same_residual_scale(src_scale, own):
         raise ValueError(
             f"train.init_from: {file} was trained with model.diffusion.residual_scale {src_scale}, this config has "
-            f"{own_scale}; its weights only mean something with their own scale: set residual_scale to auto "
-            "(which takes the source's when fine-tuning) or to the same numbers"
+            f"{None if own is None else own.tolist()}; its weights only mean something with their own scale: set "
+            "residual_scale to auto (which takes the source's when fine-tuning) or to the same numbers"
         )
     log.info("all weights initialised from %s", file)
-
-
-def _source_residual_scale(source: str) -> list[float] | None:
-    """``model.diffusion.residual_scale`` of a trained model (``train.init_from``), ``None`` without one."""
-    from .model_io import resolve_model_file
-
-    _, src_cfg, _ = load_model_file(resolve_model_file(source))
-    return (src_cfg.get("model", {}).get("diffusion") or {}).get("residual_scale")
 
 
 def _distiller(model: nn.Module, spec: dict[str, Any], init: bool) -> Any:
@@ -399,9 +403,13 @@ class Trainer:
 
         # -------- model, data, optimiser (identical initialisation on every rank)
         train_ds = build_dataset(cfg, cfg.data.train_split)
-        if cfg.model.type == "diffcast" and cfg.model.diffusion.get("residual_scale") == "auto":
-            if tc.init_from:  # fine-tuning keeps the scale the weights were trained with
-                scale = _source_residual_scale(tc.init_from)
+        auto_scale = cfg.model.type == "diffcast" and cfg.model.diffusion.get("residual_scale") == "auto"
+        # the model train.init_from names, read once (its scale, then its weights); a resumed run needs it
+        # only for an `auto` scale
+        source = _load_source(tc.init_from) if tc.init_from and (latest is None or auto_scale) else None
+        if auto_scale:
+            if source is not None:  # fine-tuning keeps the scale the weights were trained with
+                scale = _source_residual_scale(source[2])
                 how = f"the scale of {tc.init_from}"
             else:
                 scale = residual_rms(train_ds, cfg.model.t_in, cfg.model.t_out)
@@ -416,8 +424,9 @@ class Trainer:
             raise ValueError(f"cannot build the model from the config's model section: {exc}") from None
         if latest is None and tc.init_backbone and tc.init_from:
             raise ValueError("train.init_from loads every weight, the backbone's too: leave train.init_backbone unset")
-        if latest is None and tc.init_from:
-            _init_from(model, cfg, tc.init_from)
+        if latest is None and source is not None:
+            _init_from(model, cfg, source)
+        del source
         if latest is None and tc.init_backbone:
             _init_backbone(model, cfg, tc.init_backbone)
         distiller = _distiller(model, tc.distill, init=latest is None) if tc.distill else None

@@ -185,22 +185,26 @@ def test_augmentation_is_consistent(archive, tmp_path):
     assert any(torch.equal(a, c) for c in candidates)
 
 
-def test_train_config_runs_a_few_steps(archive, tmp_path):
-    """configs/radar_diffcast_extrapolation.yaml, shrunk, trains through `diffcast train`."""
+def _train_shrunk(config: str, archive: Path, tmp_path: Path, *settings: str) -> Path:
+    """``configs/<config>.yaml`` trained through `diffcast train` on the synthetic archive at 32 x 32 with a
+    tiny network; ``settings``: further ``key=value`` overrides. Returns the run folder."""
     from diffcast.cli import main
 
     out = tmp_path / "run"
-    rc = main([
-        "train", "--config", str(REPO / "configs" / "radar_diffcast_extrapolation.yaml"), "--out", str(out),
-        "--set", f"data.kwargs.root={archive}", "--set", f"data.kwargs.cache_dir={tmp_path / 'cache'}",
-        "--set", "data.kwargs.size=32", "--set", "data.kwargs.mu_context=32", "--set", "data.kwargs.split_events=null",
-        "--set", "data.train_split=all",
-        "--set", "data.kwargs.candidates=8", "--set", "data.kwargs.min_rain=0.01",
-        "--set", "model.height=32", "--set", "model.width=32", "--set", "model.diffusion.dim=8",
-        "--set", "train.max_steps=3", "--set", "train.batch_size=2", "--set", "train.ckpt_every=3",
-        "--set", "train.log_every=1", "--set", "train.warmup_steps=1", "--set", "train.ema_start=1",
-    ])
+    shrink = [f"data.kwargs.root={archive}", f"data.kwargs.cache_dir={tmp_path / 'cache'}", "data.kwargs.size=32",
+              "data.kwargs.mu_context=32", "data.kwargs.split_events=null", "data.train_split=all",
+              "data.kwargs.candidates=8", "data.kwargs.min_rain=0.01", "model.height=32", "model.width=32",
+              "model.diffusion.dim=8", "train.batch_size=2", "train.warmup_steps=1", "train.ema_start=1", *settings]
+    rc = main(["train", "--config", str(REPO / "configs" / f"{config}.yaml"), "--out", str(out),
+               *(arg for kv in shrink for arg in ("--set", kv))])
     assert rc in (0, None)
+    return out
+
+
+def test_train_config_runs_a_few_steps(archive, tmp_path):
+    """configs/radar_diffcast_extrapolation.yaml, shrunk, trains through `diffcast train`."""
+    out = _train_shrunk("radar_diffcast_extrapolation", archive, tmp_path,
+                        "train.max_steps=3", "train.ckpt_every=3", "train.log_every=1")
     assert (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) >= 2 and "diffusion" in log[0]
@@ -209,27 +213,17 @@ def test_train_config_runs_a_few_steps(archive, tmp_path):
 def test_residual_scale_auto_is_resolved_from_the_training_data(archive, tmp_path):
     """configs/radar_diffcast_extrapolation_scaled.yaml (residual_scale: auto), shrunk: the run records the RMS
     residual per lead of its training items, and the trained model loads with that scale."""
-    from diffcast.cli import main
+    import yaml
+
     from diffcast.inference import Nowcaster
     from diffcast.training.data import residual_rms
 
-    out = tmp_path / "run"
-    rc = main([
-        "train", "--config", str(REPO / "configs" / "radar_diffcast_extrapolation_scaled.yaml"), "--out", str(out),
-        "--set", f"data.kwargs.root={archive}", "--set", f"data.kwargs.cache_dir={tmp_path / 'cache'}",
-        "--set", "data.kwargs.size=32", "--set", "data.kwargs.mu_context=32", "--set", "data.kwargs.split_events=null",
-        "--set", "data.train_split=all", "--set", "data.kwargs.candidates=8", "--set", "data.kwargs.min_rain=0.01",
-        "--set", "model.height=32", "--set", "model.width=32", "--set", "model.diffusion.dim=8",
-        "--set", "train.max_steps=2", "--set", "train.batch_size=2", "--set", "train.ckpt_every=2",
-        "--set", "train.val_every=0", "--set", "train.warmup_steps=1", "--set", "train.ema_start=1",
-    ])
-    assert rc in (0, None)
+    out = _train_shrunk("radar_diffcast_extrapolation_scaled", archive, tmp_path,
+                        "train.max_steps=2", "train.ckpt_every=2", "train.val_every=0")
     ds = RadarWindows(archive, split="all", seq_len=16, t_in=4, size=32, backbone="extrapolation", stride=1,
                       crops_per_window=8, candidates=8, min_rain=0.01, cache_dir=tmp_path / "cache", mu_context=32,
                       timestep_min=[5, 6], augment=False)
     expected = residual_rms(ds, 4, 12)
-    import yaml
-
     recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]["diffusion"]["residual_scale"]
     assert recorded == expected and len(set(expected)) > 1
     model = Nowcaster.from_checkpoint(out).model

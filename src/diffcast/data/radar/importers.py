@@ -38,12 +38,12 @@ def _attr_text(value: Any) -> str:
     return value.decode() if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
-#: Optional library of a format: (importable module(s), any one will do; what to install).
-OPTIONAL_LIBRARIES: dict[str, tuple[str | tuple[str, ...], str]] = {
+#: Optional library of a format: (importable modules, any one will do; what to install).
+OPTIONAL_LIBRARIES: dict[str, tuple[tuple[str, ...], str]] = {
     "fmi_geotiff": (("osgeo", "rasterio"), "GDAL: rasterio (`pip install diffcast[geo]`, a wheel with GDAL inside) "
                                            "or GDAL's Python bindings (the 'osgeo' module)"),
-    "mrms_grib": ("pygrib", "pygrib (`pip install diffcast[grib]` or `pip install pygrib`)"),
-    "mch_metranet": ("metranet", "MeteoSwiss' 'metranet' Python package (not on PyPI: from MeteoSwiss, "
+    "mrms_grib": (("pygrib",), "pygrib (`pip install diffcast[grib]` or `pip install pygrib`)"),
+    "mch_metranet": (("metranet",), "MeteoSwiss' 'metranet' Python package (not on PyPI: from MeteoSwiss, "
                                  "with its METRANET library)"),
 }
 
@@ -59,9 +59,8 @@ def require_library(fmt: str) -> None:
     if fmt not in OPTIONAL_LIBRARIES:
         return
     modules, install = OPTIONAL_LIBRARIES[fmt]
-    names = (modules,) if isinstance(modules, str) else modules
-    if not any(_has_module(n) for n in names):
-        which = " nor ".join(repr(n) for n in names)
+    if not any(_has_module(n) for n in modules):
+        which = " nor ".join(repr(n) for n in modules)
         raise ValueError(
             f"reading {fmt} radar files needs {install}, which is not installed "
             f"(the module {which} cannot be imported); install it or convert the files to another format"

@@ -151,6 +151,19 @@ def _residual_scale(value: Any, t_out: int) -> list[float] | None:
     return out
 
 
+def same_residual_scale(a: Any, b: Any) -> bool:
+    """Whether two ``residual_scale`` values (None, a number, a list or a tensor) scale alike: both
+    absent, or equal per frame to float precision (a number stands for every frame)."""
+    if a is None or b is None:
+        return a is None and b is None
+    ta = torch.as_tensor(a, dtype=torch.float64).cpu().flatten()
+    tb = torch.as_tensor(b, dtype=torch.float64).cpu().flatten()
+    try:
+        return bool(torch.allclose(ta, tb, rtol=1e-6, atol=0.0))
+    except RuntimeError:  # different frame counts
+        return False
+
+
 @dataclass
 class DiffCastSample:
     """Output of :meth:`ResidualDiffusion.sample`.
