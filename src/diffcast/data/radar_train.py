@@ -17,6 +17,9 @@ Policy, all deterministic from ``seed``:
   time). A list, e.g. ``[5, 6]``, also takes series of the other steps at their own
   cadence and pixel size (one model step = one archive step): more weather for a
   data-starved model, at the price of slightly different motion per step;
+- ``coarsen`` block-averages a series in space by an integer factor (e.g. 0.5 km /
+  10 min frames by 4, to 2 km: one step then moves rain about as many pixels as a
+  1 km / 5 min step), area averaging over valid pixels as :func:`regrid` does;
 - events split by date into train / val / test by
   :class:`~diffcast.data.radar.RadarArchive` (``split_events`` to choose them);
 - windows of ``t_in + t_out`` consecutive frames every ``stride`` frames inside an event;
@@ -47,6 +50,7 @@ from torch.utils.data import Dataset
 
 from . import DATASETS
 from .radar import DBZ_SCALE, RadarArchive, read_frame
+from .radar.frames import regrid
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +120,22 @@ def rank_crops(
     return scored[:keep]
 
 
+def series_factors(coarsen: dict[str, int] | None, series: list[Path], root: Path) -> dict[Path, int]:
+    """``{series folder: factor}`` for a ``coarsen`` setting (keys: folder name or path under ``root``)."""
+    out: dict[Path, int] = {}
+    for key, factor in (coarsen or {}).items():
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"coarsen: the factor of {key!r} must be a positive integer, got {factor!r}")
+        hits = [f for f in series if f.name == str(key) or f.relative_to(root).as_posix() == str(key).strip("/")]
+        if len(hits) != 1:
+            names = ", ".join(f.relative_to(root).as_posix() or "." for f in series)
+            why = "names no series" if not hits else "names several series (give its path)"
+            raise ValueError(f"coarsen: {key!r} {why}; series under {root}: {names}")
+        if factor > 1:
+            out[hits[0]] = factor
+    return out
+
+
 def context_box(y0: int, x0: int, size: tuple[int, int], ctx: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """``(cy0, cx0, ch, cw)``: the ``ctx`` x ``ctx`` window centred on a crop, clipped to a frame of ``shape``."""
     (sh, sw), (h, w) = size, shape
@@ -183,6 +203,11 @@ class RadarWindows(Dataset):
         used at their own cadence, never resampled in time.
     mu_context : int
         Side of the window on which ``mu`` is computed (at least ``size``).
+    coarsen : dict, optional
+        ``{series: factor}``: frames of a series are block-averaged in space by an
+        integer ``factor`` before crops are cut (a series is named by its folder's name,
+        e.g. ``prcp-c10``, or its path under ``root``, e.g. ``bom/prcp-c10``). Each key
+        must name a series that is found.
     split_events : dict, optional
         Explicit event dates per split (passed to :class:`RadarArchive`).
     augment : bool or None
@@ -208,6 +233,7 @@ class RadarWindows(Dataset):
         min_rain: float = 0.02,
         timestep_min: float | list[float] = 5.0,
         mu_context: int = 256,
+        coarsen: dict[str, int] | None = None,
         split_events: dict[str, Any] | None = None,
         augment: bool | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -245,6 +271,9 @@ class RadarWindows(Dataset):
         series = find_series(self.root)
         if not series:
             raise ValueError(f"no radar series found under {self.root}")
+        self.coarsen = series_factors(coarsen, series, self.root)
+        if self.coarsen:
+            settings["coarsen"] = {str(k.relative_to(self.root)): v for k, v in self.coarsen.items()}
         archives: list[RadarArchive] = []
         skipped = []
         for folder in series:
@@ -314,6 +343,7 @@ class RadarWindows(Dataset):
         bar = tqdm(total=total, desc=f"radar_windows {self.split}: crops and {self.backbone or 'no'} backbone",
                    unit="window", disable=total == 0)
         for arch in self.archives:
+            factor = self.coarsen.get(arch.root, 1)
             cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             for start in arch.windows:
                 idx = range(start, start + self.seq_len)
@@ -323,6 +353,8 @@ class RadarWindows(Dataset):
                 for i in idx:
                     if i not in cache:
                         x, valid, _ = read_frame(arch.paths[i], arch.fmt)
+                        if factor > 1:
+                            x, valid = regrid(x, valid, (x.shape[0] // factor, x.shape[1] // factor), "area")
                         cache[i] = (x, valid)
                 frames = np.stack([cache[i][0] for i in idx])
                 valid = np.stack([cache[i][1] for i in idx]).all(axis=0)

@@ -172,6 +172,43 @@ def test_series_of_other_time_steps_on_request(tmp_path, monkeypatch):
         _windows(root, tmp_path, timestep_min=[5, -6])
 
 
+def test_coarsened_series_are_block_averages(tmp_path, monkeypatch):
+    """coarsen: a series' frames are block-averaged (valid pixels) before crops and mu are cut."""
+    import diffcast.data.radar_train as radar_train
+    from diffcast.data.radar import RadarArchive, read_frame
+
+    root = tmp_path / "fine"
+    # two series listed apart, as find_series does for archives of different formats
+    monkeypatch.setattr(radar_train, "find_series", lambda r: [Path(r) / "bom" / "c10", Path(r) / "five"])
+    write_odim_archive(root / "bom" / "c10", [datetime(2021, 6, 1, 12, 0)], n_frames=12, size=128, seed=3,
+                       step_min=10, prefix="ten")
+    write_odim_archive(root / "five", [datetime(2021, 6, 2, 12, 0)], n_frames=12, seed=4, prefix="five")
+    ds = _windows(root, tmp_path, timestep_min=[5, 10], coarsen={"c10": 4}, crops_per_window=1)
+    plain = _windows(root, tmp_path, timestep_min=[5, 10], crops_per_window=1)
+    assert ds.cache_file != plain.cache_file and len(ds) > 0
+    arch = RadarArchive(root / "bom" / "c10", split="all", seq_len=10, size=None, stride=2)
+    lab = ds.labels[0]
+    assert lab.startswith("c10")  # the series that sorts first; the other one is not coarsened
+    # the other series is cut from its native frames
+    k = next(i for i, lab in enumerate(ds.labels) if lab.startswith("five"))
+    fy, fx = (int(tok[1:]) for tok in ds.labels[k].split()[-2:])
+    five = RadarArchive(root / "five", split="all", seq_len=10, size=None, stride=2)
+    raw = np.stack([read_frame(five.paths[five.windows[0] + i], five.fmt)[0] for i in range(10)])
+    np.testing.assert_allclose(ds[k][:10, 0].numpy(), raw[:, fy : fy + 32, fx : fx + 32], atol=1e-3)
+    y0, x0 = (int(tok[1:]) for tok in lab.split()[-2:])
+    frames = np.stack([read_frame(arch.paths[arch.windows[0] + i], arch.fmt)[0] for i in range(10)])
+    # 4 x 4 block means, computed here by reshaping, not by the code under test
+    blocks = frames.reshape(10, 32, 4, 32, 4).mean(axis=(2, 4))
+    assert y0 + 32 <= 32 and x0 + 32 <= 32  # the 128-pixel frames are 32 pixels wide once coarsened
+    np.testing.assert_allclose(ds[0][:10, 0].numpy(), blocks[:, y0 : y0 + 32, x0 : x0 + 32], atol=1e-3)
+    # a path under root works as a key too; a key that names no series is refused
+    assert _windows(root, tmp_path, timestep_min=[5, 10], coarsen={"bom/c10": 4}, crops_per_window=1).cache_file == ds.cache_file
+    with pytest.raises(ValueError, match="names no series.*c10"):
+        _windows(root, tmp_path, timestep_min=[5, 10], coarsen={"c20": 4})
+    with pytest.raises(ValueError, match="positive integer"):
+        _windows(root, tmp_path, timestep_min=[5, 10], coarsen={"c10": 2.5})
+
+
 def test_augmentation_is_consistent(archive, tmp_path):
     ds = _windows(archive, tmp_path, augment=True)
     np.random.seed(3)
