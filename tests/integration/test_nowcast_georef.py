@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -118,8 +119,6 @@ def _build(case: str, root: Path, formats: Any) -> Nowcast:
     else:
         if fmt == "fmi_geotiff" and not (_has("osgeo") or _has("rasterio")):
             pytest.skip("no GDAL (neither its Python bindings nor rasterio) installed: fmi_geotiff is not read")
-        if fmt == "mch_metranet":
-            pytest.skip("METRANET files cannot be written without MeteoSwiss' tools, nor read without 'metranet'")
         if fmt == "mrms_grib" and not _has("pygrib"):
             pytest.skip("pygrib not installed: pysteps' MRMS importer needs it")
         folder = root / case / "in"
@@ -129,6 +128,8 @@ def _build(case: str, root: Path, formats: Any) -> Nowcast:
             reader = formats.CASES["knmi"][2]
         elif fmt == "fmi_geotiff":
             name, write, reader = _geotiff_case(formats)
+        elif fmt == "mch_metranet":
+            name, write, reader = _metranet_case(formats, root / case)
         else:
             name, write, reader, _ = formats.CASES[fmt]
         files = []
@@ -158,6 +159,22 @@ def _geotiff_case(formats: Any):
         return import_fmi_geotiff(path, None)
 
     return (lambda t: f"{t:%Y%m%d%H%M}_FINUTM.tif"), write, read
+
+
+def _metranet_case(formats: Any, scratch: Path):
+    """The METRANET case: MeteoSwiss' example RZC file (from their Py-ART; none can be written here) under two
+    time stamps; pysteps' metadata from pysteps' importer on Py-ART's reader, as diffcast reads it."""
+    example = formats.metranet_example(scratch / "example")
+
+    def write(path: Path, t) -> None:
+        shutil.copyfile(example, path)
+
+    def read(path: Path):
+        from diffcast.data.radar.importers import import_mch_metranet
+
+        return import_mch_metranet(path, RADAR_FORMATS["mch_metranet"].match(path))
+
+    return (lambda t: f"RZC{t:%y%j%H%M}VL.801"), write, read
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import shutil
 import struct
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -321,7 +322,7 @@ CASES: dict[str, tuple[Callable[[datetime], str], Callable[[Path, datetime], Any
 }
 #: Formats whose pysteps importer needs a library that is not a dependency: (module, name).
 OPTIONAL = {"fmi_geotiff": (("osgeo", "rasterio"), "GDAL"), "mrms_grib": (("pygrib",), "pygrib"),
-            "mch_metranet": (("metranet",), "metranet")}
+            "mch_metranet": (("metranet", "pyart"), "Py-ART")}
 SAMPLE_NAMES = {**{k: v[0](T0) for k, v in CASES.items()}, "fmi_geotiff": f"{T0:%Y%m%d%H%M}_FINUTM.tif",
                 "mch_metranet": f"RZC{T0:%y%j%H%M}VL.801"}
 
@@ -671,7 +672,62 @@ def test_fmi_geotiff_through_rasterio_leaves_pysteps_as_it_was(tmp_path):
     assert {n: ps.__dict__.get(n, "absent") for n in before} == before
 
 
-def test_metranet_needs_its_library():
-    if not _has("metranet"):
-        pytest.skip("metranet not installed: METRANET files cannot be written without MeteoSwiss' tools")
-    RADAR_FORMATS["mch_metranet"].require()
+def metranet_example(folder: Path) -> Path:
+    """MeteoSwiss' METRANET example (a real RZC rain-rate composite of 2024-02-22 07:40 UTC on the CCS4
+    grid, shipped with their Py-ART: the metranet extra) copied under its METRANET name."""
+    spec = importlib.util.find_spec("pyart")
+    src = None
+    if spec is not None and spec.submodule_search_locations:
+        src = Path(list(spec.submodule_search_locations)[0]) / "testing" / "data" / "RZC_example_metranet_grid.001"
+    if src is None or not src.is_file():
+        pytest.skip("MeteoSwiss' Py-ART (pyart-mch, the metranet extra) not installed: no METRANET file to read "
+                    "(none can be written without MeteoSwiss' tools)")
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / "RZC240530740VL.801"
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def test_metranet_values_grid_and_pysteps_left_as_it_was(tmp_path):
+    """A real METRANET file: the values Py-ART's reader decodes, unchanged, on pysteps' CCS4 grid (640 x 710
+    at 1 km, the size the file's header states); pysteps' module is restored afterwards; a damaged file is
+    one error."""
+    import pysteps.io.importers as ps
+
+    path = metranet_example(tmp_path)
+    names = ("metranet", "METRANET_IMPORTED")
+    before = {n: ps.__dict__.get(n, "absent") for n in names}
+    from diffcast.data.radar.importers import _pyart_metranet
+
+    ret = _pyart_metranet().read_file(str(path), physic_value=True, verbose=False)
+    assert (int(ret.header["row"]), int(ret.header["column"])) == (640, 710) and ret.header["data_unit"] == "mm/h"
+    expect, valid = to_unit_interval(ret.data, {"unit": "mm/h", "transform": None})
+    x, got_valid, meta = read_frame(path, "mch_metranet")
+    np.testing.assert_array_equal(got_valid, valid)
+    np.testing.assert_allclose(x, expect, atol=1e-6)
+    assert 0.1 < (~valid).mean() < 0.5 and (x > 0).any()  # outside the radars' reach, and rain inside
+    assert (meta["x1"], meta["x2"], meta["y1"], meta["y2"]) == (255000.0, 965000.0, -160000.0, 480000.0)
+    assert meta["unit"] == "mm/h" and meta["projection"].split()[0] == "+proj=somerc"
+    series = RadarSeries([path])  # detected by its name, time from it
+    assert series.fmt == "mch_metranet" and series.times == [datetime(2024, 2, 22, 7, 40, tzinfo=timezone.utc)]
+    assert {n: ps.__dict__.get(n, "absent") for n in names} == before
+    bad = tmp_path / "RZC240530745VL.801"
+    bad.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cannot read mch_metranet radar file"):
+        read_frame(bad, "mch_metranet")
+    assert {n: ps.__dict__.get(n, "absent") for n in names} == before
+
+
+def test_metranet_rows_run_north_first(tmp_path):
+    """Orientation against an independent source: the CCS4 no-data area of the METRANET example (2024's five
+    radars) lies inside that of the MeteoSwiss GIF composites of 2015-2017 (four radars) in ../shared (all
+    but 0.3 % of its pixels), and not when flipped (10 % and 26 % outside)."""
+    gifs = sorted((Path(__file__).resolve().parents[3].parent / "shared" / "data" / "radar" / "mch").glob("*/*.gif"))
+    if not gifs:
+        pytest.skip("../shared/data/radar/mch absent: no GIF composite to compare the METRANET orientation with")
+    _, valid, _ = read_frame(metranet_example(tmp_path), "mch_metranet")
+    _, gif_valid, _ = read_frame(gifs[0], "mch")
+    nodata, gif_nodata = ~valid, ~gif_valid
+    assert nodata.sum() > 50000
+    assert gif_nodata[nodata].mean() > 0.99  # 0.997 to 0.9997 on the three days
+    assert gif_nodata[nodata[::-1]].mean() < 0.95 and gif_nodata[nodata[:, ::-1]].mean() < 0.95  # 0.90, 0.74

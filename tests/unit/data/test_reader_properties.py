@@ -25,6 +25,17 @@ EXAMPLES = settings(max_examples=12, deadline=None, derandomize=True,
 CLEAR = (ValueError, OSError, KeyError)
 
 
+def metranet_example() -> Path | None:
+    """The METRANET RZC example file that MeteoSwiss' Py-ART ships (found without importing Py-ART)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyart")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "testing" / "data" / "RZC_example_metranet_grid.001"
+    return path if path.is_file() else None
+
+
 def _first(pattern: str) -> Path | None:
     return next(iter(sorted(RADAR.glob(pattern))), None) if RADAR.is_dir() else None
 
@@ -51,6 +62,10 @@ def samples(tmp_path_factory, helper_module) -> dict[str, Path]:
     for k in range(6):  # numbered frames in a folder; the last one is the one damaged
         Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(root / "png" / f"{k}.png")
     out["png"] = root / "png" / "5.png"
+    example = metranet_example()
+    if example is not None:  # MeteoSwiss' METRANET example file in Py-ART (the metranet extra), under a METRANET name
+        out["mch_metranet"] = root / "RZC240530740VL.801"
+        shutil.copyfile(example, out["mch_metranet"])
     for kind, pattern in (("mch_gif", "mch/*/*.gif"), ("fmi_pgm", "fmi/pgm/*/*.pgm.gz"),
                           ("bom_nc", "bom/prcp-cscn/**/*.nc")):
         path = _first(pattern)
@@ -73,12 +88,13 @@ def _check(path: Path) -> None:
     assert time.perf_counter() - t0 < 20, f"{path.name}: reading took {time.perf_counter() - t0:.0f} s"
 
 
-KINDS = ["npy", "h5", "odim", "png", "mch_gif", "fmi_pgm", "bom_nc"]
+KINDS = ["npy", "h5", "odim", "png", "mch_gif", "fmi_pgm", "bom_nc", "mch_metranet"]
 
 
 def _damaged(samples, kind, tmp_path, data: bytes) -> Path:
     if kind not in samples:
-        pytest.skip(f"no {kind} sample: ../shared/data/radar not found")
+        pytest.skip(f"no {kind} sample: " + ("Py-ART (pyart-mch, the metranet extra) not installed"
+                                             if kind == "mch_metranet" else "../shared/data/radar not found"))
     src = samples[kind]
     folder = tmp_path / "in"
     shutil.rmtree(folder, ignore_errors=True)

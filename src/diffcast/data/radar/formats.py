@@ -7,7 +7,7 @@ that gives the time stamp:
 ``mch``           MeteoSwiss GIF, ``AQC161932100V_00005.801.gif``    ``yyDDDHHMM`` (day of year)
 ``mch_hdf5``      MeteoSwiss HDF5, ``RZC241231200VL.801.h5``         ``yyDDDHHMM``
 ``mch_metranet``  MeteoSwiss METRANET, ``RZC161932100VL.801``        ``yyDDDHHMM``
-                  (needs MeteoSwiss' ``metranet``)
+                  (needs MeteoSwiss' Py-ART or ``metranet``)
 ``fmi``           FMI PGM(.gz),                                      ``YYYYmmddHHMM``
                   ``201609281600_fmi.radar.composite...pgm.gz``
 ``fmi_geotiff``   FMI GeoTIFF, ``201609281600_FINUTM.tif``           ``YYYYmmddHHMM``
@@ -249,7 +249,7 @@ RADAR_FORMATS: dict[str, RadarFormat] = {
             re.compile(r"^(?P<product>[A-Z]{3})(?P<yy>\d{2})(?P<doy>\d{3})(?P<hh>\d{2})(?P<mm>\d{2})\w{0,2}(?:_(?P<acc>\d{5}))?\.\d{3}$"),
             _time_mch,
             imp.import_mch_metranet,
-            "MeteoSwiss METRANET binary, e.g. RZC161932100VL.801 (yyDDDHHMM; needs metranet)",
+            "MeteoSwiss METRANET binary, e.g. RZC161932100VL.801 (yyDDDHHMM; needs MeteoSwiss' Py-ART: the metranet extra)",
         ),
         RadarFormat(
             "fmi_geotiff",

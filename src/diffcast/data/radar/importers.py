@@ -12,8 +12,9 @@ corrected: RADOLAN rows run from the south, which pysteps' ``yorigin`` misstates
 ``fmi_geotiff`` needs GDAL: its Python bindings (``osgeo``), or else the GDAL that
 rasterio's wheel bundles (:func:`_gdal_through_rasterio` hands pysteps' importer the few
 GDAL calls it makes, so the importer's own code computes the values); ``mrms_grib`` needs
-``pygrib`` (the ``grib`` extra) and ``mch_metranet`` needs MeteoSwiss' ``metranet``; none is a
-dependency of diffcast. :func:`require_library` names the one to install before a file is
+``pygrib`` (the ``grib`` extra); ``mch_metranet`` needs MeteoSwiss' ``metranet``, or else
+MeteoSwiss' Py-ART (``pyart-mch``, the ``metranet`` extra), whose pure-Python METRANET reader
+stands in for it (:func:`_metranet_through_pyart`); none is a dependency of diffcast. :func:`require_library` names the one to install before a file is
 opened.
 """
 
@@ -43,8 +44,9 @@ OPTIONAL_LIBRARIES: dict[str, tuple[tuple[str, ...], str]] = {
     "fmi_geotiff": (("osgeo", "rasterio"), "GDAL: rasterio (`pip install diffcast[geo]`, a wheel with GDAL inside) "
                                            "or GDAL's Python bindings (the 'osgeo' module)"),
     "mrms_grib": (("pygrib",), "pygrib (`pip install diffcast[grib]` or `pip install pygrib`)"),
-    "mch_metranet": (("metranet",), "MeteoSwiss' 'metranet' Python package (not on PyPI: from MeteoSwiss, "
-                                 "with its METRANET library)"),
+    "mch_metranet": (("metranet", "pyart"), "MeteoSwiss' Py-ART, whose pure-Python METRANET reader is used "
+                                           "(`pip install diffcast[metranet]`, the pyart-mch wheel), or "
+                                           "MeteoSwiss' 'metranet' package"),
 }
 
 
@@ -223,8 +225,50 @@ def import_mch_metranet(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray
     if m is None:
         raise ValueError("the product of a METRANET file comes from its name, e.g. RZC161932100VL.801")
     unit, acc = _mch_unit(m)
-    data, _, meta = importer(str(path), product=m["product"], unit=unit, accutime=acc)
+    with contextlib.nullcontext() if _has_module("metranet") else _metranet_through_pyart():
+        data, _, meta = importer(str(path), product=m["product"], unit=unit, accutime=acc)
     return data, meta
+
+
+def _pyart_metranet() -> Any:
+    """Py-ART's pure-Python METRANET reader module (imported quietly: Py-ART prints a banner)."""
+    import io
+    import os
+
+    os.environ.setdefault("PYART_QUIET", "1")
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            from pyart.aux_io import metranet_python
+        except ImportError as exc:
+            raise ValueError(
+                f"reading mch_metranet radar files needs MeteoSwiss' Py-ART with its METRANET reader "
+                f"(`pip install diffcast[metranet]`, the pyart-mch wheel): {exc}"
+            ) from None
+    return metranet_python
+
+
+def _read_metranet_with_pyart(filename: str, physic_value: bool = True, verbose: bool = False) -> Any:
+    """``metranet.read_file`` as pysteps calls it, answered by Py-ART's reader (``.data``: the field)."""
+    reader = _pyart_metranet()
+    ret = reader.read_file(str(filename), physic_value=physic_value, verbose=verbose)
+    data = getattr(ret, "data", None)
+    if data is None or np.ndim(data) != 2:
+        raise ValueError(f"cannot read {filename} as a METRANET Cartesian product (Py-ART's reader found none)")
+    return ret
+
+
+@contextlib.contextmanager
+def _metranet_through_pyart() -> Iterator[None]:
+    """Run pysteps' ``import_mch_metranet`` on Py-ART's pure-Python METRANET reader.
+
+    pysteps calls ``metranet.read_file(filename, physic_value=True, verbose=False).data``;
+    for the duration its module sees a ``metranet`` whose ``read_file`` is Py-ART's
+    (MeteoSwiss' Py-ART, the same decoding as their C library), and pysteps' own code adds
+    the CCS4 grid. Restored afterwards; one caller at a time.
+    """
+    with _patched_pysteps_importers(metranet=SimpleNamespace(read_file=_read_metranet_with_pyart),
+                                    METRANET_IMPORTED=True):
+        yield
 
 
 # ----------------------------------------------------------------------------- others
@@ -312,15 +356,24 @@ def _gdal_through_rasterio() -> Iterator[None]:
     objects that answer those calls from rasterio (the same GDAL library underneath), and its
     own code turns them into values and metadata. Restored afterwards; one caller at a time.
     """
+    with _patched_pysteps_importers(
+        gdal=SimpleNamespace(Open=lambda filename, mode=None: _RasterioDataset(filename)),
+        gdalconst=SimpleNamespace(GA_ReadOnly=0),
+        osr=SimpleNamespace(SpatialReference=_RasterioSpatialReference),
+        GDAL_IMPORTED=True,
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _patched_pysteps_importers(**names: Any) -> Iterator[None]:
+    """Set module globals of ``pysteps.io.importers`` for the duration, then restore (or remove) them."""
     import pysteps.io.importers as ps
 
-    names = ("gdal", "gdalconst", "osr", "GDAL_IMPORTED")
     with _SHIM_LOCK:
         saved = {n: ps.__dict__[n] for n in names if n in ps.__dict__}
-        ps.gdal = SimpleNamespace(Open=lambda filename, mode=None: _RasterioDataset(filename))
-        ps.gdalconst = SimpleNamespace(GA_ReadOnly=0)
-        ps.osr = SimpleNamespace(SpatialReference=_RasterioSpatialReference)
-        ps.GDAL_IMPORTED = True
+        for n, v in names.items():
+            setattr(ps, n, v)
         try:
             yield
         finally:
