@@ -73,8 +73,12 @@ def test_ctrl_c_while_writing_leaves_nothing(tmp_path):
         f"sys.exit(main(['nowcast', '--baseline', 'persistence', '--input', {str(_input(tmp_path))!r}, '--t-out', '2',"
         f" '--out', {str(out)!r}, '--no-html']))\n"
     )
+    # SIGINT back to its default in the child: a test run started in the background of a non-interactive
+    # shell (`make test &`) ignores SIGINT, the child would inherit that, and Python then installs no
+    # KeyboardInterrupt handler (as for any command run that way)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().strip() == "writing"
         assert any(".tmp." in p.name for p in tmp_path.iterdir())  # mid-write: the staged folder exists
