@@ -128,7 +128,7 @@ def series_factors(coarsen: dict[str, int] | None, series: list[Path], root: Pat
             raise ValueError(f"coarsen: the factor of {key!r} must be a positive integer, got {factor!r}")
         hits = [f for f in series if f.name == str(key) or f.relative_to(root).as_posix() == str(key).strip("/")]
         if len(hits) != 1:
-            names = ", ".join(f.relative_to(root).as_posix() or "." for f in series)
+            names = ", ".join(f.relative_to(root).as_posix() for f in series)
             why = "names no series" if not hits else "names several series (give its path)"
             raise ValueError(f"coarsen: {key!r} {why}; series under {root}: {names}")
         if factor > 1:

@@ -672,14 +672,20 @@ def test_fmi_geotiff_through_rasterio_leaves_pysteps_as_it_was(tmp_path):
     assert {n: ps.__dict__.get(n, "absent") for n in before} == before
 
 
+def metranet_example_source() -> Path | None:
+    """MeteoSwiss' METRANET example file in their Py-ART (the metranet extra), found without importing Py-ART."""
+    spec = importlib.util.find_spec("pyart")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    src = Path(list(spec.submodule_search_locations)[0]) / "testing" / "data" / "RZC_example_metranet_grid.001"
+    return src if src.is_file() else None
+
+
 def metranet_example(folder: Path) -> Path:
     """MeteoSwiss' METRANET example (a real RZC rain-rate composite of 2024-02-22 07:40 UTC on the CCS4
     grid, shipped with their Py-ART: the metranet extra) copied under its METRANET name."""
-    spec = importlib.util.find_spec("pyart")
-    src = None
-    if spec is not None and spec.submodule_search_locations:
-        src = Path(list(spec.submodule_search_locations)[0]) / "testing" / "data" / "RZC_example_metranet_grid.001"
-    if src is None or not src.is_file():
+    src = metranet_example_source()
+    if src is None:
         pytest.skip("MeteoSwiss' Py-ART (pyart-mch, the metranet extra) not installed: no METRANET file to read "
                     "(none can be written without MeteoSwiss' tools)")
     folder.mkdir(parents=True, exist_ok=True)

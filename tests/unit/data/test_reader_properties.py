@@ -25,17 +25,6 @@ EXAMPLES = settings(max_examples=12, deadline=None, derandomize=True,
 CLEAR = (ValueError, OSError, KeyError)
 
 
-def metranet_example() -> Path | None:
-    """The METRANET RZC example file that MeteoSwiss' Py-ART ships (found without importing Py-ART)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("pyart")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "testing" / "data" / "RZC_example_metranet_grid.001"
-    return path if path.is_file() else None
-
-
 def _first(pattern: str) -> Path | None:
     return next(iter(sorted(RADAR.glob(pattern))), None) if RADAR.is_dir() else None
 
@@ -62,7 +51,7 @@ def samples(tmp_path_factory, helper_module) -> dict[str, Path]:
     for k in range(6):  # numbered frames in a folder; the last one is the one damaged
         Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(root / "png" / f"{k}.png")
     out["png"] = root / "png" / "5.png"
-    example = metranet_example()
+    example = helper_module("unit/data/test_radar_formats_pysteps.py").metranet_example_source()
     if example is not None:  # MeteoSwiss' METRANET example file in Py-ART (the metranet extra), under a METRANET name
         out["mch_metranet"] = root / "RZC240530740VL.801"
         shutil.copyfile(example, out["mch_metranet"])

@@ -14,13 +14,14 @@ rasterio's wheel bundles (:func:`_gdal_through_rasterio` hands pysteps' importer
 GDAL calls it makes, so the importer's own code computes the values); ``mrms_grib`` needs
 ``pygrib`` (the ``grib`` extra); ``mch_metranet`` needs MeteoSwiss' ``metranet``, or else
 MeteoSwiss' Py-ART (``pyart-mch``, the ``metranet`` extra), whose pure-Python METRANET reader
-stands in for it (:func:`_metranet_through_pyart`); none is a dependency of diffcast. :func:`require_library` names the one to install before a file is
-opened.
+stands in for it (:func:`_metranet_through_pyart`); none is a dependency of diffcast.
+:func:`require_library` names the one to install before a file is opened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import re
 import threading
@@ -230,8 +231,9 @@ def import_mch_metranet(path: Path, m: re.Match[str] | None) -> tuple[np.ndarray
     return data, meta
 
 
+@functools.cache
 def _pyart_metranet() -> Any:
-    """Py-ART's pure-Python METRANET reader module (imported quietly: Py-ART prints a banner)."""
+    """Py-ART's pure-Python METRANET reader module (imported quietly, once: Py-ART prints a banner)."""
     import io
     import os
 
