@@ -112,7 +112,7 @@ def _limit_attention(model: nn.Module, mcfg: dict[str, Any], trained: tuple[int,
 
 def inflow_of(model: nn.Module, x_in: np.ndarray, coverage: np.ndarray, n_lead: int) -> np.ndarray | None:
     """``(n_lead, y, x)`` True where a model advecting with an optical-flow backbone
-    (``extrapolation``) would move in rain from outside the domain or the radar coverage
+    (``extrapolation`` or ``sprog``) would move in rain from outside the domain or the radar coverage
     (``coverage``, the ``(y, x)`` of the input, top-left of the possibly zero-padded
     ``x_in`` ``(t_in, Y, X)``): NaN there, as pysteps' nowcasts leave it, instead of the
     zero rain that the padding invents. ``None`` for other models.
@@ -124,10 +124,13 @@ def inflow_of(model: nn.Module, x_in: np.ndarray, coverage: np.ndarray, n_lead: 
     from .models.backbones.extrapolation import Extrapolation
 
     bb = getattr(model, "backbone_net", None)
-    if not isinstance(bb, Extrapolation):
-        return None
     h, w = coverage.shape
-    uv = bb.motion(np.asarray(x_in, dtype=np.float64)[-bb.motion_frames :])[:, :h, :w]
+    if isinstance(bb, Extrapolation):
+        uv = bb.motion(np.asarray(x_in, dtype=np.float64)[-bb.motion_frames :])[:, :h, :w]
+    elif isinstance(bb, pm.SProg):  # S-PROG advects its cascade with the LK motion of all input frames
+        uv = bb.motion(np.asarray(x_in, dtype=np.float64))[:, :h, :w]
+    else:
+        return None
     return pm.inflow_mask(coverage, uv, n_lead)
 
 

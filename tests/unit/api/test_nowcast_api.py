@@ -225,6 +225,52 @@ def test_diffcast_model_on_other_grid(tmp_path):
     np.testing.assert_array_equal(fc, again)
 
 
+def test_sprog_backbone_on_a_padded_grid_runs_on_the_domain():
+    """With ``domain`` set (a model's grid zero-padded to a multiple of 16), S-PROG runs on the
+    domain only: the result equals pysteps' S-PROG on the unpadded frames, the padding stays zero,
+    and its motion (the inflow mask's) is the one S-PROG advects with, edge-extended."""
+    rate = rain_field(t=4, h=40, w=72)
+    x = np.zeros((4, 48, 80))
+    x[:, :40, :72] = pm.from_intensity(rate, "rainrate", 90.0)
+    sp = pm.SProg(t_in=4, t_out=3, height=48, width=80)
+    sp.domain = (40, 72)
+    got = sp(torch.from_numpy(x[None, :, None]))[0, :, 0].numpy()
+    back = pm.to_intensity(x[:, :40, :72], "rainrate", 90.0)
+    want = pm.from_intensity(pm.sprog_nowcast(back, 3), "rainrate", 90.0)
+    np.testing.assert_allclose(got[:, :40, :72], want, atol=1e-6)
+    assert not got[:, 40:].any() and not got[:, :, 72:].any()
+    own = pm.motion_field(pm.to_dbr(back))
+    uv = sp.motion(x)
+    assert uv.shape == (2, 48, 80) and np.abs(own).max() > 0.5
+    np.testing.assert_allclose(uv[:, :40, :72], own)
+    np.testing.assert_allclose(uv[:, 40:, :72], np.repeat(own[:, 39:40], 8, axis=1))
+    sp.domain = None  # without the domain the padding's static zero edge enters the motion
+    assert np.abs(sp(torch.from_numpy(x[None, :, None]))[0, :, 0].numpy()[:, :40, :72] - want).max() > 1e-3
+
+
+def test_diffcast_over_sprog_marks_inflow(tmp_path):
+    """A DiffCast model over S-PROG leaves NaN where S-PROG's motion brings rain in from outside."""
+    from diffcast.inference import inflow_of, padded_grid
+
+    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 32, "width": 32,
+            "backbone": {"name": "sprog"},
+            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4, "attn_heads": 1,
+                          "attn_dim_head": 8, "ta_kernel": 7}}
+    torch.manual_seed(0)
+    path = save_model_file(tmp_path / "dc.safetensors", build_model(mcfg).state_dict(), {"model": mcfg, "data": {"name": "radar"}})
+    precip = rain_field(t=3, h=40, w=72)
+    fc = diffcast.nowcast(precip, n_leadtimes=4, n_ens_members=2, seed=0, model=str(path), steps=2)
+    assert fc.shape == (2, 4, 40, 72)
+    nc = Nowcaster.from_checkpoint(path, grid=padded_grid(40, 72))
+    nc.set_domain(40, 72)
+    assert nc.model.backbone_net.domain == (40, 72)
+    x = np.zeros((3, nc.height, nc.width))
+    x[:, :40, :72] = pm.from_intensity(precip, "rainrate", float(nc.meta.scale))
+    unknown = inflow_of(nc.model, x, np.ones((40, 72), bool), 4)
+    assert unknown.shape == (4, 40, 72) and unknown.any() and not unknown.all()
+    np.testing.assert_array_equal(np.isnan(fc), np.broadcast_to(unknown, fc.shape))
+
+
 def test_size_dependent_model_refuses_other_grids(tmp_path):
     path = _model_file(tmp_path, t_in=4, backbone={"name": "earthformer", "preset": "tiny"})  # positional embeddings
     with pytest.raises(ValueError, match="cannot run on 48x32"):

@@ -327,6 +327,26 @@ class _PystepsBaseline(Backbone):
         self.scale = float(scale)
         self.timestep = float(timestep)
         self.pixel_size = float(pixel_size)
+        #: ``(h, w)``: inputs hold data only in their top-left ``h x w`` (the rest zero padding
+        #: up to a grid the network needs); pysteps then runs on that domain and the padding
+        #: stays zero, so the result equals pysteps on the domain (as ``Extrapolation.domain``).
+        self.domain: tuple[int, int] | None = None
+
+    def _cut(self, full: tuple[int, int]) -> tuple[int, int]:
+        if self.domain is None:
+            return full
+        return min(int(self.domain[0]), full[0]), min(int(self.domain[1]), full[1])
+
+    def motion(self, frames: np.ndarray) -> np.ndarray:
+        """``(2, H, W)`` Lucas-Kanade motion (pixels per step) that the pysteps methods use for
+        the ``(T, H, W)`` frames in ``[0, 1]``: dBR of the intensity, as :func:`sprog_nowcast`
+        computes it; with :attr:`domain` set, estimated on the domain and edge-extended."""
+        frames = np.asarray(frames, dtype=np.float64)
+        full = frames.shape[1:]
+        h, w = self._cut(full)
+        r = np.nan_to_num(self._field(frames[:, :h, :w]), nan=0.0)
+        uv = _dbr_and_motion(r, 2, None)[3]
+        return np.pad(uv, ((0, 0), (0, full[0] - h), (0, full[1] - w)), mode="edge")
 
     def _field(self, x: np.ndarray) -> np.ndarray:
         return to_intensity(x, self.intensity, self.scale)
@@ -339,10 +359,11 @@ class _PystepsBaseline(Backbone):
         applied to every (sample, channel) series; ``index = b * C + c``."""
         self.check_input(x_in)
         x = x_in.detach().to("cpu", torch.float64).numpy()
-        out = np.empty((members, x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
+        h, w = self._cut(x.shape[-2:])
+        out = np.zeros((members, x.shape[0], self.t_out) + x.shape[2:], dtype=np.float32)
         for b in range(x.shape[0]):
             for c in range(x.shape[2]):
-                out[:, b, :, c] = self._back(fn(self._field(x[b, :, c]), b * x.shape[2] + c))
+                out[:, b, :, c, :h, :w] = self._back(fn(self._field(x[b, :, c, :h, :w]), b * x.shape[2] + c))
         return torch.from_numpy(out).to(device=x_in.device, dtype=x_in.dtype)
 
 
