@@ -433,3 +433,17 @@ def test_prob_matching_of_a_diffcast_ensemble(tmp_path):
     assert not np.allclose(raw[fin], matched[fin])
     with pytest.raises(ValueError, match="prob_matching must be"):
         diffcast.nowcast(precip, prob_matching="quantile", **kw)
+
+
+def test_motion_interpolation_in_chunks_is_the_same_field(monkeypatch):
+    """The motion vectors are interpolated onto the grid in chunks to bound memory: any chunk
+    size gives pysteps' one-call field bit for bit (per-pixel arithmetic)."""
+    fields = pm.to_dbr(rain_field(t=3, h=150, w=130))
+    monkeypatch.setattr(pm, "INTERP_CHUNK_PIXELS", 150 * 130)  # max(4, ...): 4 chunks
+    coarse = pm.motion_field(fields)
+    monkeypatch.setattr(pm, "INTERP_CHUNK_PIXELS", 1 << 10)  # 25 chunks
+    fine = pm.motion_field(fields)
+    assert np.abs(coarse).max() > 0.5
+    np.testing.assert_array_equal(fine, coarse)
+    one = pm.motion_field(fields, interp_kwargs={"nchunks": 1})
+    np.testing.assert_array_equal(fine, one)

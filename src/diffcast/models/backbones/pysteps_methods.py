@@ -100,8 +100,10 @@ def from_dbr(dbr: np.ndarray, threshold: float = -10.0) -> np.ndarray:
     return transformation.dB_transform(np.asarray(dbr, dtype=np.float64), threshold=threshold, inverse=True)[0]
 
 
-#: Target pixels per chunk of the motion vectors' interpolation onto the grid.
-INTERP_CHUNK_PIXELS = 1 << 17
+#: Target pixels per chunk of the motion vectors' interpolation onto the grid (2^13: the
+#: same field as one call, bit for bit, 15-20 % faster than 2^17 on 765 x 700 and 2200 x 1900
+#: grids, and LK's own peak 43 instead of 104 MB at 765 x 700).
+INTERP_CHUNK_PIXELS = 1 << 13
 
 
 def motion_field(fields: np.ndarray, **lk_kwargs: Any) -> np.ndarray:
@@ -118,8 +120,9 @@ def motion_field(fields: np.ndarray, **lk_kwargs: Any) -> np.ndarray:
     fields = np.asarray(fields, dtype=np.float64)
     lk_kwargs = dict(lk_kwargs)
     interp = dict(lk_kwargs.pop("interp_kwargs", None) or {})
-    # pysteps' IDW interpolation holds ~160 bytes per target pixel at once; in chunks of
-    # about INTERP_CHUNK_PIXELS (per-pixel arithmetic: the same field) its memory stays bounded
+    # pysteps' IDW interpolation holds about 1 kB per target pixel of a chunk (k = 20 neighbours:
+    # distances, indices, weights, gathered vectors); in chunks of about INTERP_CHUNK_PIXELS
+    # (per-pixel arithmetic: the same field) its memory stays bounded
     pixels = fields.shape[-2] * fields.shape[-1]
     interp.setdefault("nchunks", max(4, int(np.ceil(np.sqrt(pixels / INTERP_CHUNK_PIXELS))) ** 2))
     try:
