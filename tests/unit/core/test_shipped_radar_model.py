@@ -98,3 +98,33 @@ def test_the_scaled_model_ships_with_its_residual_scale():
     assert fc.shape == (2, 4, 64, 80) and np.nanmax(fc) > 1.0
     default = diffcast.nowcast(_rain(), n_leadtimes=4, n_ens_members=2, seed=0, steps=2)
     assert not np.array_equal(np.nan_to_num(fc), np.nan_to_num(default))
+
+
+def test_the_sprog_model_ships_and_forecasts_through_both_front_doors(tmp_path, helper_module):
+    """radar_diffcast_sprog: DiffCast over S-PROG (its mu from pysteps' S-PROG on the domain), with its residual
+    scale; forecasts through diffcast.nowcast (NaN outside coverage and at the inflow) and `diffcast nowcast`."""
+    from diffcast.api import load_model
+    from diffcast.models.backbones.pysteps_methods import SProg
+
+    name = "radar_diffcast_sprog"
+    assert name in shipped_models()
+    model = load_model(name).model
+    assert isinstance(model.backbone_net, SProg)
+    scale = model.residual_scale
+    assert scale.shape == (12,) and bool((scale[1:] > scale[:-1]).all())
+    precip = _rain()
+    precip[-1, :6] = np.nan
+    fc = diffcast.nowcast(precip, n_leadtimes=12, n_ens_members=2, seed=0, model=name, steps=2)
+    assert fc.shape == (2, 12, 64, 80) and np.isnan(fc[:, :, :6]).all()
+    assert np.isfinite(fc[:, :, 10:, 30:]).all()
+    assert 0 < np.isnan(fc[:, 0, 6:]).mean() <= np.isnan(fc[:, -1, 6:]).mean() < 0.5
+    assert np.nanmin(fc) >= 0 and 1.0 < np.nanmax(fc) < 200.0
+    writer = helper_module("unit/training/test_radar_windows.py")
+    folder = tmp_path / "odim"
+    writer.write_odim_archive(folder, [datetime(2021, 6, 1, 12)], n_frames=5, size=64)
+    out = tmp_path / "nc"
+    rc = main(["nowcast", "--checkpoint", name, "--input", str(folder), "--members", "2", "--seed", "0",
+               "--steps", "2", "--out", str(out)])
+    assert rc == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["model"]["config"]["backbone"]["name"] == "sprog" and info["prob_matching"] == "cdf"
