@@ -296,7 +296,8 @@ class RadarWindows(Dataset):
         self.archives = archives
         ident = {
             **settings,
-            "files": [[str(p) for p in a.paths] for a in archives],
+            # resolved: the same files named through another spelling of the root share the pool
+            "files": [[str(Path(p).resolve()) for p in a.paths] for a in archives],
             "windows": [list(map(int, a.windows)) for a in archives],
         }
         key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
