@@ -154,6 +154,17 @@ def _model_file(tmp_path, data: str = "radar", size: int = 32, t_in: int = 3, t_
     return save_model_file(tmp_path / f"{data}.safetensors", model.state_dict(), {"model": mcfg, "data": {"name": data}})
 
 
+def _tiny_diffcast_file(tmp_path, backbone: str):
+    """A tiny untrained DiffCast (3 -> 4 frames, radar metadata) over the parameter-free ``backbone``, seeded."""
+    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 32, "width": 32,
+            "backbone": {"name": backbone},
+            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4, "attn_heads": 1,
+                          "attn_dim_head": 8, "ta_kernel": 7}}
+    torch.manual_seed(0)
+    model = build_model(mcfg)
+    return save_model_file(tmp_path / "dc.safetensors", model.state_dict(), {"model": mcfg, "data": {"name": "radar"}})
+
+
 def test_trained_model_file_round_trip(tmp_path):
     path = _model_file(tmp_path)
     precip = rain_field(t=4, h=32, w=32)
@@ -199,13 +210,7 @@ def test_convolutional_model_runs_on_other_grids(tmp_path):
 def test_diffcast_model_on_other_grid(tmp_path):
     from diffcast.models.diffusion.residual import ResidualDiffusion  # noqa: F401 (registers nothing; import check)
 
-    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 32, "width": 32,
-            "backbone": {"name": "extrapolation"},
-            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4, "attn_heads": 1,
-                          "attn_dim_head": 8, "ta_kernel": 7}}
-    torch.manual_seed(0)
-    model = build_model(mcfg)
-    path = save_model_file(tmp_path / "dc.safetensors", model.state_dict(), {"model": mcfg, "data": {"name": "radar"}})
+    path = _tiny_diffcast_file(tmp_path, "extrapolation")
     precip = rain_field(t=3, h=40, w=72)
     precip[-1, :5] = np.nan
     fc = diffcast.nowcast(precip, n_leadtimes=4, n_ens_members=2, seed=0, model=str(path), steps=2)
@@ -252,12 +257,7 @@ def test_diffcast_over_sprog_marks_inflow(tmp_path):
     """A DiffCast model over S-PROG leaves NaN where S-PROG's motion brings rain in from outside."""
     from diffcast.inference import inflow_of, padded_grid
 
-    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 32, "width": 32,
-            "backbone": {"name": "sprog"},
-            "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4, "attn_heads": 1,
-                          "attn_dim_head": 8, "ta_kernel": 7}}
-    torch.manual_seed(0)
-    path = save_model_file(tmp_path / "dc.safetensors", build_model(mcfg).state_dict(), {"model": mcfg, "data": {"name": "radar"}})
+    path = _tiny_diffcast_file(tmp_path, "sprog")
     precip = rain_field(t=3, h=40, w=72)
     fc = diffcast.nowcast(precip, n_leadtimes=4, n_ens_members=2, seed=0, model=str(path), steps=2)
     assert fc.shape == (2, 4, 40, 72)

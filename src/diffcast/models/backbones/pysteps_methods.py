@@ -27,6 +27,7 @@ Two layers:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import warnings
@@ -144,16 +145,17 @@ def _quiet() -> Iterator[None]:
 
 
 def _dbr_and_motion(
-    precip: Any, min_frames: int | None, settings: dict[str, Any] | None
+    precip: Any, min_frames: int | None, settings: dict[str, Any] | None, velocity: np.ndarray | None = None
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
     """``(settings, rain rate, dBR, motion)``: the steps every method shares (pysteps' example recipe).
 
-    ``min_frames=None``: the AR order + 1 frames the cascade methods need.
+    ``min_frames=None``: the AR order + 1 frames the cascade methods need. ``velocity``: the
+    motion already computed from these frames (skips Lucas-Kanade).
     """
     s = {**PYSTEPS_SETTINGS, **(settings or {})}
     r = check_precip(precip, s["ar_order"] + 1 if min_frames is None else min_frames)
     dbr = to_dbr(r, s["threshold"], s["zerovalue"])
-    return s, r, dbr, motion_field(dbr)
+    return s, r, dbr, motion_field(dbr) if velocity is None else velocity
 
 
 def _coverage_nan(forecast: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -189,7 +191,7 @@ def extrapolation_nowcast(precip: Any, n_leadtimes: int, settings: dict[str, Any
 
 
 def sprog_nowcast(
-    precip: Any, n_leadtimes: int, settings: dict[str, Any] | None = None
+    precip: Any, n_leadtimes: int, settings: dict[str, Any] | None = None, velocity: np.ndarray | None = None
 ) -> np.ndarray:
     """S-PROG (Seed 2003) in rain rate with pysteps' documented settings.
 
@@ -201,6 +203,8 @@ def sprog_nowcast(
         Forecast steps.
     settings : dict, optional
         Overrides of :data:`PYSTEPS_SETTINGS`.
+    velocity : ndarray, optional
+        ``(2, y, x)`` Lucas-Kanade motion of the dBR of ``precip`` when already computed.
 
     Returns
     -------
@@ -209,7 +213,7 @@ def sprog_nowcast(
     """
     from pysteps import nowcasts
 
-    s, r, dbr, uv = _dbr_and_motion(precip, None, settings)
+    s, r, dbr, uv = _dbr_and_motion(precip, None, settings, velocity)
     with _quiet():
         out = nowcasts.get_method("sprog")(
             dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), precip_thr=s["precip_thr"],
@@ -344,12 +348,16 @@ class _PystepsBaseline(Backbone):
         """``(2, H, W)`` Lucas-Kanade motion (pixels per step) that the pysteps methods use for
         the ``(T, H, W)`` frames in ``[0, 1]``: dBR of the intensity, as :func:`sprog_nowcast`
         computes it; with :attr:`domain` set, estimated on the domain and edge-extended."""
-        frames = np.asarray(frames, dtype=np.float64)
+        frames = np.ascontiguousarray(frames, dtype=np.float64)
         full = frames.shape[1:]
         h, w = self._cut(full)
-        r = np.nan_to_num(self._field(frames[:, :h, :w]), nan=0.0)
-        uv = _dbr_and_motion(r, 2, None)[3]
-        return np.pad(uv, ((0, 0), (0, full[0] - h), (0, full[1] - w)), mode="edge")
+        # the last field is kept: a nowcast asks again for the same frames (inflow mask) after the forecast
+        key = (frames.shape, (h, w), hashlib.blake2b(frames.data, digest_size=16).digest())
+        memo = getattr(self, "_motion_memo", None)
+        if memo is None or memo[0] != key:
+            r = np.nan_to_num(self._field(frames[:, :h, :w]), nan=0.0)
+            memo = self._motion_memo = (key, _dbr_and_motion(r, 2, None)[3])
+        return np.pad(memo[1], ((0, 0), (0, full[0] - h), (0, full[1] - w)), mode="edge")
 
     def _field(self, x: np.ndarray) -> np.ndarray:
         return to_intensity(x, self.intensity, self.scale)
@@ -387,7 +395,14 @@ class SProg(_PystepsBaseline):
     """
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
-        return self._each_series(x_in, 1, lambda r, _: sprog_nowcast(r, self.t_out)[None])[0]
+        frames = x_in.detach().to("cpu", torch.float64).numpy()
+
+        def run(r: np.ndarray, k: int) -> np.ndarray:
+            # the motion through :meth:`motion` (kept), so the inflow mask does not run Lucas-Kanade again
+            uv = self.motion(frames[k // frames.shape[2], :, k % frames.shape[2]])[:, : r.shape[-2], : r.shape[-1]]
+            return sprog_nowcast(r, self.t_out, velocity=uv)[None]
+
+        return self._each_series(x_in, 1, run)[0]
 
 
 @BACKBONES.register("steps")
