@@ -40,7 +40,8 @@ class NowcastResult:
     forecast : Tensor
         ``(M, B, T_out, C, H, W)`` in ``[0, 1]``.
     mu : Tensor
-        Backbone mean ``(B, T_out, C, H, W)`` (equals the forecast for backbones).
+        Backbone mean ``(B, T_out, C, H, W)`` (for a backbone alone, the forecast itself:
+        both clamped to ``[0, 1]``).
     residual : Tensor or None
         Sampled residuals ``(M, B, T_out, C, H, W)`` in ``[-1, 1]`` space, or
         ``None`` for deterministic models.
@@ -305,4 +306,7 @@ class Nowcaster:
             out = self.model.sample(x, members=members, generator=gen, progress=progress, **sample_kwargs)
             return NowcastResult(forecast=out.forecast, mu=out.mu, residual=out.residual)
         mu = self.model(x)
+        if mu.is_contiguous() and mu.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
+            # the backbone's own output: clamped in place, forecast and mu share it (no second forecast-sized copy)
+            return NowcastResult(forecast=mu.clamp_(0.0, 1.0).unsqueeze(0), mu=mu)
         return NowcastResult(forecast=mu.clamp(0.0, 1.0).unsqueeze(0), mu=mu)

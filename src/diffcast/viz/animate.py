@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 NO_COVERAGE_RGB = (160, 160, 160)
 #: Range of the rain-rate colour map (mm/h); rates below it are drawn as no rain.
 RAIN_RATE_RANGE = (0.1, 100.0)
+#: Pixels colourised at a time by :func:`colorize` (bounds matplotlib's float64 RGBA).
+COLORIZE_CHUNK = 1 << 16
 
 
 def is_rain_rate(meta: DatasetMeta) -> bool:
@@ -159,17 +161,22 @@ def colorize(
     if kind not in ("value", "prob"):
         raise ValueError(f"kind must be 'value' or 'prob', got {kind!r}")
     v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)), 0.0, 1.0)
-    if kind == "prob":
-        cmap, norm = prob_cmap()
-        rgba = cmap(norm(v))
-    else:
-        cmap, norm = value_cmap(meta)
-        shown = display_values(v, meta)
-        if is_rain_rate(meta):  # LogNorm maps 0 to nan (drawn as bad): no rain is "under"
-            shown = np.where(shown > 0, shown, 0.5 * RAIN_RATE_RANGE[0])
-        # matplotlib's LogNorm takes at most 2-D input
-        rgba = cmap(np.ma.getdata(norm(shown.reshape(-1))).reshape(shown.shape))
-    rgb = (np.asarray(rgba)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    cmap, norm = prob_cmap() if kind == "prob" else value_cmap(meta)
+    flat = v.reshape(-1)
+    rgb = np.empty(flat.shape + (3,), np.uint8)
+    # pixel by pixel, in chunks: matplotlib's float64 RGBA (32 bytes a pixel) of a whole radar
+    # frame would be 8x the uint8 image
+    for a in range(0, flat.size, COLORIZE_CHUNK):
+        part = flat[a : a + COLORIZE_CHUNK]
+        if kind == "prob":
+            rgba = cmap(norm(part))
+        else:
+            shown = display_values(part, meta)
+            if is_rain_rate(meta):  # LogNorm maps 0 to nan (drawn as bad): no rain is "under"
+                shown = np.where(shown > 0, shown, 0.5 * RAIN_RATE_RANGE[0])
+            rgba = cmap(np.ma.getdata(norm(shown)))  # matplotlib's LogNorm takes at most 2-D input: 1-D here
+        rgb[a : a + part.size] = (np.asarray(rgba)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    rgb = rgb.reshape(v.shape + (3,))
     if nodata is not None:
         rgb[..., np.asarray(nodata, dtype=bool), :] = NO_COVERAGE_RGB
     return rgb

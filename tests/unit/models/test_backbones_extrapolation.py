@@ -106,18 +106,20 @@ def test_motion_on_a_zero_padded_grid_is_estimated_on_the_domain():
     assert with_domain < 0.7 * without, (with_domain, without)
 
 
-def test_chunked_extrapolation_equals_one_pysteps_call():
-    # the forecast is advected LEAD_CHUNK leads at a time to bound memory; it must be
+def test_blockwise_extrapolation_equals_one_pysteps_call(monkeypatch):
+    # the forecast is advected a block of rows at a time to bound memory; it must be
     # exactly what one call of pysteps' semi-Lagrangian scheme gives
     from pysteps import extrapolation
 
-    from diffcast.models.backbones.extrapolation import LEAD_CHUNK
+    from diffcast.models.backbones import pysteps_methods
 
-    t_out = 3 * LEAD_CHUNK + 1
+    monkeypatch.setattr(pysteps_methods, "ADVECT_BLOCK_PIXELS", 5 * 32 + 7)  # blocks of 5 rows, the last 2
+    t_out = 13
     m = BACKBONES.build("extrapolation", t_in=4, t_out=t_out, height=32, width=32)
     frames = moving_blobs(batch=1, t=4, size=32, velocity=(1.3, -0.7))[0, :, 0].numpy()
     got = m.extrapolate(frames)
     uv = m.motion(frames)
     ref = extrapolation.get_method("semilagrangian")(frames[-1].astype(np.float64), uv, t_out, outval=0.0)
     assert got.dtype == np.float32 and got.shape == (t_out, 32, 32)
+    assert np.abs(ref[-1] - ref[0]).max() > 0.1  # the field moved
     np.testing.assert_array_equal(got, np.clip(np.nan_to_num(ref, nan=0.0), 0, 1).astype(np.float32))

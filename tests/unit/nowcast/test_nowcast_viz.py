@@ -172,3 +172,43 @@ def test_streamed_gif_decodes_to_the_frames_pillow_writes(tmp_path):
         write_gif_stream(io.BytesIO(), iter([Image.new("RGB", (2, 2))]), 100)
     with pytest.raises(ValueError, match="at least one frame"):
         write_gif_stream(io.BytesIO(), iter([]), 100)
+
+
+@pytest.mark.parametrize("kind", ["value", "prob"])
+def test_colorize_in_chunks_is_the_whole_frame_at_once(monkeypatch, kind):
+    # colourised a chunk of pixels at a time (bounded memory): the same image as one matplotlib call
+    from diffcast.pipeline.units import rain_rate_meta
+    from diffcast.viz import animate
+    from diffcast.viz.animate import (
+        RAIN_RATE_RANGE,
+        display_values,
+        is_rain_rate,
+        prob_cmap,
+        value_cmap,
+    )
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 17, 23)).astype(np.float32)
+    x[0, :5] = 0.0
+    nodata = rng.random((17, 23)) < 0.1
+    for meta in (rain_rate_meta(RADAR_DBZ_META), SEVIR_META, RADAR_DBZ_META):
+        whole = animate.colorize(x, meta, kind, nodata)
+        monkeypatch.setattr(animate, "COLORIZE_CHUNK", 50)  # many chunks, the last one short
+        chunked = animate.colorize(x, meta, kind, nodata)
+        monkeypatch.undo()
+        assert chunked.dtype == np.uint8 and chunked.shape == (3, 17, 23, 3)
+        np.testing.assert_array_equal(chunked, whole)
+        # and what the earlier whole-frame code computed
+        if kind == "prob":
+            cmap, norm = prob_cmap()
+            rgba = cmap(norm(x))
+        else:
+            cmap, norm = value_cmap(meta)
+            shown = display_values(x, meta)
+            if is_rain_rate(meta):
+                shown = np.where(shown > 0, shown, 0.5 * RAIN_RATE_RANGE[0])
+            rgba = cmap(np.ma.getdata(norm(shown.reshape(-1))).reshape(shown.shape))
+        ref = (np.asarray(rgba)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+        ref[..., nodata, :] = animate.NO_COVERAGE_RGB
+        np.testing.assert_array_equal(chunked, ref)
+        assert len({tuple(c) for c in chunked.reshape(-1, 3)}) > 10

@@ -1,8 +1,9 @@
 """Lagrangian extrapolation: pysteps Lucas-Kanade motion + semi-Lagrangian advection.
 
 The motion field is estimated from the observed frames with
-``pysteps.motion.get_method("LK")`` and the last frame is advected along it with
-``pysteps.extrapolation.get_method("semilagrangian")`` (pySTEPS, BSD-3-Clause).
+``pysteps.motion.get_method("LK")`` and the last frame is advected along it by
+pysteps' semi-Lagrangian scheme (``pysteps.extrapolation.semilagrangian``, pySTEPS,
+BSD-3-Clause; run block by block by :func:`.pysteps_methods.advect`, the same values).
 Runs in numpy on the CPU, one (sample, channel) at a time.
 """
 
@@ -14,12 +15,9 @@ import logging
 import numpy as np
 import torch
 
-from . import BACKBONES
+from . import BACKBONES, pysteps_methods
 from .base import Backbone
-from .pysteps_methods import motion_field
-
-#: Leads extrapolated per call of the semi-Lagrangian scheme (bounds its float64 copies).
-LEAD_CHUNK = 4
+from .pysteps_methods import advect, motion_field
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +130,12 @@ class Extrapolation(Backbone):
     def extrapolate(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Forecast ``t_out`` frames from one (T_in, H, W) sequence, values in [0, 1].
 
-        pysteps' semi-Lagrangian scheme runs :data:`LEAD_CHUNK` leads at a time, each
-        call continuing from the previous displacement (``displacement_prev``: the same
-        arithmetic as one call, bit for bit), and every chunk goes straight into
-        ``out`` (float32, ``(t_out, H, W)``; allocated when omitted). Peak memory is then
-        the float32 forecast plus a few float64 frames, not three float64 copies of it.
+        pysteps' semi-Lagrangian scheme (:func:`~.pysteps_methods.advect`: the same
+        values as ``pysteps.extrapolation.semilagrangian``, bit for bit, computed a block
+        of rows at a time) writes straight into ``out`` (float32, ``(t_out, H, W)``;
+        allocated when omitted). Peak memory is then the float32 forecast plus a few MB,
+        not pysteps' float64 copies of it.
         """
-        from pysteps import extrapolation
-
         # only the frames the motion and the advection use, in float64 (one copy, cleaned in place)
         frames = np.array(np.asarray(frames)[-self.motion_frames :], dtype=np.float64, copy=True)
         np.nan_to_num(frames, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
@@ -150,13 +146,8 @@ class Extrapolation(Backbone):
         if not np.any(uv) or not np.any(last):
             out[:] = last[None]
         else:
-            method = extrapolation.get_method("semilagrangian")
-            disp = None
-            for a in range(0, self.t_out, LEAD_CHUNK):
-                b = min(a + LEAD_CHUNK, self.t_out)
-                chunk, disp = method(last, uv, b - a, outval=0.0, displacement_prev=disp, return_displacement=True)
-                out[a:b] = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)
-                del chunk
+            advect(last, uv, self.t_out, outval=0.0, out=out, block_pixels=pysteps_methods.ADVECT_BLOCK_PIXELS,
+                   transform=lambda a: np.nan_to_num(a, copy=False, nan=0.0, posinf=0.0, neginf=0.0))
         np.clip(out, 0.0, 1.0, out=out)
         return out
 

@@ -136,6 +136,95 @@ def motion_field(fields: np.ndarray, **lk_kwargs: Any) -> np.ndarray:
     return np.nan_to_num(np.asarray(uv, dtype=np.float64))
 
 
+#: Target pixels per block of :func:`advect` (2^16: a few MB of float64 coordinates per block).
+ADVECT_BLOCK_PIXELS = 1 << 16
+
+
+def advect(
+    field: np.ndarray,
+    uv: np.ndarray,
+    n_leadtimes: int,
+    *,
+    outval: float = np.nan,
+    out: np.ndarray | None = None,
+    region: tuple[int, int, int, int] | None = None,
+    transform: Any = None,
+    block_pixels: int = ADVECT_BLOCK_PIXELS,
+) -> np.ndarray:
+    """pysteps' semi-Lagrangian extrapolation of ``field`` along ``uv``, one block of rows at a time.
+
+    The same scheme as ``pysteps.extrapolation.semilagrangian.extrapolate(field, uv,
+    n_leadtimes, outval=outval)`` with its defaults (one inner iteration of the
+    backward trajectory, bilinear interpolation, ``mode="nearest"`` for the velocity
+    and ``"constant"`` for the field; integer lead times of one velocity step).
+    Each pixel's back-trajectory depends only on the whole velocity field and on its
+    own position, so a block of rows carried through every lead gets, bit for bit,
+    what one call on the whole grid gives (the same float64 operations in the same
+    order: ``tests/unit/models/test_advect.py``). Only the block's coordinates,
+    displacements and increments are held (a few MB), instead of pysteps' whole-grid
+    float64 arrays and its list and stack of all forecast frames (three float64
+    copies of the forecast at the peak).
+
+    Parameters
+    ----------
+    field : ndarray ``(H, W)``
+        What is advected (finite values; ``outval`` comes in from outside the grid).
+    uv : ndarray ``(2, H, W)``
+        Motion (u, v) in pixels per lead, finite.
+    n_leadtimes : int
+    outval : float
+        Value of points advected from outside the grid.
+    out : ndarray ``(n_leadtimes, h, w)``, optional
+        Receives the forecast of ``region`` (any dtype the values, or ``transform``'s
+        output, cast to); float64 and allocated when omitted.
+    region : (r0, r1, c0, c1), optional
+        Rows ``r0:r1`` and columns ``c0:c1`` of the grid to forecast (default all);
+        trajectories still see the whole ``field`` and ``uv``.
+    transform : callable, optional
+        Applied to each float64 block ``(rows, w)`` before it is stored in ``out``.
+    block_pixels : int
+        Target pixels per block.
+    """
+    from scipy.ndimage import map_coordinates
+
+    field = np.ascontiguousarray(field, dtype=np.float64)
+    uv = np.ascontiguousarray(uv, dtype=np.float64)
+    if field.ndim != 2 or uv.shape != (2,) + field.shape:
+        raise ValueError(f"advect needs field (H, W) and uv (2, H, W), got {field.shape} and {uv.shape}")
+    if not np.isfinite(uv).all():
+        raise ValueError("advect: the motion field has non-finite values")
+    n = int(n_leadtimes)
+    r0, r1, c0, c1 = region if region is not None else (0, field.shape[0], 0, field.shape[1])
+    if not (0 <= r0 <= r1 <= field.shape[0] and 0 <= c0 <= c1 <= field.shape[1]):
+        raise ValueError(f"advect: region {region} is not inside the grid {field.shape}")
+    if out is None:
+        out = np.empty((n, r1 - r0, c1 - c0), np.float64)
+    if out.shape != (n, r1 - r0, c1 - c0):
+        raise ValueError(f"advect: out has shape {out.shape}, expected {(n, r1 - r0, c1 - c0)}")
+    u, v = uv[0], uv[1]
+
+    def velocity_at(disp: np.ndarray, inc: np.ndarray) -> None:  # pysteps' interpolate_motion
+        warped = xy + disp
+        inc[0] = map_coordinates(u, [warped[1], warped[0]], mode="nearest", order=1, prefilter=False)
+        inc[1] = map_coordinates(v, [warped[1], warped[0]], mode="nearest", order=1, prefilter=False)
+
+    rows = max(1, int(block_pixels) // max(c1 - c0, 1))
+    for a in range(r0, r1, rows):
+        b = min(r1, a + rows)
+        xs, ys = np.meshgrid(np.arange(c0, c1), np.arange(a, b), copy=False)
+        xy = np.stack([xs, ys])  # integer pixel positions, as pysteps' xy_coords
+        disp = np.zeros((2, b - a, c1 - c0))
+        inc = uv[:, a:b, c0:c1].copy()  # pysteps: velocity * 1 / 1.0, the same values
+        for t in range(n):
+            velocity_at(disp - inc / 2.0, inc)  # the midpoint of the back-trajectory
+            disp -= inc
+            velocity_at(disp, inc)
+            warped = xy + disp
+            val = map_coordinates(field, [warped[1], warped[0]], mode="constant", cval=outval, order=1, prefilter=False)
+            out[t, a - r0 : b - r0] = val if transform is None else transform(val)
+    return out
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence pysteps' progress prints (it writes to stdout) and its RuntimeWarnings."""
@@ -486,7 +575,8 @@ def inflow_mask(coverage: np.ndarray, uv: np.ndarray, n_leadtimes: int) -> np.nd
     """Where advection brings values from outside the domain or the radar coverage.
 
     The coverage ``(y, x)`` (True = observed) is advected by pysteps' semi-Lagrangian
-    scheme with the motion ``uv`` ``(2, y, x)`` (pixels per step) and ``outval=NaN``
+    scheme (:func:`advect`, block by block: the mask is built without a float64 copy of
+    the forecast) with the motion ``uv`` ``(2, y, x)`` (pixels per step) and ``outval=NaN``
     outside the domain, as pysteps' extrapolation nowcast does with rain; a pixel whose
     back-trajectory leaves the domain by more than one pixel, or whose interpolated
     coverage is below one half, has no observed origin. (The one-pixel margin, an
@@ -498,14 +588,14 @@ def inflow_mask(coverage: np.ndarray, uv: np.ndarray, n_leadtimes: int) -> np.nd
     ndarray of bool
         ``(n_leadtimes, y, x)``, True where the forecast has no observed origin.
     """
-    from pysteps import extrapolation
-
     cov = np.asarray(coverage, dtype=bool)
     uv = np.asarray(uv, dtype=np.float64)
     if uv.shape != (2,) + cov.shape:
         raise ValueError(f"uv must have shape {(2,) + cov.shape}, got {uv.shape}")
+    h, w = cov.shape
     field = np.pad(cov.astype(np.float64), 1, mode="edge")
     vel = np.pad(uv, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    with _quiet():
-        adv = extrapolation.get_method("semilagrangian")(field, vel, int(n_leadtimes), outval=np.nan)
-    return ~(np.nan_to_num(adv[:, 1:-1, 1:-1], nan=0.0) >= 0.5)
+    out = np.empty((int(n_leadtimes), h, w), dtype=bool)
+    # only the inner pixels, straight into a boolean mask (NaN from outside is not >= 0.5)
+    return advect(field, vel, int(n_leadtimes), outval=np.nan, out=out, region=(1, h + 1, 1, w + 1),
+                  transform=lambda a: ~(a >= 0.5))
