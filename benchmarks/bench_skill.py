@@ -41,6 +41,7 @@ from typing import Any
 
 from diffcast.skill import (  # noqa: F401 (re-exported for the tests and for users of this script)
     FSS_KM,
+    MASKS,
     RADAR_ARCHIVES,
     RADAR_FSS_THRESHOLDS,
     RADAR_THRESHOLDS,
@@ -51,6 +52,7 @@ from diffcast.skill import (  # noqa: F401 (re-exported for the tests and for us
     markdown,
     radar_case,
     score_model,
+    score_models,
     sevir_case,
     synthetic_case,
 )
@@ -100,6 +102,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="at most this many windows per case")
     p.add_argument("--synthetic-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mask", choices=MASKS, default="common",
+                   help="pixels scored: where the observation and all models have values (common, default) or "
+                        "each model's own (own)")
     p.add_argument("--out", type=Path, default=None, help="folder for skill.json and table.md")
     return p.parse_args(argv)
 
@@ -112,14 +117,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for case in iter_cases(args):
         cases[case.name] = case
         results[case.name] = {}
+        res = score_models(models, case, args.n_leadtimes, args.members, args.seed, mask=args.mask,
+                           optional=[m for m in models if m not in BASELINES])
         for m in models:
-            try:
-                r = score_model(m, case, args.n_leadtimes, args.members, args.seed)
-            except ValueError as exc:  # e.g. a rain-rate model on VIL data: said in the table, not fatal
-                if m in BASELINES:
-                    raise
-                r = {"skipped": str(exc)}
-                case.note = (case.note + "; " if case.note else "") + f"{m} skipped: {exc}"
+            r = res[m]
+            if "skipped" in r:  # e.g. a rain-rate model on VIL data: said in the table, not fatal
+                case.note = (case.note + "; " if case.note else "") + f"{m} skipped: {r['skipped']}"
             spec, at, setting = m.rpartition("@")
             label = m if m in BASELINES else Path(spec).name + f"@{setting}" if at else Path(m).name
             results[case.name][label] = r

@@ -2,7 +2,8 @@
 
 Shared by ``benchmarks/bench_skill.py`` and ``diffcast demo``. Every model forecasts
 through :func:`diffcast.nowcast` (intensities in, intensities out) on the same
-windows, and :class:`Skill` accumulates, per lead time, pysteps' verification
+windows, scored by :func:`score_models` on the same pixels (where the observation and
+every model have values), and :class:`Skill` accumulates, per lead time, pysteps' verification
 scores (``pysteps.verification``): CSI per threshold (mean over members of each
 member's contingency table pooled over windows), FSS at two thresholds on
 4 / 16 / 64 km, CRPS (the MAE for one member), rank-histogram flatness (RMS
@@ -258,25 +259,111 @@ def split_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return model, {"sampler": sampler, "steps": int(steps)}
 
 
-def score_model(model: str, case: Case, n_lead: int, members: int, seed: int, quiet: bool = True) -> dict[str, Any]:
-    """Forecast every window of ``case`` with ``model`` through :func:`diffcast.nowcast` and score it
-    (``MODEL@sampler:steps`` samples a trained model with that sampler, see :func:`split_model_spec`)."""
+#: Verification masks of :func:`score_models`.
+MASKS = ("common", "own")
+
+
+def _nowcast_window(model: str, w: Window, n_lead: int, members: int, seed: int, **kwargs: Any) -> np.ndarray:
+    """``(M, n_lead, h, w)`` forecast of one window through :func:`diffcast.nowcast`."""
     import diffcast
 
     model, sample_kwargs = split_model_spec(model)
+    return diffcast.nowcast(w.x, timestep=w.timestep, n_leadtimes=n_lead, n_ens_members=members, seed=seed,
+                            model=model, pixel_size=w.pixel_km, **sample_kwargs, **kwargs)
 
-    skill: Skill | None = None
-    for i, w in enumerate(case.windows):
-        t0 = time.perf_counter()
-        fc = diffcast.nowcast(w.x, timestep=w.timestep, n_leadtimes=n_lead, n_ens_members=members, seed=seed + i,
-                              model=model, pixel_size=w.pixel_km, **sample_kwargs)
-        dt = time.perf_counter() - t0
-        if skill is None:
-            skill = Skill(case, n_lead, fc.shape[0], w.pixel_km)
-        skill.add(fc, w.y, dt)
-    if skill is None:
-        return {"windows": 0}
-    return skill.result()
+
+def score_models(
+    models: Sequence[str],
+    case: Case,
+    n_lead: int,
+    members: int,
+    seed: int,
+    *,
+    mask: str = "common",
+    optional: Sequence[str] = (),
+    forecast: Any = None,
+    progress: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """Forecast every window of ``case`` with every model and score them on the same pixels.
+
+    A forecast is NaN where a model has no value (no radar coverage, rain advected in
+    from outside the domain: each model's own NaN area, and an ensemble's is the union
+    of its members'). With ``mask="common"`` (default) every model is scored, window by
+    window and lead by lead, only where the observation and *all* models have values,
+    so that no model is scored on easier pixels than another (pysteps' STEPS, with its
+    perturbed motion, leaves about a third of a 256 km window NaN at a 1-hour lead,
+    twice the area of a single advection; scored on its own pixels it is spared the
+    upstream edge, where rain comes in that no extrapolation has seen). ``"own"``
+    scores each model on its own pixels. Either way ``forecast_coverage`` says which
+    fraction of the observed pixels (all leads) each model gave a value for.
+
+    Parameters
+    ----------
+    models : model specs for :func:`diffcast.nowcast` (``MODEL@sampler:steps`` allowed).
+    optional : models that may be left out of the case: a ``ValueError`` from their
+        forecast (e.g. a rain-rate model on VIL data) gives ``{"skipped": message}``
+        (then the windows scored before it are not rescored); other models' errors
+        propagate.
+    forecast : ``forecast(model, window, index) -> (M, n_lead, h, w)`` (default:
+        :func:`diffcast.nowcast` with ``seed + index``).
+    progress : wraps the iterable of windows (e.g. ``tqdm``), optional.
+
+    Returns
+    -------
+    dict
+        ``{model: Skill.result() + forecast_coverage, verification_mask}``.
+    """
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+    if forecast is None:
+        def forecast(m: str, w: Window, i: int) -> np.ndarray:
+            return _nowcast_window(m, w, n_lead, members, seed + i)
+    skills: dict[str, Skill] = {}
+    skipped: dict[str, str] = {}
+    counts = {m: np.zeros(2) for m in models}  # pixels with a forecast, observed pixels
+    active = list(models)
+    windows = enumerate(case.windows)
+    for i, w in progress(windows) if progress is not None else windows:
+        fcs: dict[str, tuple[np.ndarray, float]] = {}
+        for m in list(active):
+            t0 = time.perf_counter()
+            try:
+                fc = forecast(m, w, i)
+            except ValueError as exc:
+                if m not in optional:
+                    raise
+                skipped[m] = str(exc)
+                active.remove(m)
+                continue
+            fcs[m] = (fc, time.perf_counter() - t0)
+        observed = np.isfinite(w.y)
+        common = observed.copy()
+        for fc, _ in fcs.values():
+            common &= np.isfinite(fc).all(axis=0)
+        for m, (fc, seconds) in fcs.items():
+            counts[m] += [float((observed & np.isfinite(fc).all(axis=0)).sum()), float(observed.sum())]
+            if mask == "common":
+                fc = np.where(common, fc, np.nan)
+            if m not in skills:
+                skills[m] = Skill(case, n_lead, fc.shape[0], w.pixel_km)
+            skills[m].add(fc, w.y, seconds)
+    out: dict[str, dict[str, Any]] = {}
+    for m in models:
+        if m in skipped:
+            out[m] = {"skipped": skipped[m]}
+        elif m in skills:
+            out[m] = {**skills[m].result(), "forecast_coverage": float(counts[m][0] / max(counts[m][1], 1.0)),
+                      "verification_mask": mask}
+        else:
+            out[m] = {"windows": 0}
+    return out
+
+
+def score_model(model: str, case: Case, n_lead: int, members: int, seed: int, quiet: bool = True) -> dict[str, Any]:
+    """Forecast every window of ``case`` with ``model`` through :func:`diffcast.nowcast` and score it
+    on its own pixels (``MODEL@sampler:steps`` samples a trained model with that sampler, see
+    :func:`split_model_spec`; several models on common pixels: :func:`score_models`)."""
+    return score_models([model], case, n_lead, members, seed, mask="own")[model]
 
 
 def markdown(results: dict[str, dict[str, dict[str, Any]]], cases: dict[str, Case], n_lead: int) -> str:
@@ -288,8 +375,11 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]], cases: dict[str, Cas
         thr2 = case.thresholds[1]
         fss_keys = [f"fss@{t:.3g}/{km:g}km" for t in case.fss_thresholds for km in FSS_KM]
         head = ["model", "members"] + [f"CSI {t:.3g}" for t in case.thresholds] + [k.replace("fss@", "FSS ") for k in fss_keys]
-        head += ["CRPS", "rank flatness", "spread/skill", f"REL {thr2:.3g}", f"Brier {thr2:.3g}", "s / forecast"]
-        lines.append(f"### {cname}: {first.get('windows', 0)} windows, {n_lead} leads, thresholds in {case.unit}")
+        head += ["CRPS", "rank flatness", "spread/skill", f"REL {thr2:.3g}", f"Brier {thr2:.3g}", "s / forecast",
+                 "coverage"]
+        where = {"common": ", scored where the observation and every model have values",
+                 "own": ", each model scored on its own pixels"}.get(first.get("verification_mask", ""), "")
+        lines.append(f"### {cname}: {first.get('windows', 0)} windows, {n_lead} leads, thresholds in {case.unit}{where}")
         if case.note:
             lines.append(f"\n{case.note}\n")
         lines.append("")
@@ -304,13 +394,15 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]], cases: dict[str, Cas
                 return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
             row = [mname, str(r.get("members", ""))] + [f(f"csi@{t:.3g}") for t in case.thresholds] + [f(k) for k in fss_keys]
             row += [f("crps", 4), f("rank_flatness", 2), f("spread_skill", 2), f(f"rel@{thr2:.3g}", 4), f(f"brier@{thr2:.3g}", 4),
-                    f("seconds_per_forecast", 2)]
+                    f("seconds_per_forecast", 2), f("forecast_coverage", 3)]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     lines.append(
         "CSI: mean over members of each member's CSI (contingency pooled over windows); FSS likewise; CRPS in the "
         "case's unit (pysteps); rank flatness: RMS deviation of the normalised rank histogram from flat x bins "
         "(0 = flat); spread/skill: sqrt((M+1)/M var) / RMSE of the ensemble mean; REL: reliability term of the Brier "
-        "score at the second threshold; s / forecast: wall time of one window, all members."
+        "score at the second threshold; s / forecast: wall time of one window, all members; coverage: fraction of the "
+        "observed pixels (all leads) for which the model gave a value (NaN: rain advected in from outside the "
+        "domain, for an ensemble in any member)."
     )
     return "\n".join(lines) + "\n"

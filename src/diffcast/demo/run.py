@@ -19,7 +19,7 @@ import torch
 from ..utils.io import atomic_write_text, ensure_writable_dir
 from .figures import _animate_window, _skill_plots
 from .report import _nowcast_report
-from .scoring import _forecast_and_score, resolve_demo_model
+from .scoring import forecast_and_score, resolve_demo_model
 from .settings import (
     ANIM_DIR,
     CLI_SETTINGS,
@@ -121,24 +121,13 @@ def run_demo(
     if spec is not None:
         models.append((DIFFCAST_LABEL, spec))
     log.info("demo [2/4] forecasting %d window(s) with %s", len(case.windows), ", ".join(m for m, _ in models))
-    results: dict[str, dict[str, Any]] = {}
-    kept: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {i: {} for i in keep}
-    error = None
-    for label, m in models:
-        kw = {"steps": s.sampler_steps} if (label == DIFFCAST_LABEL and s.sampler_steps) else {}
-        try:
-            res, fcs, wall = _forecast_and_score(label, m, case, s, seed, keep, kw, progress)
-        except ValueError as exc:
-            if label != DIFFCAST_LABEL:
-                raise
-            # A model that cannot take these windows (grid spacing, units, lead count): say so, keep the baselines.
-            error = str(exc)
-            log.warning("DiffCast model %s left out: %s", m, exc)
-            continue
-        results[label] = res
-        elapsed[label] = wall
-        for i, fc in fcs.items():
-            kept[i][label] = fc
+    sample_kwargs = {DIFFCAST_LABEL: {"steps": s.sampler_steps}} if s.sampler_steps else {}
+    results, kept, walls, skipped = forecast_and_score(models, case, s, seed, keep, sample_kwargs, progress)
+    elapsed.update(walls)
+    # A model that cannot take these windows (grid spacing, units, lead count): say so, keep the baselines.
+    error = skipped.get(DIFFCAST_LABEL)
+    if error is not None:
+        log.warning("DiffCast model %s left out: %s", spec, error)
 
     log.info("demo [3/4] plots and animations")
     t = time.perf_counter()

@@ -91,46 +91,60 @@ def resolve_demo_model(spec: str | os.PathLike[str] | None) -> tuple[str | None,
     )
 
 
-def _forecast_and_score(
-    label: str,
-    spec: str,
+def forecast_and_score(
+    models: list[tuple[str, str]],
     case: Any,
     s: NowcastDemoSettings,
     seed: int,
     keep: set[int],
-    sample_kwargs: dict[str, Any],
+    sample_kwargs: Mapping[str, dict[str, Any]],
     progress: bool,
-) -> tuple[dict[str, Any], dict[int, tuple[np.ndarray, np.ndarray]], float]:
-    """Forecast every window of ``case`` with ``spec`` and score it (as :func:`diffcast.skill.score_model` does).
+    optional: tuple[str, ...] = (DIFFCAST_LABEL,),
+) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, tuple[np.ndarray, np.ndarray]]], dict[str, float], dict[str, str]]:
+    """Forecast every window of ``case`` with every ``(label, spec)`` and score them on the same pixels
+    (:func:`diffcast.skill.score_models`: where the observation and every model have values).
 
-    Unlike ``score_model`` the forecasts of the windows in ``keep`` are returned
-    (member 0 and the ensemble mean, float32 mm/h) for the animations, so no
-    window is forecast twice, and sampler options reach DiffCast models.
+    The forecasts of the windows in ``keep`` are returned (member 0 and the ensemble
+    mean, float32 mm/h) for the animations, so no window is forecast twice;
+    ``sample_kwargs[label]`` (sampler options) reach that model. A model in
+    ``optional`` whose forecast raises ``ValueError`` (e.g. a model for other units) is
+    left out and its message returned; other errors propagate.
 
     Returns
     -------
-    (dict, dict, float)
-        The scores (:meth:`diffcast.skill.Skill.result`), ``{window: (member 0, mean)}`` and the wall seconds.
+    (dict, dict, dict, dict)
+        ``{label: scores}`` (:meth:`diffcast.skill.Skill.result`), ``{window: {label: (member 0, mean)}}``,
+        ``{label: wall seconds}`` and ``{label: why it was left out}``.
     """
     from tqdm.auto import tqdm
 
     import diffcast
 
-    from ..skill import Skill
+    from ..skill import score_models
 
-    skill: Skill | None = None
-    kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    t_model = time.perf_counter()
-    for i, w in enumerate(tqdm(case.windows, desc=label, unit="window", disable=not progress, leave=False)):
+    specs = dict(models)
+    kept: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {i: {} for i in keep}
+    wall = dict.fromkeys(specs, 0.0)
+
+    def forecast(label: str, w: Any, i: int) -> np.ndarray:
         t0 = time.perf_counter()
         fc = diffcast.nowcast(w.x, timestep=w.timestep, n_leadtimes=s.n_lead, n_ens_members=s.members, seed=seed + i,
-                              model=spec, pixel_size=w.pixel_km, **sample_kwargs)
+                              model=specs[label], pixel_size=w.pixel_km, **sample_kwargs.get(label, {}))
         seconds = time.perf_counter() - t0
-        if skill is None:
-            skill = Skill(case, s.n_lead, fc.shape[0], w.pixel_km)
-        skill.add(fc, w.y, seconds)
+        wall[label] += seconds
         if i in keep:
-            kept[i] = (fc[0].astype(np.float32), fc.mean(axis=0).astype(np.float32))
+            kept[i][label] = (fc[0].astype(np.float32), fc.mean(axis=0).astype(np.float32))
         log.info("%s: window %d/%d (%s) in %.1f s", label, i + 1, len(case.windows), w.label, seconds)
-    res = skill.result() if skill is not None else {"windows": 0}
-    return res, kept, time.perf_counter() - t_model
+        return fc
+
+    def windows(it: Any) -> Any:
+        return tqdm(it, total=len(case.windows), desc="windows", unit="window", disable=not progress, leave=False)
+
+    res = score_models(list(specs), case, s.n_lead, s.members, seed, optional=optional, forecast=forecast,
+                       progress=windows)
+    skipped = {label: r["skipped"] for label, r in res.items() if "skipped" in r}
+    for label in skipped:
+        for k in kept.values():
+            k.pop(label, None)
+    results = {label: r for label, r in res.items() if label not in skipped}
+    return results, kept, {k: v for k, v in wall.items() if k not in skipped}, skipped

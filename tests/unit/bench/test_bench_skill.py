@@ -87,3 +87,53 @@ def test_calibrated_ensemble_is_flat_and_has_spread_skill_one(bench):
     skill2.add(np.repeat(draws[:1], m, axis=0) + 1e-9 * rng.random((m, 1, 120, 120)), draws[m], 0.0)
     r2 = skill2.result()
     assert r2["spread_skill"] < 0.01 and r2["rank_flatness"] > 1.0
+
+
+def test_models_are_scored_on_common_pixels(bench):
+    """With mask="common" every model is scored where the observation and all models have values:
+    a model that leaves the hard pixels NaN is not scored on easier ones than the others."""
+    from pysteps.verification import probscores
+
+    rng = np.random.default_rng(2)
+    obs = rng.gamma(0.5, 3.0, size=(2, 30, 30))
+    windows = [bench.Window(obs[:1], obs, 1.0, 5.0, "w0")]
+    good = obs * rng.lognormal(0, 0.2, size=obs.shape)  # close to the observation everywhere
+    shy = obs * rng.lognormal(0, 0.2, size=obs.shape)
+    shy[:, :, :10] = np.nan  # no value on the upstream third (the hard part for the others below)
+    bad_edge = good.copy()
+    bad_edge[:, :, :10] += 50.0  # wrong exactly where "shy" has no value
+    fcs = {"good": good[None], "shy": shy[None], "edge": bad_edge[None]}
+
+    def forecast(m, w, i):
+        assert w is windows[0] and i == 0
+        return fcs[m]
+
+    case = _case(bench, windows)
+    common = bench.score_models(list(fcs), case, 2, 1, 0, forecast=forecast)
+    own = bench.score_models(list(fcs), case, 2, 1, 0, forecast=forecast, mask="own")
+    for m, fc in fcs.items():
+        ref = [probscores.CRPS(fc[:, k, :, 10:], obs[k][:, 10:]) for k in range(2)]
+        np.testing.assert_allclose(common[m]["crps_by_lead"], ref)  # the same pixels for all three
+        assert common[m]["verification_mask"] == "common"
+    assert common["edge"]["crps"] == pytest.approx(common["good"]["crps"])  # its error lies outside the common pixels
+    assert own["edge"]["crps"] > 10 * own["good"]["crps"]  # on its own pixels it is scored there
+    np.testing.assert_allclose(own["shy"]["crps"], common["shy"]["crps"])
+    assert own["shy"]["forecast_coverage"] == pytest.approx(2 / 3) and own["good"]["forecast_coverage"] == 1.0
+    assert common["shy"]["forecast_coverage"] == pytest.approx(2 / 3)  # coverage is each model's own
+    with pytest.raises(ValueError, match="mask"):
+        bench.score_models(["good"], case, 2, 1, 0, forecast=forecast, mask="union")
+
+
+def test_optional_model_that_cannot_run_is_skipped(bench):
+    windows = [bench.Window(np.ones((1, 8, 8)), np.ones((2, 8, 8)), 1.0, 5.0, "w0")]
+
+    def forecast(m, w, i):
+        if m == "vil-model":
+            raise ValueError("this model forecasts VIL")
+        return np.ones((1, 2, 8, 8))
+
+    case = _case(bench, windows)
+    res = bench.score_models(["persistence", "vil-model"], case, 2, 1, 0, forecast=forecast, optional=["vil-model"])
+    assert res["vil-model"] == {"skipped": "this model forecasts VIL"} and res["persistence"]["crps"] == 0.0
+    with pytest.raises(ValueError, match="VIL"):
+        bench.score_models(["persistence", "vil-model"], case, 2, 1, 0, forecast=forecast)
