@@ -447,3 +447,19 @@ def test_motion_interpolation_in_chunks_is_the_same_field(monkeypatch):
     np.testing.assert_array_equal(fine, coarse)
     one = pm.motion_field(fields, interp_kwargs={"nchunks": 1})
     np.testing.assert_array_equal(fine, one)
+
+
+def test_repeated_frames_sprog_falls_back_to_advection_and_steps_says_why(caplog):
+    # a stalled feed repeats its last frame: every cascade level is perfectly correlated in time and
+    # pysteps' AR(2) Yule-Walker system is singular (LinAlgError). S-PROG (the default model's backbone)
+    # gives its limit, the advected last frame (here: no motion, so the frame itself); STEPS says why it cannot run.
+    yy, xx = np.mgrid[0:96, 0:96]
+    field = 2 + 3 * np.sin(xx / 20.0) * np.cos(yy / 25.0)
+    field[field < 0.1] = 0.0
+    precip = np.stack([field] * 5)
+    with caplog.at_level("WARNING"):
+        out = diffcast.nowcast(precip, n_leadtimes=3, model="sprog")
+    assert "perfectly correlated" in caplog.text
+    np.testing.assert_allclose(out[0], np.broadcast_to(field, (3, 96, 96)), atol=1e-9)
+    with pytest.raises(ValueError, match="perfectly correlated in time"):
+        diffcast.nowcast(precip, n_leadtimes=3, n_ens_members=2, seed=0, model="steps")

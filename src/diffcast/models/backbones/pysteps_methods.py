@@ -303,11 +303,19 @@ def sprog_nowcast(
     from pysteps import nowcasts
 
     s, r, dbr, uv = _dbr_and_motion(precip, None, settings, velocity)
-    with _quiet():
-        out = nowcasts.get_method("sprog")(
-            dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), precip_thr=s["precip_thr"],
-            n_cascade_levels=s["n_cascade_levels"], ar_order=s["ar_order"],
-        )
+    try:
+        with _quiet():
+            out = nowcasts.get_method("sprog")(
+                dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), precip_thr=s["precip_thr"],
+                n_cascade_levels=s["n_cascade_levels"], ar_order=s["ar_order"],
+            )
+    except np.linalg.LinAlgError:
+        # every cascade level perfectly correlated in time (e.g. repeated frames of a stalled feed): the
+        # AR(2) Yule-Walker system is singular; S-PROG with correlations of one is the advected last frame
+        log.warning("S-PROG: the input frames are perfectly correlated in time (repeated frames?); "
+                    "using the advection of the last frame, S-PROG's limit for correlations of one")
+        with _quiet():
+            out = nowcasts.get_method("extrapolation")(dbr[-1], uv, int(n_leadtimes))
     return _coverage_nan(from_dbr(out, s["precip_thr"]), r[-1])
 
 
@@ -345,13 +353,20 @@ def steps_nowcast(
     from pysteps import nowcasts
 
     s, r, dbr, uv = _dbr_and_motion(precip, None, settings)
-    with _quiet():
-        out = nowcasts.get_method("steps")(
-            dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), int(n_ens_members),
-            n_cascade_levels=s["n_cascade_levels"], precip_thr=s["precip_thr"], kmperpixel=float(pixel_size),
-            timestep=float(timestep), ar_order=s["ar_order"], noise_method=s["noise_method"],
-            vel_pert_method=s["vel_pert_method"], mask_method=s["mask_method"], seed=seed,
-        )
+    try:
+        with _quiet():
+            out = nowcasts.get_method("steps")(
+                dbr[-(s["ar_order"] + 1) :], uv, int(n_leadtimes), int(n_ens_members),
+                n_cascade_levels=s["n_cascade_levels"], precip_thr=s["precip_thr"], kmperpixel=float(pixel_size),
+                timestep=float(timestep), ar_order=s["ar_order"], noise_method=s["noise_method"],
+                vel_pert_method=s["vel_pert_method"], mask_method=s["mask_method"], seed=seed,
+            )
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "STEPS: the input frames are perfectly correlated in time (repeated frames of a stalled feed?), so "
+            "pysteps' AR(2) estimate is singular and STEPS has no noise to scale; check the input times, or use "
+            "extrapolation or sprog"
+        ) from None
     return _coverage_nan(from_dbr(out, s["precip_thr"]), r[-1])
 
 
