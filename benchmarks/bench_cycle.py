@@ -12,7 +12,7 @@ Each grid runs in its own process, so the peak resident memory (``ru_maxrss``) i
 nowcast's alone (it includes the Python, torch and pysteps imports: the ``baseline
 RSS`` column is that floor, measured after the imports and before the input is made).
 The wall time is split into ``motion`` (Lucas-Kanade optical flow), ``backbone``
-(the rest of the extrapolation backbone: advection), ``context`` (the ConvGRU context
+(the rest of the extrapolation or S-PROG backbone: advection, cascade), ``context`` (the ConvGRU context
 encoder), ``sampling`` (the denoiser loop of every segment) and ``other`` (encoding,
 padding, decoding), by timing the functions that do each part.
 
@@ -106,6 +106,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     import diffcast
     from diffcast.models.backbones import extrapolation as ex_mod
+    from diffcast.models.backbones import pysteps_methods as pm
     from diffcast.models.backbones.extrapolation import Extrapolation
     from diffcast.models.diffusion.residual import ResidualDiffusion
 
@@ -129,7 +130,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     _timed(inference, "inflow_of", "inflow", totals)
     _timed(ex_mod, "motion_field", "motion", totals)
+    _timed(pm, "motion_field", "motion", totals)  # S-PROG's (pysteps_methods' own name)
     _timed(Extrapolation, "forward", "backbone+motion", totals)
+    _timed(pm.SProg, "forward", "backbone+motion", totals)
     _timed(ResidualDiffusion, "context", "context", totals)
     _timed(ResidualDiffusion, "_sample", "sample", totals)
     t0 = time.perf_counter()
