@@ -306,7 +306,6 @@ class Nowcaster:
             out = self.model.sample(x, members=members, generator=gen, progress=progress, **sample_kwargs)
             return NowcastResult(forecast=out.forecast, mu=out.mu, residual=out.residual)
         mu = self.model(x)
-        if mu.is_contiguous() and mu.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
-            # the backbone's own output: clamped in place, forecast and mu share it (no second forecast-sized copy)
-            return NowcastResult(forecast=mu.clamp_(0.0, 1.0).unsqueeze(0), mu=mu)
-        return NowcastResult(forecast=mu.clamp(0.0, 1.0).unsqueeze(0), mu=mu)
+        # the backbone's own output is clamped in place, forecast and mu sharing it (no second forecast-sized copy)
+        owned = mu.is_contiguous() and mu.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+        return NowcastResult(forecast=(mu.clamp_ if owned else mu.clamp)(0.0, 1.0).unsqueeze(0), mu=mu)

@@ -263,13 +263,13 @@ def split_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
 MASKS = ("common", "own")
 
 
-def _nowcast_window(model: str, w: Window, n_lead: int, members: int, seed: int, **kwargs: Any) -> np.ndarray:
+def _nowcast_window(model: str, w: Window, n_lead: int, members: int, seed: int) -> np.ndarray:
     """``(M, n_lead, h, w)`` forecast of one window through :func:`diffcast.nowcast`."""
     import diffcast
 
     model, sample_kwargs = split_model_spec(model)
     return diffcast.nowcast(w.x, timestep=w.timestep, n_leadtimes=n_lead, n_ens_members=members, seed=seed,
-                            model=model, pixel_size=w.pixel_km, **sample_kwargs, **kwargs)
+                            model=model, pixel_size=w.pixel_km, **sample_kwargs)
 
 
 def score_models(
@@ -324,7 +324,7 @@ def score_models(
     active = list(models)
     windows = enumerate(case.windows)
     for i, w in progress(windows) if progress is not None else windows:
-        fcs: dict[str, tuple[np.ndarray, float]] = {}
+        fcs: dict[str, tuple[np.ndarray, float, np.ndarray]] = {}  # forecast, seconds, pixels with a value
         for m in list(active):
             t0 = time.perf_counter()
             try:
@@ -335,13 +335,13 @@ def score_models(
                 skipped[m] = str(exc)
                 active.remove(m)
                 continue
-            fcs[m] = (fc, time.perf_counter() - t0)
+            fcs[m] = (fc, time.perf_counter() - t0, np.isfinite(fc).all(axis=0))
         observed = np.isfinite(w.y)
         common = observed.copy()
-        for fc, _ in fcs.values():
-            common &= np.isfinite(fc).all(axis=0)
-        for m, (fc, seconds) in fcs.items():
-            counts[m] += [float((observed & np.isfinite(fc).all(axis=0)).sum()), float(observed.sum())]
+        for _, _, valid in fcs.values():
+            common &= valid
+        for m, (fc, seconds, valid) in fcs.items():
+            counts[m] += [float((observed & valid).sum()), float(observed.sum())]
             if mask == "common":
                 fc = np.where(common, fc, np.nan)
             if m not in skills:

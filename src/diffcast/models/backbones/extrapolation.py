@@ -15,7 +15,7 @@ import logging
 import numpy as np
 import torch
 
-from . import BACKBONES, pysteps_methods
+from . import BACKBONES
 from .base import Backbone
 from .pysteps_methods import advect, motion_field
 
@@ -146,7 +146,7 @@ class Extrapolation(Backbone):
         if not np.any(uv) or not np.any(last):
             out[:] = last[None]
         else:
-            advect(last, uv, self.t_out, outval=0.0, out=out, block_pixels=pysteps_methods.ADVECT_BLOCK_PIXELS,
+            advect(last, uv, self.t_out, outval=0.0, out=out,
                    transform=lambda a: np.nan_to_num(a, copy=False, nan=0.0, posinf=0.0, neginf=0.0))
         np.clip(out, 0.0, 1.0, out=out)
         return out

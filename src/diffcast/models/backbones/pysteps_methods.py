@@ -149,7 +149,7 @@ def advect(
     out: np.ndarray | None = None,
     region: tuple[int, int, int, int] | None = None,
     transform: Any = None,
-    block_pixels: int = ADVECT_BLOCK_PIXELS,
+    block_pixels: int | None = None,
 ) -> np.ndarray:
     """pysteps' semi-Lagrangian extrapolation of ``field`` along ``uv``, one block of rows at a time.
 
@@ -182,8 +182,8 @@ def advect(
         trajectories still see the whole ``field`` and ``uv``.
     transform : callable, optional
         Applied to each float64 block ``(rows, w)`` before it is stored in ``out``.
-    block_pixels : int
-        Target pixels per block.
+    block_pixels : int, optional
+        Target pixels per block (default :data:`ADVECT_BLOCK_PIXELS`, read at call time).
     """
     from scipy.ndimage import map_coordinates
 
@@ -208,7 +208,7 @@ def advect(
         inc[0] = map_coordinates(u, [warped[1], warped[0]], mode="nearest", order=1, prefilter=False)
         inc[1] = map_coordinates(v, [warped[1], warped[0]], mode="nearest", order=1, prefilter=False)
 
-    rows = max(1, int(block_pixels) // max(c1 - c0, 1))
+    rows = max(1, int(ADVECT_BLOCK_PIXELS if block_pixels is None else block_pixels) // max(c1 - c0, 1))
     for a in range(r0, r1, rows):
         b = min(r1, a + rows)
         xs, ys = np.meshgrid(np.arange(c0, c1), np.arange(a, b), copy=False)
