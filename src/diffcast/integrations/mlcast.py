@@ -10,7 +10,7 @@ R^1.6)`` clipped to ``[0, 60]`` -> ``dBZ / 30 - 1`` in ``[-1, 1]``
 mapped back the same way. :class:`MlcastNetwork` gives a diffcast model that face:
 
 >>> from diffcast.integrations.mlcast import MlcastNetwork
->>> net = MlcastNetwork.from_shipped("radar_diffcast_extrapolation")
+>>> net = MlcastNetwork.from_shipped()        # the default shipped model, as diffcast.nowcast's
 >>> y = net(x, steps=12, ensemble_size=8)     # x: [B, 4, 1, H, W] in mlcast's [-1, 1]
 >>> y.shape                                    # [B, 12, 8, H, W]
 
@@ -62,10 +62,12 @@ class MlcastNetwork(nn.Module):
 
     Parameters
     ----------
-    model : str or path
+    model : str or path, optional
         A shipped model name (``diffcast models`` lists them, e.g.
         ``radar_diffcast_extrapolation``) or a model file / checkpoint folder / run
-        folder of a model trained on radar (reflectivity or rain rate).
+        folder of a model trained on radar (reflectivity or rain rate). Default: the
+        default shipped model (:data:`diffcast.shipped.DEFAULT_SHIPPED`), the one
+        :func:`diffcast.nowcast` uses.
     values : {"mlcast", "mm/h"}
         What ``x`` and the output hold: ``"mlcast"`` (default) mlcast's normalized
         reflectivity ``dBZ / 30 - 1`` in ``[-1, 1]`` (0 to 60 dBZ, Marshall-Palmer
@@ -97,7 +99,7 @@ class MlcastNetwork(nn.Module):
 
     def __init__(
         self,
-        model: str | os.PathLike[str] = "radar_diffcast_extrapolation",
+        model: str | os.PathLike[str] | None = None,
         values: str = "mlcast",
         timestep: float | None = None,
         seed: int | None = 0,
@@ -107,6 +109,9 @@ class MlcastNetwork(nn.Module):
         super().__init__()
         from ..api import load_model
         from ..models.backbones.pysteps_methods import check_prob_matching
+        from ..shipped import DEFAULT_SHIPPED
+
+        model = DEFAULT_SHIPPED if model is None else model
 
         if values not in VALUE_SPACES:
             raise ValueError(f"values must be one of {', '.join(VALUE_SPACES)}, got {values!r}")
@@ -124,16 +129,17 @@ class MlcastNetwork(nn.Module):
             raise ValueError(f"timestep must be a positive number of minutes, got {timestep!r}")
 
     @classmethod
-    def from_shipped(cls, name: str = "radar_diffcast_extrapolation", **kwargs: Any) -> MlcastNetwork:
-        """The adapter around a model that ships with diffcast (no download).
+    def from_shipped(cls, name: str | None = None, **kwargs: Any) -> MlcastNetwork:
+        """The adapter around a model that ships with diffcast (no download; default: the default shipped model).
 
         Raises
         ------
         ValueError
             ``name`` is not a shipped model (the message lists them).
         """
-        from ..shipped import shipped_models
+        from ..shipped import DEFAULT_SHIPPED, shipped_models
 
+        name = DEFAULT_SHIPPED if name is None else name
         if name not in shipped_models():
             raise ValueError(f"no shipped model {name!r}; shipped: {', '.join(shipped_models()) or 'none'}")
         return cls(name, **kwargs)

@@ -10,14 +10,15 @@ import diffcast
 from diffcast.data.mlcast.synthetic import synthetic_rain
 from diffcast.integrations.mlcast import MlcastNetwork, from_mlcast_values, to_mlcast_values
 from diffcast.models import build_model
-from diffcast.shipped import shipped_models
+from diffcast.shipped import DEFAULT_SHIPPED, shipped_models
 from diffcast.training.model_io import save_model_file
 
 pytest.importorskip("pysteps")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SHIPPED = "radar_diffcast_extrapolation"
+SHIPPED = DEFAULT_SHIPPED  # the adapter's default, as diffcast.nowcast's (DiffCast over S-PROG)
 needs_shipped = pytest.mark.skipif(SHIPPED not in shipped_models(), reason="the shipped radar model is not installed")
+EXTRAPOLATION_MODEL = "radar_diffcast_extrapolation"  # the earlier default: DiffCast over extrapolation
 
 
 def mlcast_normalized(rain: np.ndarray) -> np.ndarray:
@@ -40,8 +41,11 @@ def test_value_convention_is_mlcasts():
 
 
 @needs_shipped
-def test_shipped_model_keeps_the_contract_and_equals_diffcast_nowcast():
-    net = MlcastNetwork.from_shipped(SHIPPED, values="mm/h", prob_matching=None, seed=3)
+@pytest.mark.parametrize("name", [SHIPPED, EXTRAPOLATION_MODEL])
+def test_shipped_model_keeps_the_contract_and_equals_diffcast_nowcast(name):
+    if name not in shipped_models():
+        pytest.skip(f"{name} is not installed")
+    net = MlcastNetwork.from_shipped(name, values="mm/h", prob_matching=None, seed=3)
     assert (net.t_in, net.t_out, net.timestep) == (4, 12, 5.0) and net.is_probabilistic
     assert sum(p.numel() for p in net.parameters()) > 0  # the network moves with .to(device)
     rain = _rain()
@@ -50,7 +54,7 @@ def test_shipped_model_keeps_the_contract_and_equals_diffcast_nowcast():
     assert y.shape == (2, 2, 2, 32, 32) and y.dtype == torch.float32 and torch.isfinite(y).all()
     for b in range(2):  # item b is sampled with seed + b
         ref = diffcast.nowcast(rain[b].astype(np.float32), n_leadtimes=2, n_ens_members=2, seed=3 + b,
-                               model=SHIPPED, prob_matching=None)
+                               model=name, prob_matching=None)
         got = y[b].numpy().transpose(1, 0, 2, 3)  # [steps, members, H, W] -> [members, steps, H, W]
         ok = np.isfinite(ref)  # diffcast.nowcast leaves the inflow NaN; the adapter keeps the model's values
         assert ok.mean() > 0.8
@@ -113,6 +117,11 @@ def test_deterministic_model_repeats_its_one_member(tmp_path):
 def test_call_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call(MlcastNetwork.from_shipped(SHIPPED))
+
+
+@needs_shipped
+def test_default_is_diffcast_nowcasts_default():
+    assert MlcastNetwork.from_shipped().spec == MlcastNetwork().spec == DEFAULT_SHIPPED
 
 
 @pytest.mark.parametrize(
