@@ -85,7 +85,8 @@ def iter_cases(args: argparse.Namespace) -> Iterator[Case]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", default=[], metavar="SPEC", help="trained model (file, checkpoint, run folder or shipped name; MODEL@sampler:steps samples it with "
-                   "that sampler, e.g. a teacher at ddim:250 beside its distilled student); repeatable")
+                   "that sampler, e.g. a teacher at ddim:250 beside its distilled student; MODEL@bf16 or "
+                   "MODEL@sampler:steps:bf16 runs its denoiser under bfloat16 autocast); repeatable")
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), help="baselines to score (default: all four)")
     p.add_argument("--cases", nargs="+", default=["radar", "sevir"], help="radar, sevir, synthetic")
     p.add_argument("--radar-root", type=Path, default=SHARED / "radar")

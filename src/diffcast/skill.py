@@ -249,14 +249,28 @@ class Skill:
 
 # ----------------------------------------------------------------------------- running
 def split_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"MODEL@sampler:steps"`` -> ``("MODEL", {"sampler": ..., "steps": ...})``; a plain spec has no sampler settings."""
+    """``"MODEL@sampler:steps"`` -> ``("MODEL", {"sampler": ..., "steps": ...})``; a plain spec has no sampler settings.
+
+    A precision may follow (``MODEL@sampler:steps:bf16``) or stand alone (``MODEL@bf16``:
+    the model's own sampler, its denoiser under bfloat16 autocast).
+    """
     model, at, setting = str(spec).rpartition("@")
     if not at:
         return str(spec), {}
-    sampler, _, steps = setting.partition(":")
-    if not sampler or not steps.isdigit():
-        raise ValueError(f"model spec {spec!r}: after @ give sampler:steps, e.g. {model}@ddim:250")
-    return model, {"sampler": sampler, "steps": int(steps)}
+    parts = setting.split(":")
+    out: dict[str, Any] = {}
+    if parts[-1].lower() in PRECISIONS:
+        out["autocast_dtype"] = PRECISIONS[parts.pop().lower()]
+        if not parts:
+            return model, out
+    if len(parts) != 2 or not parts[0] or not parts[1].isdigit():
+        raise ValueError(f"model spec {spec!r}: after @ give sampler:steps, sampler:steps:precision or precision "
+                         f"({'/'.join(PRECISIONS)}), e.g. {model}@ddim:250 or {model}@bf16")
+    return model, {"sampler": parts[0], "steps": int(parts[1]), **out}
+
+
+#: Precisions of a model spec's ``@...`` part -> ``autocast_dtype`` of the sampler (``None``: float32).
+PRECISIONS: dict[str, str | None] = {"fp32": None, "bf16": "bf16"}
 
 
 #: Verification masks of :func:`score_models`.

@@ -210,6 +210,28 @@ def test_diffcast_member_chunk_gives_the_same_members(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+def test_diffcast_precision_flag(tmp_path, monkeypatch):
+    """--precision bf16 runs the denoiser under bfloat16 autocast: the members move by round-off, run.json says so."""
+    from diffcast.models.diffusion import residual
+
+    monkeypatch.setattr(residual, "cpu_has_native_bf16", lambda: True)  # no speed warning on any CPU
+    ckpt = _tiny_model_file(tmp_path, "diffcast")
+    np.save(tmp_path / "x.npy", _blob_frames(5, 16, 16))
+    vals = {}
+    for prec in ("fp32", "bf16"):
+        out = tmp_path / prec
+        assert main(["nowcast", "--checkpoint", str(ckpt), "--input", str(tmp_path / "x.npy"), "--out", str(out),
+                     "--members", "2", "--seed", "3", "--steps", "2", "--prob-matching", "none",
+                     "--precision", prec]) == 0
+        info = _check_outputs(out, 2, 5, 16, 16)
+        assert info["sample_kwargs"].get("autocast_dtype") == (None if prec == "fp32" else "bf16")
+        with xr.open_dataset(out / "forecast.nc") as ds:
+            vals[prec] = ds["forecast"].values
+    diff = np.abs(vals["bf16"] - vals["fp32"])
+    scale = np.abs(vals["fp32"]).max()
+    assert 0 < diff.max() < 0.1 * scale, (diff.max(), scale)
+
+
 def test_diffcast_probability_matching_flag(tmp_path):
     """Default: every member takes the last observed frame's distribution (run.json says so); none: raw."""
     ckpt = _tiny_model_file(tmp_path, "diffcast")

@@ -267,6 +267,24 @@ def test_bf16_autocast_bounded_change(model16):
     assert torch.equal(a.forecast, d.forecast)
 
 
+def test_bf16_warns_without_native_bf16(model16, monkeypatch):
+    """On a CPU without AVX512-BF16 / AMX bf16 autocast is many times slower: sampling says so; float32 is silent."""
+    import warnings
+
+    from diffcast.models.diffusion import residual
+
+    assert isinstance(residual.cpu_has_native_bf16(), bool)  # torch's answer on this machine
+    x, noise = _inputs(model16)
+    monkeypatch.setattr(residual, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="AVX512-BF16 or AMX"):
+        model16.sample(x, noise=noise, steps=1, autocast_dtype="bf16")
+    monkeypatch.setattr(residual, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model16.sample(x, noise=noise, steps=1, autocast_dtype="bf16")
+        model16.sample(x, noise=noise, steps=1)
+
+
 def test_flag_validation(model16):
     x, _ = _inputs(model16)
     with pytest.raises(ValueError, match="autocast_dtype"):

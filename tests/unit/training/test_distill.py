@@ -246,8 +246,12 @@ def test_model_spec_with_a_sampler():
     assert split_model_spec("runs/x") == ("runs/x", {})
     assert split_model_spec("radar_diffcast_extrapolation@ddim:250") == ("radar_diffcast_extrapolation",
                                                                           {"sampler": "ddim", "steps": 250})
-    with pytest.raises(ValueError, match="sampler:steps"):
-        split_model_spec("m@ddim")
+    assert split_model_spec("m@unipc_3:10:bf16") == ("m", {"sampler": "unipc_3", "steps": 10, "autocast_dtype": "bf16"})
+    assert split_model_spec("m@BF16") == ("m", {"autocast_dtype": "bf16"})
+    assert split_model_spec("m@fp32") == ("m", {"autocast_dtype": None})
+    for bad in ("m@ddim", "m@ddim:bf16", "m@ddim:10:fp8", "m@:10", "m@"):
+        with pytest.raises(ValueError, match="sampler:steps"):
+            split_model_spec(bad)
 
 
 def test_student_grid_ends_above_the_clean_data():

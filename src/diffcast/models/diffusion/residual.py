@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +129,16 @@ def _autocast_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
     raise ValueError(
         f"autocast_dtype must be None, torch.bfloat16, torch.float16 or one of {sorted(AUTOCAST_DTYPES)}; got {value!r}"
     )
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX), as torch reports them."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(bool(f()) for f in checks if callable(f))
+    except Exception:  # private torch helpers: no answer means no
+        return False
 
 
 def _residual_scale(value: Any, t_out: int) -> list[float] | None:
@@ -697,6 +708,12 @@ class ResidualDiffusion(nn.Module):
         element-wise updates of the layers keep the order of operations).
         """
         amp_dtype = _autocast_dtype(autocast_dtype)
+        if amp_dtype == torch.bfloat16 and x_in.device.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn(
+                "bfloat16 autocast on a CPU without AVX512-BF16 or AMX: the denoiser runs far slower than in "
+                "float32 here (25x slower measured on an AVX512 CPU without them); drop autocast_dtype / --precision",
+                RuntimeWarning, stacklevel=2,
+            )
         if not isinstance(compile, bool):
             raise ValueError(f"compile must be True or False, got {compile!r}")
         with torch.inference_mode():
