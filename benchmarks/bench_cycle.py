@@ -20,6 +20,7 @@ Usage::
 
     python benchmarks/bench_cycle.py                              # shipped model, mch + 2000x2000
     python benchmarks/bench_cycle.py --grids mch --model runs/x --members 8 --out bench_out/cycle
+    python benchmarks/bench_cycle.py --grids mch --precision bf16    # denoiser under bfloat16 autocast
 
 Prints one JSON line per grid; ``--out DIR`` also writes ``cycle.json`` and ``cycle.md``.
 Figures, not asserts: the target (issue 16) is the MeteoSwiss nowcast within 5 minutes
@@ -138,7 +139,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     fc = diffcast.nowcast(
         frames, timestep=5, n_leadtimes=args.leads, n_ens_members=args.members, seed=0, model=args.model,
-        pixel_size=pixel, max_memory=cap,
+        pixel_size=pixel, max_memory=cap, **({"autocast_dtype": "bf16"} if args.precision == "bf16" else {}),
     )
     total = time.perf_counter() - t0
     motion = totals["motion"]
@@ -149,7 +150,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "bench": "cycle", "grid": args.grid, "shape": list(frames.shape[1:]), "model": args.model or "default",
-        "members": args.members, "leads": args.leads, "threads": args.threads,
+        "members": args.members, "leads": args.leads, "threads": args.threads, "precision": args.precision,
         "wall_s": round(total, 2), "motion_s": round(motion, 2), "backbone_s": round(backbone, 2),
         "context_s": round(context, 2), "sampling_s": round(sampling, 2),
         "memory_probe_s": round(t_plan, 2), "memory_probe_in_nowcast_s": round(totals["memory"], 2),
@@ -167,11 +168,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| grid | members | wall s | motion | backbone | context | sampling | other | peak RSS MB | "
-        "estimate MB (chunk) | baseline RSS MB | within 5 min |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| grid | members | precision | wall s | motion | backbone | context | sampling | other | peak RSS MB | "
+        "estimate MB (chunk) | baseline RSS MB | within 5 min |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
-        f"| {r['grid']} ({r['shape'][0]} x {r['shape'][1]}) | {r['members']} | {r['wall_s']:.1f} | "
+        f"| {r['grid']} ({r['shape'][0]} x {r['shape'][1]}) | {r['members']} | {r.get('precision', 'fp32')} | "
+        f"{r['wall_s']:.1f} | "
         f"{r['motion_s']:.1f} | {r['backbone_s']:.1f} | {r['context_s']:.1f} | {r['sampling_s']:.1f} | "
         f"{r['other_s']:.1f} | {r['peak_rss_mb']:.0f} | "
         f"{r.get('memory_estimate_mb', float('nan')):.0f} ({r.get('member_chunk', '-')}) | {r['baseline_rss_mb']:.0f} | "
@@ -188,6 +190,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--members", type=int, default=8)
     p.add_argument("--leads", type=int, default=12)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the denoiser's arithmetic (bf16: bfloat16 autocast, as diffcast nowcast --precision bf16)")
     p.add_argument("--max-memory", default=None, help="memory cap of the nowcast, e.g. 4G (default: 90%% of available)")
     p.add_argument("--radar-root", type=Path, default=SHARED / "radar")
     p.add_argument("--out", type=Path, default=None)
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for grid in args.grids:
         cmd = [sys.executable, __file__, "--grid", grid, "--members", str(args.members), "--leads", str(args.leads),
-               "--threads", str(args.threads), "--radar-root", str(args.radar_root)]
+               "--threads", str(args.threads), "--radar-root", str(args.radar_root), "--precision", args.precision]
         if args.model:
             cmd += ["--model", args.model]
         if args.max_memory:
