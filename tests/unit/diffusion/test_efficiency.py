@@ -42,7 +42,9 @@ def ref_resnet(rb, x, emb=None):
 
 
 def ref_rmsnorm(norm, x):
-    return F.normalize(x, dim=1) * norm.g * (x.shape[1] ** 0.5)
+    # the library's order of operations (a sum of squares instead of F.normalize's vector norm; see
+    # test_rmsnorm_is_f_normalize for the two against each other)
+    return x * torch.rsqrt(x.square().sum(1, keepdim=True).clamp_min(1e-24)).mul(x.shape[1] ** 0.5) * norm.g
 
 
 def ref_temporal_attention(ta, x):
@@ -168,6 +170,30 @@ def model16():
 
 
 # --------------------------------------------------------------------------- tests
+
+
+def test_rmsnorm_is_f_normalize():
+    """RMSNorm = F.normalize(x, dim=1) * g * sqrt(C) (lucidrains' / the original DiffCast's), to float round-off,
+    forward and backward, including all-zero pixels (F.normalize's eps: 0, not NaN)."""
+    from diffcast.models.diffusion.layers import RMSNorm
+
+    g = torch.Generator().manual_seed(0)
+    norm = RMSNorm(6)
+    with torch.no_grad():
+        norm.g.add_(torch.randn(norm.g.shape, generator=g))
+    x = (torch.randn(3, 6, 5, 7, generator=g) * 10).requires_grad_()
+    with torch.no_grad():
+        x[0, :, 0, 0] = 0
+    ref = F.normalize(x, dim=1) * norm.g * 6**0.5
+    out = norm(x)
+    assert torch.isfinite(out).all() and (out[0, :, 0, 0] == 0).all()
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    w = torch.randn(out.shape, generator=g)
+    (gx,) = torch.autograd.grad((out * w).sum(), x)
+    (gr,) = torch.autograd.grad((ref * w).sum(), x)
+    torch.testing.assert_close(gx, gr, rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():
+        torch.testing.assert_close(norm(x.detach()), ref.detach(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["inference_mode", "no_grad"])

@@ -49,10 +49,13 @@ class RMSNorm(nn.Module):
         self.g = nn.Parameter(torch.ones(1, dim, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.normalize(x, dim=1)
+        # F.normalize(x, dim=1) (x / max(||x||, 1e-12)) written out: its vector norm over the channel axis of an
+        # NCHW tensor is a strided reduction that took 10 % of a UNet call on CPU (4-9x slower than this sum of
+        # squares; same values to float round-off, 2e-7)
+        scale = torch.rsqrt(x.square().sum(1, keepdim=True).clamp_min(1e-24)).mul(x.shape[1] ** 0.5)
         if _inplace_ok():
-            return y.mul_(self.g).mul_(x.shape[1] ** 0.5)
-        return y * self.g * (x.shape[1] ** 0.5)
+            return (x * scale).mul_(self.g)
+        return x * scale * self.g
 
 
 class PreNorm(nn.Module):
