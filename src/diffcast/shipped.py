@@ -17,7 +17,7 @@ from pathlib import Path
 #: Folder of the shipped models (inside the installed package).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The model ``diffcast.nowcast`` and ``diffcast nowcast`` use when none is named, if it ships.
-DEFAULT_SHIPPED = "radar_diffcast_sprog_halfscale"
+DEFAULT_SHIPPED = "radar_diffcast_sprog_s075"
 
 
 @dataclass(frozen=True)
