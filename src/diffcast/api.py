@@ -63,6 +63,7 @@ def nowcast(
     pixel_size: float | None = None,
     prob_matching: str | None = "cdf",
     max_memory: str | int | None = None,
+    mask_method: str | None = "incremental",
     **sample_kwargs: Any,
 ) -> Any:
     """Nowcast rain rate from the latest radar frames.
@@ -114,6 +115,16 @@ def nowcast(
         diffusion model places the rain, the observation sets how much falls. It was
         chosen on the shipped model's validation event (MeteoSwiss 2015-05-15), where
         it lowered the CRPS from 0.049 to 0.027 mm/h (3 windows); ``None`` returns the model's rain rates as they are.
+    mask_method : {"incremental", None}
+        Trained probabilistic models only: ``"incremental"`` (default) applies pysteps'
+        STEPS incremental precipitation mask before the matching, lead by lead: each
+        member is multiplied by its previous lead's rain area (the first lead: the last
+        observed frame's, >= 0.1 mm/h), dilated by ``timestep / pixel`` pixels and given a
+        10-pixel grey rim (:class:`diffcast.models.backbones.pysteps_methods.IncrementalMask`),
+        so no member grows rain out of a dry area. Chosen on the default model's
+        validation event (MeteoSwiss 2015-05-15, 3 windows, pysteps' default settings,
+        not tuned), where it lowered the CRPS from 0.02281 to 0.02225 mm/h on the pixels
+        STEPS also covers (0.0249 to 0.0237 on all); ``None`` turns it off.
     max_memory : str or int, optional
         Trained diffusion models: memory cap (bytes, or ``"4G"``, ``"800M"``) under which
         members are sampled in turns (:mod:`diffcast.memory`; same seed, same numbers);
@@ -179,8 +190,9 @@ def nowcast(
         seed = int(np.random.SeedSequence().entropy % (2**31))
     n_lead, n_mem = int(n_leadtimes), int(n_ens_members)
     pm.check_prob_matching(prob_matching)
+    pm.check_mask_method(mask_method)
     out, lead_min = _forecast(r, spec, float(timestep), n_lead, n_mem, int(seed), float(pixel_size), prob_matching,
-                              max_memory, sample_kwargs)
+                              max_memory, sample_kwargs, mask_method)
     if labels is None:
         return out
     return labels.to_dataarray(out, lead_min, os.fspath(spec))
@@ -197,6 +209,7 @@ def _forecast(
     prob_matching: str | None,
     max_memory: str | int | None,
     sample_kwargs: dict[str, Any],
+    mask_method: str | None = "incremental",
 ) -> tuple[np.ndarray, float]:
     """The forecast of :func:`nowcast` (checked arguments) and the minutes between its leads."""
     from .models.backbones import pysteps_methods as pm
@@ -216,8 +229,10 @@ def _forecast(
     if max_memory is not None:
         sample_kwargs = {**sample_kwargs, "max_memory": max_memory}
     out, lead_min = _nowcast_model(r, spec, timestep, n_lead, n_mem, seed, pixel_size, sample_kwargs)
-    if prob_matching == "cdf" and out.shape[0] > 1:  # baselines returned above: STEPS matches by itself
-        out = pm.match_cdf(out, r[-1], inplace=True)  # run_model returns a fresh float64 array
+    if out.shape[0] > 1 and (prob_matching == "cdf" or mask_method is not None):  # STEPS does both by itself
+        mask = pm.IncrementalMask.for_grid(lead_min, pixel_size) if mask_method == "incremental" else None
+        # run_model returns a fresh float64 array
+        out = pm.match_cdf(out, r[-1], inplace=True, mask=mask, match=prob_matching == "cdf")
     return out, lead_min
 
 

@@ -165,6 +165,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="diffusion models: the denoiser's arithmetic, fp32 (default) or bfloat16 autocast (faster on "
                         "CPUs with AMX or AVX512-BF16 and on GPUs, much slower on CPUs without; members differ from "
                         "fp32 ones by bf16 round-off)")
+    p.add_argument("--mask-method", choices=("incremental", "none"), default="incremental",
+                   help="radar diffusion ensembles: STEPS' incremental precipitation mask before the matching, lead by "
+                        "lead (no member grows rain out of a dry area; default incremental, none = off)")
     p.add_argument("--prob-matching", choices=("cdf", "none"), default="cdf",
                    help="diffusion ensembles: give each member, lead by lead, the intensity distribution of the "
                         "last observed frame, as STEPS does (default cdf; none = the model's values)")
@@ -238,6 +241,7 @@ def _sample_kwargs(args: argparse.Namespace) -> dict:
     out = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps),
                              ("timestep_spacing", args.timestep_spacing)) if v is not None}
     out["prob_matching"] = None if args.prob_matching == "none" else args.prob_matching
+    out["mask_method"] = None if args.mask_method == "none" else args.mask_method
     if args.precision == "bf16":
         out["autocast_dtype"] = "bf16"
     if args.member_chunk is not None:

@@ -84,6 +84,9 @@ class MlcastNetwork(nn.Module):
     prob_matching : {"cdf", None}
         As in :func:`diffcast.nowcast` (default ``"cdf"``: each member gets the
         rain-rate distribution of the last input frame, lead by lead).
+    mask_method : {"incremental", None}
+        As in :func:`diffcast.nowcast` (default ``"incremental"``: STEPS' incremental
+        precipitation mask before the matching).
     **sample_kwargs
         Diffusion sampling options (``sampler``, ``steps``, ``member_chunk``, ...).
 
@@ -104,11 +107,12 @@ class MlcastNetwork(nn.Module):
         timestep: float | None = None,
         seed: int | None = 0,
         prob_matching: str | None = "cdf",
+        mask_method: str | None = "incremental",
         **sample_kwargs: Any,
     ) -> None:
         super().__init__()
         from ..api import load_model
-        from ..models.backbones.pysteps_methods import check_prob_matching
+        from ..models.backbones.pysteps_methods import check_mask_method, check_prob_matching
         from ..shipped import DEFAULT_SHIPPED
 
         model = DEFAULT_SHIPPED if model is None else model
@@ -116,6 +120,8 @@ class MlcastNetwork(nn.Module):
         if values not in VALUE_SPACES:
             raise ValueError(f"values must be one of {', '.join(VALUE_SPACES)}, got {values!r}")
         check_prob_matching(prob_matching)
+        check_mask_method(mask_method)
+        self.mask_method = mask_method
         self.spec = model
         self.values = values
         self.seed = seed
@@ -197,7 +203,7 @@ class MlcastNetwork(nn.Module):
             or a model that cannot take this input (time step, quantity).
         """
         from ..api import run_model
-        from ..models.backbones.pysteps_methods import match_cdf
+        from ..models.backbones.pysteps_methods import IncrementalMask, match_cdf
 
         if x.ndim != 5:
             raise ValueError(f"x must be [B, T_in, C, H, W], got shape {tuple(x.shape)}")
@@ -224,8 +230,10 @@ class MlcastNetwork(nn.Module):
                 seed = int(np.random.SeedSequence().entropy % (2**31))
             fc, _ = run_model(nc, self.spec, rain[i], self.timestep, steps, members, seed, float(nc.meta.pixel_km),
                               dict(self.sample_kwargs), mark_inflow=False)
-            if self.prob_matching == "cdf" and fc.shape[0] > 1:
-                fc = match_cdf(fc, rain[i, -1], inplace=True)
+            if fc.shape[0] > 1 and (self.prob_matching == "cdf" or self.mask_method is not None):
+                mask = (IncrementalMask.for_grid(nc.meta.timestep_min, nc.meta.pixel_km)
+                        if self.mask_method == "incremental" else None)
+                fc = match_cdf(fc, rain[i, -1], inplace=True, mask=mask, match=self.prob_matching == "cdf")
             out[i] = fc if fc.shape[0] == ensemble_size else np.repeat(fc, ensemble_size, axis=0)
         out = to_mlcast_values(out) if self.values == "mlcast" else np.nan_to_num(out, nan=0.0)
         return torch.from_numpy(out.transpose(0, 2, 1, 3, 4).copy()).to(device=x.device, dtype=x.dtype)

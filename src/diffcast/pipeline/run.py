@@ -103,7 +103,10 @@ def run_nowcast(
         Diffusion sampling options; its key ``prob_matching`` (``"cdf"``, the
         default, or ``None``) is not a sampler option: ``"cdf"`` gives each member of
         a diffusion ensemble, lead by lead, the distribution of the last observed
-        frame over the covered pixels (:func:`diffcast.models.backbones.pysteps_methods.match_cdf`).
+        frame over the covered pixels (:func:`diffcast.models.backbones.pysteps_methods.match_cdf`);
+        its key ``mask_method`` (``"incremental"``, the default, or ``None``) applies
+        STEPS' incremental precipitation mask before the matching (radar models in dBZ:
+        :class:`diffcast.models.backbones.pysteps_methods.IncrementalMask`).
         ``sampler``, ``steps``, ... passed to the diffusion sampler.
     spec : str, optional
         How the model was named (checkpoint path or baseline), for ``run.json``.
@@ -176,9 +179,16 @@ def run_nowcast(
     kwargs = dict(sample_kwargs or {}) if nowcaster.is_probabilistic else {}
     # probability matching is not a sampler option: "cdf" (default) or None, diffusion ensembles only
     prob_matching = kwargs.pop("prob_matching", "cdf")
-    from ..models.backbones.pysteps_methods import check_prob_matching, match_cdf
+    mask_method = kwargs.pop("mask_method", "incremental")
+    from ..models.backbones.pysteps_methods import (
+        IncrementalMask,
+        check_mask_method,
+        check_prob_matching,
+        match_cdf,
+    )
 
     check_prob_matching(prob_matching)
+    check_mask_method(mask_method)
     from ..memory import schedule_members
 
     # before any work: members in turns under the cap, or a clear error when even one at a time does not fit
@@ -202,13 +212,19 @@ def run_nowcast(
         if unknown is not None:
             fc[:, unknown] = np.nan
 
-        matched = prob_matching == "cdf" and is_diffusion_model(nowcaster.model) and fc.shape[0] > 1
-        if matched:
-            # ranks are kept, so matching the encoded values equals matching rain rates
+        ensemble = is_diffusion_model(nowcaster.model) and fc.shape[0] > 1
+        matched = prob_matching == "cdf" and ensemble
+        # the incremental mask of rain: radar models (values dBZ / scale), not e.g. VIL
+        masked = mask_method == "incremental" and ensemble and nowcaster.meta.unit == "dBZ"
+        if matched or masked:
+            # ranks are kept, so matching the encoded values equals matching rain rates; the mask is applied to
+            # the rain rate through the encoding (IncrementalMask.log_scale)
             ref = prepared.x_in[-1].astype(np.float64)
             if coverage is not None:
                 ref = np.where(coverage, ref, np.nan)
-            fc = match_cdf(fc, ref, inplace=True)  # float32, field by field
+            mask = (IncrementalMask.for_grid(nowcaster.meta.timestep_min, nowcaster.meta.pixel_km,
+                                             log_scale=float(nowcaster.meta.scale)) if masked else None)
+            fc = match_cdf(fc, ref, inplace=True, mask=mask, match=matched)  # float32, field by field
         m_out, t_out = fc.shape[:2]
         title = f"{nowcaster.name}: {m_out} member(s), analysis {_iso(prepared.analysis_time)}"
         history = "diffcast nowcast" + ("" if command is None else " " + " ".join(command))
@@ -265,6 +281,7 @@ def run_nowcast(
                 "config": nowcaster.config.get("model"),
             },
             "prob_matching": "cdf" if matched else None,
+            "mask_method": "incremental" if masked else None,
             "memory": None if plan is None else plan.describe(),
             "members_requested": int(members),
             "members": int(m_out),

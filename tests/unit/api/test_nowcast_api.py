@@ -406,13 +406,18 @@ def test_match_cdf_in_place_equals_the_copy_then_cast():
         match_cdf(np.zeros((1, 1, 4, 4), np.int64), ref[:4, :4], inplace=True)
 
 
-def test_prob_matching_of_a_diffcast_ensemble(tmp_path):
-    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": 32, "width": 32,
+def tiny_radar_diffcast(path, size: int = 32):
+    """An untrained DiffCast radar model file over extrapolation: 3 frames in, 4 out, ``size`` pixels (seeded)."""
+    mcfg = {"type": "diffcast", "t_in": 3, "t_out": 4, "channels": 1, "height": size, "width": size,
             "backbone": {"name": "extrapolation"},
             "diffusion": {"preset": "tiny", "dim": 8, "dim_mults": [1, 2], "segment": 2, "groups": 4, "attn_heads": 1,
                           "attn_dim_head": 8, "ta_kernel": 7, "patch": 2}}
     torch.manual_seed(0)
-    path = save_model_file(tmp_path / "dc.safetensors", build_model(mcfg).state_dict(), {"model": mcfg, "data": {"name": "radar"}})
+    return save_model_file(path, build_model(mcfg).state_dict(), {"model": mcfg, "data": {"name": "radar"}})
+
+
+def test_prob_matching_of_a_diffcast_ensemble(tmp_path):
+    path = tiny_radar_diffcast(tmp_path / "dc.safetensors")
     precip = rain_field(t=3, h=32, w=32)
     precip[-1, :4] = np.nan
     kw = {"n_leadtimes": 4, "n_ens_members": 2, "seed": 0, "model": str(path), "steps": 2}

@@ -56,6 +56,11 @@ def test_cli_nowcast_with_the_shipped_name(tmp_path, helper_module):
     info = json.loads((out / "run.json").read_text())
     assert info["model"]["t_out"] == 12 and info["input"]["x_in_shape"][-2:] == [64, 64]
     assert (out / "forecast.nc").is_file() and (out / "forecast.gif").is_file()
+    assert (info["prob_matching"], info["mask_method"]) == ("cdf", "incremental")  # STEPS' post-processing
+    off = tmp_path / "nc_nomask"
+    assert main(["nowcast", "--checkpoint", DEFAULT_SHIPPED, "--input", str(folder), "--members", "2", "--seed", "0",
+                 "--steps", "2", "--out", str(off), "--mask-method", "none"]) == 0
+    assert json.loads((off / "run.json").read_text())["mask_method"] is None
 
 
 #: the teacher of the shipped students (the default model until 2026-12-08)

@@ -27,6 +27,7 @@ Two layers:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -546,6 +547,11 @@ class Steps(_PystepsBaseline):
 
 #: Accepted ``prob_matching`` values of the trained-model nowcasts: STEPS-like CDF matching or none.
 PROB_MATCHING = ("cdf", None)
+#: Accepted ``mask_method`` values of the trained-model nowcasts: STEPS' incremental mask or none.
+MASK_METHODS = ("incremental", None)
+#: pysteps' STEPS defaults of its incremental mask (``mask_kwargs``), and its rain threshold in mm/h
+#: (``precip_thr`` -10 dBR of :data:`PYSTEPS_SETTINGS`).
+INCREMENTAL_MASK = {"mask_rim": 10, "mask_f": 1.0, "threshold": 0.1}
 
 
 def check_prob_matching(value: object) -> None:
@@ -554,11 +560,89 @@ def check_prob_matching(value: object) -> None:
         raise ValueError(f"prob_matching must be 'cdf' or None, got {value!r}")
 
 
-def match_cdf(forecast: np.ndarray, reference: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+def check_mask_method(value: object) -> None:
+    """``ValueError`` unless ``value`` is one of :data:`MASK_METHODS`."""
+    if value not in MASK_METHODS:
+        raise ValueError(f"mask_method must be 'incremental' or None, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class IncrementalMask:
+    """pysteps' STEPS ``mask_method="incremental"`` for an ensemble of any origin.
+
+    Lead by lead, each member's rain rate is multiplied by a mask grown from where it (at
+    the first lead: the last observation) had rain: the wet pixels (``>= threshold`` mm/h)
+    dilated by a diamond of ``kernel`` pixels (pysteps: ``mask_f x timestep / km per
+    pixel``), then a grey rim of ``rim`` one-pixel dilations, normalised to ``[0, 1]``
+    (:func:`pysteps.nowcasts.utils.compute_dilated_mask`). Rain far from the previous
+    lead's rain is removed and rain at its edge tapered, so no member grows rain out of a
+    dry area faster than the kernel allows. (pysteps multiplies in its dB space above the
+    minimum, a gentler taper; the rain-rate one was the one scored.)
+
+    ``log_scale`` ``None``: the forecast holds rain rates. With ``log_scale`` ``s`` it holds
+    diffcast's reflectivity encoding ``dBZ / s`` (Marshall-Palmer ``Z = 200 R^1.6``, 0 at and
+    below 0 dBZ): each field is decoded to rain rate in float64, masked (and matched) there
+    and encoded back, so both give the same members.
+    """
+
+    kernel: int = 5
+    rim: int = INCREMENTAL_MASK["mask_rim"]
+    threshold: float = INCREMENTAL_MASK["threshold"]
+    log_scale: float | None = None
+
+    @classmethod
+    def for_grid(cls, timestep_min: float, pixel_km: float, log_scale: float | None = None) -> IncrementalMask:
+        """pysteps' defaults for a grid: kernel ``mask_f x timestep / km`` (at least 1 pixel)."""
+        kernel = int(INCREMENTAL_MASK["mask_f"] * float(timestep_min) / float(pixel_km))
+        return cls(kernel=max(kernel, 1), log_scale=None if log_scale is None else float(log_scale))
+
+    def make(self, rate: np.ndarray) -> np.ndarray:
+        """The mask ``(y, x)`` in ``[0, 1]`` grown from where ``rate`` (mm/h, NaN = dry) is rain."""
+        from pysteps.nowcasts.utils import compute_dilated_mask
+        from scipy.ndimage import generate_binary_structure, iterate_structure
+
+        wet = np.nan_to_num(rate, nan=-np.inf) >= self.threshold
+        if not wet.any():
+            return np.zeros(wet.shape, np.float64)
+        struct = iterate_structure(generate_binary_structure(2, 1), int((self.kernel - 1) / 2.0))
+        return compute_dilated_mask(wet, struct, self.rim)
+
+    def to_rate(self, values: np.ndarray) -> np.ndarray:
+        """The forecast's values as rain rate (float64; NaN stays NaN)."""
+        x = np.asarray(values, dtype=np.float64)
+        if self.log_scale is None:
+            return x.copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = (10.0 ** (x * self.log_scale / 10.0) / 200.0) ** (1.0 / 1.6)
+        return np.where(x > 0, r, np.where(np.isnan(x), np.nan, 0.0))
+
+    def from_rate(self, rate: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_rate` (below 0 dBZ: 0)."""
+        if self.log_scale is None:
+            return rate
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dbz = 10.0 * np.log10(200.0 * rate**1.6)
+        return np.where(np.isnan(rate), np.nan, np.maximum(np.nan_to_num(dbz, nan=0.0, neginf=0.0), 0.0)
+                        / self.log_scale)
+
+
+def match_cdf(
+    forecast: np.ndarray,
+    reference: np.ndarray,
+    *,
+    inplace: bool = False,
+    mask: IncrementalMask | None = None,
+    match: bool = True,
+) -> np.ndarray:
     """Each ``(member, lead)`` field of ``forecast`` ``(M, T, y, x)`` given the empirical
     distribution of ``reference`` ``(y, x)``, rank for rank, on the pixels where the
     reference and every member at that lead are finite (pysteps'
     ``nonparam_match_empirical_cdf``); NaN stays NaN.
+
+    With ``mask`` (:class:`IncrementalMask`), each member's rain rate is first multiplied,
+    lead by lead, by STEPS' incremental mask grown from its previous lead (the first
+    lead: from the reference), as pysteps' STEPS does before its CDF matching (the fields
+    are then matched as rain rates); ``match=False`` applies the mask alone.
 
     Returns a float64 copy, or with ``inplace=True`` writes into ``forecast`` (a
     floating-point array, e.g. float32) and returns it: each field is matched in float64
@@ -575,14 +659,28 @@ def match_cdf(forecast: np.ndarray, reference: np.ndarray, *, inplace: bool = Fa
     else:
         out = np.array(forecast, dtype=np.float64, copy=True)
     covered = np.isfinite(reference)
+    if mask is None:
+        for t in range(out.shape[1]):
+            ok = covered & np.all(np.isfinite(out[:, t]), axis=0)  # per lead: inflow NaN grows with lead time
+            if not match or ok.sum() < 2:
+                continue
+            ref = reference[ok]
+            for m in range(out.shape[0]):
+                field = out[m, t]
+                field[ok] = nonparam_match_empirical_cdf(field[ok].astype(np.float64), ref)
+        return out
+    ref_rate = mask.to_rate(np.where(covered, reference, np.nan))
+    masks = [mask.make(ref_rate)] * out.shape[0]
     for t in range(out.shape[1]):
-        ok = covered & np.all(np.isfinite(out[:, t]), axis=0)  # per lead: inflow NaN grows with lead time
-        if ok.sum() < 2:
-            continue
-        ref = reference[ok]
-        for m in range(out.shape[0]):
-            field = out[m, t]
-            field[ok] = nonparam_match_empirical_cdf(field[ok].astype(np.float64), ref)
+        fields = [mask.to_rate(out[m, t]) * masks[m] for m in range(out.shape[0])]
+        ok = covered & np.all([np.isfinite(f) for f in fields], axis=0)
+        if match and ok.sum() >= 2:
+            ref = ref_rate[ok]
+            for f in fields:
+                f[ok] = nonparam_match_empirical_cdf(f[ok], ref)
+        masks = [mask.make(f) for f in fields]
+        for m, f in enumerate(fields):
+            out[m, t] = mask.from_rate(f)
     return out
 
 
