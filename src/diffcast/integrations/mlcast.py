@@ -21,7 +21,10 @@ model: one hour), a ``ValueError`` beyond (no autoregressive roll-out: the model
 never trained on its own forecasts); ``C = 1``. The conversion to and from rain rate
 and the model's own encoding is diffcast's (:func:`diffcast.api.run_model`, the code
 behind :func:`diffcast.nowcast`), so this adapter and ``diffcast.nowcast`` give the
-same members for the same rain, seed and options. Nothing here imports ``mlcast``.
+same members for the same rain, seed and options, away from the inflow edges (there
+``diffcast.nowcast`` has NaN and the adapter the model's values, so with the default
+incremental mask, grown from each lead's rain, members may differ within about 15 pixels
+of those edges; ``mask_method=None`` on both removes that). Nothing here imports ``mlcast``.
 """
 
 from __future__ import annotations
