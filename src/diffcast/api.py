@@ -229,11 +229,8 @@ def _forecast(
     if max_memory is not None:
         sample_kwargs = {**sample_kwargs, "max_memory": max_memory}
     out, lead_min = _nowcast_model(r, spec, timestep, n_lead, n_mem, seed, pixel_size, sample_kwargs)
-    if out.shape[0] > 1 and (prob_matching == "cdf" or mask_method is not None):  # STEPS does both by itself
-        mask = pm.IncrementalMask.for_grid(lead_min, pixel_size) if mask_method == "incremental" else None
-        # run_model returns a fresh float64 array
-        out = pm.match_cdf(out, r[-1], inplace=True, mask=mask, match=prob_matching == "cdf")
-    return out, lead_min
+    # baselines returned above (STEPS does both by itself); run_model returns a fresh float64 array
+    return pm.postprocess_members(out, r[-1], prob_matching, mask_method, lead_min, pixel_size), lead_min
 
 
 def _nowcast_model(

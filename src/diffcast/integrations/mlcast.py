@@ -206,7 +206,7 @@ class MlcastNetwork(nn.Module):
             or a model that cannot take this input (time step, quantity).
         """
         from ..api import run_model
-        from ..models.backbones.pysteps_methods import IncrementalMask, match_cdf
+        from ..models.backbones.pysteps_methods import postprocess_members
 
         if x.ndim != 5:
             raise ValueError(f"x must be [B, T_in, C, H, W], got shape {tuple(x.shape)}")
@@ -233,10 +233,8 @@ class MlcastNetwork(nn.Module):
                 seed = int(np.random.SeedSequence().entropy % (2**31))
             fc, _ = run_model(nc, self.spec, rain[i], self.timestep, steps, members, seed, float(nc.meta.pixel_km),
                               dict(self.sample_kwargs), mark_inflow=False)
-            if fc.shape[0] > 1 and (self.prob_matching == "cdf" or self.mask_method is not None):
-                mask = (IncrementalMask.for_grid(nc.meta.timestep_min, nc.meta.pixel_km)
-                        if self.mask_method == "incremental" else None)
-                fc = match_cdf(fc, rain[i, -1], inplace=True, mask=mask, match=self.prob_matching == "cdf")
+            fc = postprocess_members(fc, rain[i, -1], self.prob_matching, self.mask_method, nc.meta.timestep_min,
+                                     nc.meta.pixel_km)
             out[i] = fc if fc.shape[0] == ensemble_size else np.repeat(fc, ensemble_size, axis=0)
         out = to_mlcast_values(out) if self.values == "mlcast" else np.nan_to_num(out, nan=0.0)
         return torch.from_numpy(out.transpose(0, 2, 1, 3, 4).copy()).to(device=x.device, dtype=x.dtype)

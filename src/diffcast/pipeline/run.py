@@ -181,10 +181,9 @@ def run_nowcast(
     prob_matching = kwargs.pop("prob_matching", "cdf")
     mask_method = kwargs.pop("mask_method", "incremental")
     from ..models.backbones.pysteps_methods import (
-        IncrementalMask,
         check_mask_method,
         check_prob_matching,
-        match_cdf,
+        postprocess_members,
     )
 
     check_prob_matching(prob_matching)
@@ -222,9 +221,9 @@ def run_nowcast(
             ref = prepared.x_in[-1].astype(np.float64)
             if coverage is not None:
                 ref = np.where(coverage, ref, np.nan)
-            mask = (IncrementalMask.for_grid(nowcaster.meta.timestep_min, nowcaster.meta.pixel_km,
-                                             log_scale=float(nowcaster.meta.scale)) if masked else None)
-            fc = match_cdf(fc, ref, inplace=True, mask=mask, match=matched)  # float32, field by field
+            fc = postprocess_members(fc, ref, "cdf" if matched else None, "incremental" if masked else None,
+                                     nowcaster.meta.timestep_min, nowcaster.meta.pixel_km,
+                                     log_scale=float(nowcaster.meta.scale))  # float32, field by field
         m_out, t_out = fc.shape[:2]
         title = f"{nowcaster.name}: {m_out} member(s), analysis {_iso(prepared.analysis_time)}"
         history = "diffcast nowcast" + ("" if command is None else " " + " ".join(command))

@@ -608,10 +608,10 @@ class IncrementalMask:
         return compute_dilated_mask(wet, struct, self.rim)
 
     def to_rate(self, values: np.ndarray) -> np.ndarray:
-        """The forecast's values as rain rate (float64; NaN stays NaN)."""
+        """The forecast's values as rain rate (float64; NaN stays NaN; ``values`` itself when already float64 rates)."""
         x = np.asarray(values, dtype=np.float64)
         if self.log_scale is None:
-            return x.copy()
+            return x
         with np.errstate(over="ignore", invalid="ignore"):
             r = (10.0 ** (x * self.log_scale / 10.0) / 200.0) ** (1.0 / 1.6)
         return np.where(x > 0, r, np.where(np.isnan(x), np.nan, 0.0))
@@ -682,6 +682,25 @@ def match_cdf(
         for m, f in enumerate(fields):
             out[m, t] = mask.from_rate(f)
     return out
+
+
+def postprocess_members(
+    forecast: np.ndarray,
+    reference: np.ndarray,
+    prob_matching: str | None,
+    mask_method: str | None,
+    timestep_min: float,
+    pixel_km: float,
+    log_scale: float | None = None,
+) -> np.ndarray:
+    """STEPS' post-processing of an ensemble ``(M, T, y, x)``, in place: the incremental mask
+    (``mask_method="incremental"``, :class:`IncrementalMask` for the grid) and the CDF matching
+    to ``reference`` (``prob_matching="cdf"``) of :func:`match_cdf`; a single member, or both
+    off, is returned as it is."""
+    if forecast.shape[0] < 2 or (prob_matching != "cdf" and mask_method is None):
+        return forecast
+    mask = IncrementalMask.for_grid(timestep_min, pixel_km, log_scale) if mask_method == "incremental" else None
+    return match_cdf(forecast, reference, inplace=True, mask=mask, match=prob_matching == "cdf")
 
 
 def inflow_mask(coverage: np.ndarray, uv: np.ndarray, n_leadtimes: int) -> np.ndarray:
